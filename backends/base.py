@@ -1,0 +1,99 @@
+"""The backend contract: a backend turns one model `Rule` into text for one target.
+
+A backend never mutates the rule; everything it could not express exactly is a
+`Diagnostic` on the `Output` (warning: the query means something slightly different;
+error: raise `UnsupportedError` instead and no output is produced).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from sigma_wmi.errors import Diagnostic, Level, SigmaWmiError
+from sigma_wmi.model import Rule
+
+
+@dataclass
+class Output:
+    """One rule compiled for one target and format."""
+
+    text: str
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    name: str
+    help: str
+    default: Any = None
+    choices: tuple[str, ...] = ()
+
+
+class Backend(ABC):
+    """Subclass, set the class attributes, implement `convert`; register under the
+    `sigma_wmi.backends` entry-point group."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    formats: ClassVar[tuple[str, ...]]  # the first is the default
+    # File extension per format when writing one file per rule or a combined file.
+    extensions: ClassVar[Mapping[str, str]] = {}
+    # Formats whose per-rule outputs are joined into one file (NDJSON, savedsearches.conf).
+    combined_formats: ClassVar[frozenset[str]] = frozenset()
+    options: ClassVar[tuple[OptionSpec, ...]] = ()
+
+    def __init__(self, **options: Any) -> None:
+        known = {spec.name: spec for spec in self.options}
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise SigmaWmiError(
+                f"target '{self.name}' has no option {', '.join(unknown)}; "
+                f"options: {', '.join(sorted(known)) or 'none'}", code="usage")
+        self.settings: dict[str, Any] = {name: spec.default for name, spec in known.items()}
+        for name, value in options.items():
+            spec = known[name]
+            if value is None:
+                continue
+            if spec.choices and str(value) not in spec.choices:
+                raise SigmaWmiError(f"option {name} of target '{self.name}' must be one of "
+                                    f"{', '.join(spec.choices)}, not '{value}'", code="usage")
+            self.settings[name] = _coerce(value, spec.default)
+
+    def check_format(self, format: str | None) -> str:
+        chosen = format or self.formats[0]
+        if chosen not in self.formats:
+            raise SigmaWmiError(f"target '{self.name}' has no format '{chosen}'; "
+                                f"formats: {', '.join(self.formats)}", code="usage")
+        return chosen
+
+    @abstractmethod
+    def convert(self, rule: Rule, format: str | None = None) -> Output:
+        """Compile one rule. Raises `UnsupportedError` when the rule cannot be expressed."""
+
+    def combine(self, outputs: Sequence[str], format: str | None = None) -> str:
+        """Join per-rule outputs into one document (one query per line by default)."""
+        return "".join(text if text.endswith("\n") else text + "\n" for text in outputs)
+
+
+def warning(code: str, message: str) -> Diagnostic:
+    return Diagnostic(Level.WARNING, code, message)
+
+
+def info(code: str, message: str) -> Diagnostic:
+    return Diagnostic(Level.INFO, code, message)
+
+
+def _coerce(value: Any, default: Any) -> Any:
+    """CLI options arrive as strings; give them the default's type."""
+    if not isinstance(value, str) or default is None or isinstance(default, str):
+        return value
+    if isinstance(default, bool):
+        return value.lower() in ("1", "true", "yes", "on")
+    if isinstance(default, int):
+        return int(value)
+    if isinstance(default, tuple):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    return value

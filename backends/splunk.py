@@ -1,0 +1,437 @@
+"""Splunk SPL: raw event search, CIM `tstats` data-model search, savedsearches.conf.
+
+Matches that the search language can express exactly go into the search; the rest
+(regular expressions, case-sensitive strings, field references) go into a trailing
+`| where` in eval syntax, so an OR that mixes both is still an OR.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar
+
+from sigma_wmi.backends.base import Backend, OptionSpec, Output, info
+from sigma_wmi.backends.query import Fragment, QueryGenerator
+from sigma_wmi.catalog import Catalog, LogSourceInfo, catalog, to_profile
+from sigma_wmi.errors import Diagnostic, UnsupportedError
+from sigma_wmi.model import (
+    And,
+    Expr,
+    Match,
+    Not,
+    Op,
+    Or,
+    Pattern,
+    Regex,
+    Rule,
+    Wildcard,
+    full_pattern,
+    walk,
+)
+
+# ---------------------------------------------------------------------------
+# Escaping: SPL double-quoted strings know exactly two escapes, \\ and \".
+# ---------------------------------------------------------------------------
+_SPL_QUOTED = str.maketrans({"\\": "\\\\", '"': '\\"'})
+
+
+def spl_string(text: str) -> str:
+    """`text` as an SPL double-quoted string literal."""
+    return '"' + text.translate(_SPL_QUOTED) + '"'
+
+
+_SIMPLE_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-{}]*$")
+
+
+def search_field(name: str) -> str:
+    """A field name on the left of `=` in a search; quoted when it is not a plain word."""
+    return name if _SIMPLE_FIELD.match(name) else spl_string(name)
+
+
+def eval_field(name: str) -> str:
+    """A field name in an eval expression: single quotes unless it is a plain identifier."""
+    if re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+        return name
+    return "'" + name.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def pattern_regex(pattern: Pattern) -> str:
+    """An anchored PCRE regex equivalent to a wildcard pattern."""
+    body = "".join(re.escape(p) if isinstance(p, str) else (".*" if p is Wildcard.MANY else ".")
+                   for p in pattern.parts)
+    return f"^{body}$"
+
+
+class SplunkSearch(QueryGenerator):
+    """The search-command language: `field="value"`, implicit AND, OR binding tighter."""
+
+    AND = " "
+    OR = " OR "
+    NOT = "NOT "
+    target = "splunk"
+
+    def searchable(self, expr: Expr) -> bool:
+        """Can the search language express this subtree exactly (up to wildcard diagnostics)?"""
+        for node in walk(expr):
+            if isinstance(node, Match):
+                if node.op in (Op.REGEX, Op.FIELDREF) or (node.case_sensitive and node.op.is_string):
+                    return False
+        return True
+
+    def value(self, pattern: Pattern) -> str:
+        out = []
+        for part in pattern.parts:
+            if part is Wildcard.MANY:
+                out.append("*")
+            elif part is Wildcard.ONE:
+                self.warn("single-wildcard", "SPL has no single-character wildcard; '?' became '*' (broader)")
+                out.append("*")
+            else:
+                assert isinstance(part, str)
+                if "*" in part:
+                    self.warn("literal-wildcard",
+                              "SPL cannot escape '*'; a literal '*' in a value matches as a wildcard (broader)")
+                out.append(part)
+        return spl_string("".join(out))
+
+    def scalar(self, value: object) -> str:
+        if isinstance(value, bool):
+            return spl_string(str(value).lower())
+        if isinstance(value, (int, float)):
+            return str(value)
+        return spl_string(str(value))
+
+    def strings(self, match: Match) -> Fragment:
+        values = [self.value(full_pattern(match, v)) if isinstance(v, Pattern) else self.scalar(v)
+                  for v in match.values]
+        if match.field is None:  # keyword search
+            return Fragment(values[0]) if len(values) == 1 else Fragment(self.OR.join(values), "or")
+        field = search_field(match.field)
+        if len(values) == 1:
+            return Fragment(f"{field}={values[0]}")
+        return Fragment(f"{field} IN ({', '.join(values)})")
+
+    match_equals = match_contains = match_startswith = match_endswith = match_wildcard = strings
+
+    def match_cidr(self, match: Match) -> Fragment:
+        return self.strings(match)
+
+    def match_exists(self, match: Match) -> Fragment:
+        return Fragment(f"{search_field(self.named(match))}=*")
+
+    def match_null(self, match: Match) -> Fragment:
+        return Fragment(f"NOT {search_field(self.named(match))}=*", "not")
+
+    def _compare(self, match: Match, symbol: str) -> Fragment:
+        field = search_field(self.named(match))
+        return self.any_value(match, lambda v: f"{field}{symbol}{v}")
+
+    def match_lt(self, match: Match) -> Fragment:
+        return self._compare(match, "<")
+
+    def match_lte(self, match: Match) -> Fragment:
+        return self._compare(match, "<=")
+
+    def match_gt(self, match: Match) -> Fragment:
+        return self._compare(match, ">")
+
+    def match_gte(self, match: Match) -> Fragment:
+        return self._compare(match, ">=")
+
+    def named(self, match: Match) -> str:
+        if match.field is None:
+            raise self.unsupported(f"'{match.op.value}' needs a field", match)
+        return match.field
+
+
+class SplunkEval(QueryGenerator):
+    """Eval-expression syntax for `| where`: exact, regex-capable, case-aware."""
+
+    AND = " AND "
+    OR = " OR "
+    NOT = "NOT "
+    target = "splunk"
+
+    def __init__(self, diagnostics: list[Diagnostic], field_name: Any = None) -> None:
+        super().__init__(diagnostics)
+        self.field_name = field_name or (lambda name: name)
+
+    def ref(self, match: Match) -> str:
+        return eval_field(self.field_name(match.field)) if match.field is not None else "_raw"
+
+    def strings(self, match: Match) -> Fragment:
+        field = self.ref(match)
+        flags = "" if match.case_sensitive else "(?i)"
+
+        def render(value: object) -> str:
+            if isinstance(value, Pattern):
+                regex = pattern_regex(full_pattern(match, value))
+                if match.field is None:  # keyword: anywhere in the raw event
+                    regex = regex[1:-1]
+                return f"match({field}, {spl_string(flags + regex)})"
+            if isinstance(value, bool):
+                return f"{field}=={spl_string(str(value).lower())}"
+            return f"{field}=={value}" if isinstance(value, (int, float)) else f"{field}=={spl_string(str(value))}"
+
+        return self.any_value(match, render)
+
+    match_equals = match_contains = match_startswith = match_endswith = match_wildcard = strings
+
+    def match_regex(self, match: Match) -> Fragment:
+        field = self.ref(match)
+
+        def render(value: object) -> str:
+            assert isinstance(value, Regex)
+            inline = "".join(sorted(value.flags))
+            prefix = f"(?{inline})" if inline else ""
+            return f"match({field}, {spl_string(prefix + value.pattern)})"
+
+        return self.any_value(match, render)
+
+    def match_cidr(self, match: Match) -> Fragment:
+        field = self.ref(match)
+        return self.any_value(match, lambda v: f"cidrmatch({spl_string(str(v))}, {field})")
+
+    def match_exists(self, match: Match) -> Fragment:
+        return Fragment(f"isnotnull({self.ref(match)})")
+
+    def match_null(self, match: Match) -> Fragment:
+        field = self.ref(match)
+        return Fragment(f"isnull({field}) OR {field}==\"\"", "or")
+
+    def match_fieldref(self, match: Match) -> Fragment:
+        field = self.ref(match)
+
+        def render(other: object) -> str:
+            theirs = eval_field(self.field_name(str(other)))
+            if match.case_sensitive:
+                return f"{field}=={theirs}"
+            return f"lower({field})==lower({theirs})"
+
+        return self.any_value(match, render)
+
+    def _compare(self, match: Match, symbol: str) -> Fragment:
+        field = self.ref(match)
+        return self.any_value(match, lambda v: f"{field}{symbol}{v}")
+
+    def match_lt(self, match: Match) -> Fragment:
+        return self._compare(match, "<")
+
+    def match_lte(self, match: Match) -> Fragment:
+        return self._compare(match, "<=")
+
+    def match_gt(self, match: Match) -> Fragment:
+        return self._compare(match, ">")
+
+    def match_gte(self, match: Match) -> Fragment:
+        return self._compare(match, ">=")
+
+
+# ---------------------------------------------------------------------------
+# The backend
+# ---------------------------------------------------------------------------
+
+# ESCU's standard macros and what they expand to for users without ESCU installed.
+ESCU_MACROS = {
+    "security_content_summariesonly": "summariesonly=false allow_old_summaries=true fillnull_value=null",
+    "drop_dm_object_name": "rename {node}.* as *",
+    "security_content_ctime": 'convert timeformat="%Y-%m-%dT%H:%M:%S" ctime({field})',
+}
+
+DEFAULT_BY = {
+    "Processes": ("dest", "user", "parent_process_name", "parent_process", "process_name", "process",
+                  "process_id", "parent_process_id"),
+    "Filesystem": ("dest", "user", "process_guid", "process_id", "file_path", "file_name"),
+    "Registry": ("dest", "user", "process_guid", "process_id", "registry_path", "registry_value_data"),
+    "All_Traffic": ("dest", "src", "dest_port", "transport"),
+    "DNS": ("src", "query", "answer"),
+}
+
+_LEVEL_SEVERITY = {"informational": 1, "low": 2, "medium": 3, "high": 4, "critical": 5}
+
+
+class SplunkBackend(Backend):
+    name = "splunk"
+    description = "Splunk SPL: raw event search, CIM tstats data-model search, savedsearches.conf"
+    formats = ("raw", "tstats", "savedsearches")
+    extensions = {"raw": ".spl", "tstats": ".spl", "savedsearches": ".conf"}
+    combined_formats = frozenset({"savedsearches"})
+    options = (
+        OptionSpec("profile", "raw-event field names: sysmon, security (4688), or auto from the log source",
+                   "auto", ("auto", "sysmon", "security")),
+        OptionSpec("source_template", "log-source condition for a Windows channel ({channel} is replaced)",
+                   'source="XmlWinEventLog:{channel}"'),
+        OptionSpec("expand_macros", "tstats: write ESCU macros out in full (for Splunk without ESCU)", False),
+        OptionSpec("by", "tstats: comma-separated split-by fields (default: per data model)", ()),
+        OptionSpec("cron_schedule", "savedsearches: cron schedule", "*/15 * * * *"),
+        OptionSpec("earliest", "savedsearches: dispatch.earliest_time", "-20m"),
+        OptionSpec("latest", "savedsearches: dispatch.latest_time", "now"),
+        OptionSpec("search_format", "savedsearches: which query goes into search =", "raw", ("raw", "tstats")),
+    )
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.catalog: Catalog = catalog()
+
+    def convert(self, rule: Rule, format: str | None = None) -> Output:
+        chosen = self.check_format(format)
+        diagnostics: list[Diagnostic] = []
+        if chosen == "raw":
+            text = self.raw(rule, diagnostics)
+        elif chosen == "tstats":
+            text = self.tstats(rule, diagnostics)
+        else:
+            text = self.savedsearch(rule, diagnostics)
+        return Output(text, diagnostics)
+
+    # ---- raw event search ----
+    def raw_profile(self, rule: Rule, source: LogSourceInfo) -> str:
+        chosen: str = self.settings["profile"]
+        if chosen != "auto":
+            return chosen
+        if rule.logsource.service == "security":
+            return "security"
+        return source.raw_profile or "sysmon"
+
+    def raw(self, rule: Rule, diagnostics: list[Diagnostic]) -> str:
+        source = self.catalog.logsource(rule.logsource)
+        profile = self.raw_profile(rule, source)
+        detection = to_profile(rule.detection, ("splunk", profile), self._unknown_raw(profile), diagnostics,
+                               self.catalog)
+        prefix = self.source_condition(rule, source, profile, diagnostics)
+        return self.search_and_where(detection, prefix, diagnostics)
+
+    def _unknown_raw(self, profile: str) -> Any:
+        def unknown(name: str) -> str:
+            if self.catalog.spec(name) is not None:
+                label = {"security": "Security 4688", "sysmon": "Sysmon"}.get(profile, profile)
+                raise UnsupportedError(f"splunk: field '{name}' is not present in {label} events")
+            return name  # not in the catalog: the rule's own field name is the event's
+        return unknown
+
+    def source_condition(self, rule: Rule, source: LogSourceInfo, profile: str,
+                         diagnostics: list[Diagnostic]) -> list[str]:
+        if rule.logsource.product not in (None, "windows") or (
+                not source.channel and not source.sysmon_event_ids and not source.security_event_ids):
+            diagnostics.append(info("no-logsource-condition",
+                                    f"no Splunk source known for log source {rule.logsource.key()}; "
+                                    "the search has no source condition"))
+            return []
+        template: str = self.settings["source_template"]
+        if profile == "security" and source.security_event_ids:
+            return [template.format(channel="Security"), _event_codes(source.security_event_ids)]
+        if profile == "sysmon" and source.sysmon_event_ids:
+            return [template.format(channel="Microsoft-Windows-Sysmon/Operational"),
+                    _event_codes(source.sysmon_event_ids)]
+        parts = [template.format(channel=source.channel)] if source.channel else []
+        if source.event_ids:
+            parts.append(_event_codes(source.event_ids))
+        return parts
+
+    def search_and_where(self, detection: Expr, prefix: list[str], diagnostics: list[Diagnostic],
+                         eval_name: Any = None) -> str:
+        search = SplunkSearch(diagnostics)
+        conjuncts = list(detection.items) if isinstance(detection, And) else [detection]
+        searchable = [c for c in conjuncts if search.searchable(c)]
+        rest = [c for c in conjuncts if not search.searchable(c)]
+        parts = list(prefix)
+        if searchable:
+            fragment = search.join([search.node(c) for c in searchable], "and")
+            # A top-level OR after the prefix must be grouped: `a b OR c` is `a AND (b OR c)` in SPL,
+            # which is right, but explicit parentheses keep every reader from doubting it.
+            text = fragment.text if fragment.kind != "or" or not parts else f"({fragment.text})"
+            parts.append(text)
+        query = " ".join(parts) if parts else "*"
+        if rest:
+            where = SplunkEval(diagnostics, eval_name)
+            query += " | where " + where.join([where.node(c) for c in rest], "and").text
+        return query
+
+    # ---- CIM data model (tstats) ----
+    def tstats(self, rule: Rule, diagnostics: list[Diagnostic]) -> str:
+        source = self.catalog.logsource(rule.logsource)
+        if not source.cim:
+            raise UnsupportedError(
+                f"splunk tstats: no CIM data model for log source {rule.logsource.key()}")
+        node = source.cim.split(".")[-1]
+
+        def unknown(name: str) -> str:
+            raise UnsupportedError(f"splunk tstats: field '{name}' has no CIM equivalent in {source.cim}")
+
+        detection = to_profile(rule.detection, "cim", unknown, diagnostics, self.catalog)
+        prefixed = _prefix_fields(detection, node + ".")
+        search = SplunkSearch(diagnostics)
+        conjuncts = list(prefixed.items) if isinstance(prefixed, And) else [prefixed]
+        where_parts = [c for c in conjuncts if search.searchable(c)]
+        post = [c for c in conjuncts if not search.searchable(c)]
+        condition = search.join([search.node(c) for c in where_parts], "and").text if where_parts else ""
+        by = self.settings["by"] or DEFAULT_BY.get(node, ("dest",))
+        macros = self.settings["expand_macros"]
+        summaries = ESCU_MACROS["security_content_summariesonly"] if macros else "`security_content_summariesonly`"
+        query = (f"| tstats {summaries} count min(_time) as firstTime max(_time) as lastTime "
+                 f"from datamodel={source.cim}" + (f" where {condition}" if condition else "")
+                 + " by " + " ".join(f"{node}.{f}" for f in by))
+        if macros:
+            query += " | " + ESCU_MACROS["drop_dm_object_name"].format(node=node)
+            for field in ("firstTime", "lastTime"):
+                query += " | " + ESCU_MACROS["security_content_ctime"].format(field=field)
+        else:
+            query += f" | `drop_dm_object_name({node})`"
+            query += " | `security_content_ctime(firstTime)` | `security_content_ctime(lastTime)`"
+        if post:
+            where = SplunkEval(diagnostics, lambda name: name.split(".", 1)[1] if name.startswith(node + ".") else name)
+            query += " | where " + where.join([where.node(c) for c in post], "and").text
+        return query
+
+    # ---- savedsearches.conf ----
+    def savedsearch(self, rule: Rule, diagnostics: list[Diagnostic]) -> str:
+        search = self.tstats(rule, diagnostics) if self.settings["search_format"] == "tstats" \
+            else self.raw(rule, diagnostics)
+        name = " ".join(rule.title.split()).replace("[", "(").replace("]", ")") or rule.id
+        lines = [
+            f"# sigma-wmi rule {' '.join((rule.id or 'without id').split())}",
+            f"[{name}]",
+            _conf("description", rule.description or rule.title),
+            _conf("search", search),
+            _conf("cron_schedule", self.settings["cron_schedule"]),
+            _conf("dispatch.earliest_time", self.settings["earliest"]),
+            _conf("dispatch.latest_time", self.settings["latest"]),
+            "enableSched = 1",
+            "counttype = number of events",
+            "relation = greater than",
+            "quantity = 0",
+            "alert.track = 1",
+            f"alert.severity = {_LEVEL_SEVERITY.get(rule.level or '', 3)}",
+        ]
+        return "\n".join(lines) + "\n"
+
+    def combine(self, outputs: Any, format: str | None = None) -> str:
+        if format == "savedsearches":
+            return "\n".join(o.rstrip("\n") + "\n" for o in outputs)
+        return super().combine(outputs, format)
+
+
+def _event_codes(ids: tuple[int, ...]) -> str:
+    if len(ids) == 1:
+        return f"EventCode={ids[0]}"
+    return "EventCode IN (" + ", ".join(str(i) for i in ids) + ")"
+
+
+def _prefix_fields(expr: Expr, prefix: str) -> Expr:
+    if isinstance(expr, Match):
+        if expr.field is None:
+            return expr
+        values = expr.values
+        if expr.op is Op.FIELDREF:
+            values = tuple(prefix + str(v) for v in values)
+        return Match(prefix + expr.field, expr.op, values, expr.case_sensitive, expr.line)
+    if isinstance(expr, Not):
+        return Not(_prefix_fields(expr.item, prefix))
+    kind = type(expr)
+    return kind(tuple(_prefix_fields(i, prefix) for i in expr.items))
+
+
+def _conf(key: str, value: str) -> str:
+    """A .conf `key = value` line; newlines become backslash continuations."""
+    lines = str(value).splitlines() or [""]
+    return f"{key} = " + " \\\n".join(line.rstrip("\\") for line in lines)

@@ -1,0 +1,264 @@
+"""Loads the field catalog and log-source table (data/fields.yaml, data/logsources.yaml)
+and maps expressions between canonical field names and a target profile's names."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from sigma_wmi.errors import Diagnostic, Level
+from sigma_wmi.model import (
+    And,
+    Expr,
+    LogSource,
+    Match,
+    Not,
+    Op,
+    Or,
+    Pattern,
+    Wildcard,
+    full_pattern,
+    patterns_match,
+)
+
+# Profiles name a field namespace; "sigma" is the Sigma taxonomy.
+# "splunk" holds only the names Splunk's Windows add-on extracts differently (EventCode).
+PROFILES = ("sigma", "sysmon", "security", "wmi_activity", "cim", "ecs", "winlogbeat", "splunk")
+
+
+@dataclass(frozen=True)
+class Derivation:
+    source: str  # canonical field it is computed from
+    how: str  # "basename"
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    name: str
+    description: str
+    sigma: tuple[str, ...]
+    categories: frozenset[str] | None
+    names: dict[str, str]  # profile -> field name in that profile
+    caseless: bool
+    type: str
+    derive: Derivation | None
+
+
+@dataclass(frozen=True)
+class LogSourceInfo:
+    """What the log-source table knows about one Sigma log source."""
+
+    sysmon_event_ids: tuple[int, ...] = ()
+    security_event_ids: tuple[int, ...] = ()
+    event_ids: tuple[int, ...] = ()  # for channel-based categories (PowerShell)
+    channel: str | None = None
+    cim: str | None = None  # "Endpoint.Processes"
+    ecs_category: str | None = None
+    ecs_type: str | None = None
+    raw_profile: str | None = None
+
+
+class Catalog:
+    def __init__(self, fields_doc: dict[str, Any], logsources_doc: dict[str, Any]) -> None:
+        self.fields: dict[str, FieldSpec] = {}
+        # (category or None, sigma name) -> canonical
+        self._from_sigma: dict[tuple[str | None, str], str] = {}
+        # (profile, lower-cased name) -> canonical
+        self._from_profile: dict[tuple[str, str], str] = {}
+        for name, entry in fields_doc["fields"].items():
+            spec = _field_spec(name, entry)
+            self.fields[name] = spec
+            for sigma_name in spec.sigma:
+                for category in sorted(spec.categories) if spec.categories else [None]:
+                    self._from_sigma.setdefault((category, sigma_name), name)
+            for profile in PROFILES:
+                target = spec.names.get(profile)
+                if target:
+                    self._from_profile.setdefault((profile, target.lower()), name)
+        self._categories = logsources_doc.get("categories", {})
+        self._services = logsources_doc.get("services", {})
+
+    # ---- names ----
+    def canonical(self, sigma_name: str, logsource: LogSource) -> str:
+        """The canonical name of a Sigma field in a log source (the Sigma name if unknown)."""
+        for context in (logsource.category, logsource.service):
+            if context and (context, sigma_name) in self._from_sigma:
+                return self._from_sigma[(context, sigma_name)]
+        return self._from_sigma.get((None, sigma_name), sigma_name)
+
+    def from_profile(self, profile: str, name: str) -> str | None:
+        """The canonical field a profile's field name stands for (case-insensitive)."""
+        return self._from_profile.get((profile, name.lower()))
+
+    def spec(self, canonical: str) -> FieldSpec | None:
+        return self.fields.get(canonical)
+
+    def name_in(self, profile: str, canonical: str) -> str | None:
+        """The field's name in a profile, or None if the profile has no such field."""
+        spec = self.fields.get(canonical)
+        if spec is None:
+            return None
+        return spec.names.get(profile)
+
+    # ---- log sources ----
+    def logsource(self, logsource: LogSource) -> LogSourceInfo:
+        entry: dict[str, Any] = {}
+        if logsource.service and logsource.service in self._services:
+            entry.update(self._services[logsource.service])
+        if logsource.category and logsource.category in self._categories:
+            entry.update(self._categories[logsource.category])
+        ecs = entry.get("ecs") or {}
+        return LogSourceInfo(
+            sysmon_event_ids=tuple(entry.get("sysmon_event_ids", ())),
+            security_event_ids=tuple(entry.get("security_event_ids", ())),
+            event_ids=tuple(entry.get("event_ids", ())),
+            channel=entry.get("channel"),
+            cim=entry.get("cim"),
+            ecs_category=ecs.get("category"),
+            ecs_type=ecs.get("type"),
+            raw_profile=entry.get("raw_profile"),
+        )
+
+    def datamodel_logsource(self, datamodel: str) -> LogSource | None:
+        """The Sigma log source of a CIM data model node (Endpoint.Processes → process_creation)."""
+        for category, entry in self._categories.items():
+            if entry.get("cim") == datamodel:
+                return LogSource(product="windows", category=category)
+        return None
+
+
+def _field_spec(name: str, entry: dict[str, Any]) -> FieldSpec:
+    names = {p: entry[p] for p in PROFILES if p != "sigma" and entry.get(p)}
+    sigma = tuple(entry.get("sigma", ()))
+    if sigma:
+        names["sigma"] = sigma[0]
+    if "winlogbeat" not in names:
+        if entry.get("ecs_in_winlogbeat") and "ecs" in names:
+            names["winlogbeat"] = names["ecs"]
+        else:
+            raw = names.get("sysmon") or names.get("security") or names.get("wmi_activity")
+            raw = raw or (sigma[0] if sigma else None)
+            if raw:
+                names["winlogbeat"] = f"winlog.event_data.{raw}"
+    derive = entry.get("derive")
+    return FieldSpec(
+        name=name,
+        description=entry.get("description", ""),
+        sigma=sigma,
+        categories=frozenset(entry["categories"]) if entry.get("categories") else None,
+        names=names,
+        caseless=bool(entry.get("caseless", False)),
+        type=entry.get("type", "keyword"),
+        derive=Derivation(derive["from"], derive["how"]) if derive else None,
+    )
+
+
+@functools.cache
+def catalog() -> Catalog:
+    """The packaged catalog, loaded once per process."""
+    data = resources.files("sigma_wmi") / "data"
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    fields_doc = yaml.load((data / "fields.yaml").read_text(encoding="utf-8"), Loader=loader)
+    logsources_doc = yaml.load((data / "logsources.yaml").read_text(encoding="utf-8"), Loader=loader)
+    return Catalog(fields_doc, logsources_doc)
+
+
+# ---------------------------------------------------------------------------
+# Mapping a canonical tree into a profile's field names
+# ---------------------------------------------------------------------------
+
+UnknownField = Callable[[str], str | None]
+
+
+def to_profile(
+    expr: Expr,
+    profile: str | tuple[str, ...],
+    unknown: UnknownField,
+    diagnostics: list[Diagnostic],
+    cat: Catalog | None = None,
+) -> Expr:
+    """Return a new tree whose field names are the profile's.
+
+    A canonical field the profile lacks is expressed through its derivation
+    (process_name → path ending in `\\name`) when it has one. With several
+    profiles, the first that names the field wins. Fields the catalog
+    does not know go through `unknown`, which returns the name to use or None when
+    the target cannot take that field (an `UnsupportedError` is the caller's call).
+    """
+    cat = cat or catalog()
+    chain = (profile,) if isinstance(profile, str) else profile
+
+    def name_in_chain(canonical: str) -> str | None:
+        for each in chain:
+            name = cat.name_in(each, canonical)
+            if name:
+                return name
+        return None
+
+    def rename(match: Match) -> Expr:
+        if match.field is None:
+            return match
+        spec = cat.spec(match.field)
+        if spec is None:
+            target = unknown(match.field)
+            return _renamed(match, target) if target else match
+        target = name_in_chain(match.field)
+        if target:
+            return _renamed(match, target)
+        if spec.derive and spec.derive.how == "basename":
+            base_name = name_in_chain(spec.derive.source)
+            if base_name:
+                return _basename_match(match, base_name, diagnostics)
+        target = unknown(match.field)
+        return _renamed(match, target) if target else match
+
+    return _map_matches(expr, rename)
+
+
+def _renamed(match: Match, name: str) -> Match:
+    return dataclasses.replace(match, field=name)
+
+
+def _map_matches(expr: Expr, fn: Callable[[Match], Expr]) -> Expr:
+    if isinstance(expr, Match):
+        return fn(expr)
+    if isinstance(expr, Not):
+        return Not(_map_matches(expr.item, fn))
+    if isinstance(expr, And):
+        return And(tuple(_map_matches(i, fn) for i in expr.items))
+    return Or(tuple(_map_matches(i, fn) for i in expr.items))
+
+
+def _basename_match(match: Match, path_field: str, diagnostics: list[Diagnostic]) -> Expr:
+    """`name <op> v` on a profile that only has the full path."""
+    sep = Pattern.literal("\\")
+    many = Pattern((Wildcard.MANY,))
+    if match.op in (Op.EXISTS, Op.NULL):
+        return _renamed(match, path_field)
+    if not match.op.is_string:
+        diagnostics.append(Diagnostic(
+            Level.WARNING, "derived-field",
+            f"{match.field} {match.op.value} has no equivalent on {path_field}; matched on the full path",
+        ))
+        return _renamed(match, path_field)
+    values: list[Pattern] = []
+    exact = match.op in (Op.EQUALS, Op.ENDSWITH)
+    for value in match.values:
+        assert isinstance(value, Pattern)
+        if match.op in (Op.EQUALS, Op.ENDSWITH):
+            values.append(many + (sep if match.op is Op.EQUALS else Pattern(())) + value)
+        else:  # startswith/contains/wildcard: the pattern may also match a directory name
+            values.append(many + sep + full_pattern(match, value))
+        exact = exact and "\\" not in value.text
+    if not exact:
+        diagnostics.append(Diagnostic(
+            Level.WARNING, "derived-field",
+            f"{match.field} is matched on {path_field}; the pattern may also match a directory name",
+        ))
+    return patterns_match(path_field, values, match.case_sensitive, match.line)

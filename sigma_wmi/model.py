@@ -1,0 +1,303 @@
+"""The internal rule model every reader produces and every backend consumes.
+
+Values are never escaped here: a string value is a `Pattern`, a tuple of literal
+text and explicit `Wildcard` tokens. Field names are canonical names from the
+field catalog (or, when the catalog does not know a field, the source's own name).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from sigma_wmi.errors import Diagnostic, Origin
+
+
+class Wildcard(enum.Enum):
+    """A wildcard token inside a pattern: `MANY` is any run of characters, `ONE` exactly one."""
+
+    MANY = "*"
+    ONE = "?"
+
+    def __repr__(self) -> str:
+        return f"Wildcard.{self.name}"
+
+
+PatternPart = Union[str, Wildcard]
+
+
+@dataclass(frozen=True, slots=True)
+class Pattern:
+    """Literal text interleaved with wildcard tokens. Adjacent text parts are merged."""
+
+    parts: tuple[PatternPart, ...]
+
+    def __post_init__(self) -> None:
+        merged: list[PatternPart] = []
+        for part in self.parts:
+            if isinstance(part, str):
+                if not part:
+                    continue
+                if merged and isinstance(merged[-1], str):
+                    merged[-1] = merged[-1] + part
+                    continue
+            merged.append(part)
+        object.__setattr__(self, "parts", tuple(merged))
+
+    @classmethod
+    def literal(cls, text: str) -> Pattern:
+        return cls((text,))
+
+    @property
+    def has_wildcards(self) -> bool:
+        return any(isinstance(p, Wildcard) for p in self.parts)
+
+    @property
+    def text(self) -> str:
+        """The literal text; only meaningful when `has_wildcards` is false."""
+        return "".join(p if isinstance(p, str) else p.value for p in self.parts)
+
+    def __str__(self) -> str:  # human-readable, wildcards shown as * and ?
+        return self.text
+
+    def __add__(self, other: Pattern) -> Pattern:
+        return Pattern(self.parts + other.parts)
+
+
+class Op(enum.Enum):
+    """What a `Match` tests. String operators carry `Pattern` values."""
+
+    EQUALS = "equals"
+    CONTAINS = "contains"
+    STARTSWITH = "startswith"
+    ENDSWITH = "endswith"
+    WILDCARD = "wildcard"  # a pattern with inner wildcards
+    REGEX = "regex"
+    CIDR = "cidr"
+    EXISTS = "exists"  # field present (values empty)
+    NULL = "null"  # field absent or empty (values empty)
+    LT = "lt"
+    LTE = "lte"
+    GT = "gt"
+    GTE = "gte"
+    FIELDREF = "fieldref"  # equal to another field's value (values are canonical field names)
+
+    @property
+    def is_string(self) -> bool:
+        return self in STRING_OPS
+
+
+STRING_OPS = frozenset({Op.EQUALS, Op.CONTAINS, Op.STARTSWITH, Op.ENDSWITH, Op.WILDCARD})
+COMPARE_OPS = frozenset({Op.LT, Op.LTE, Op.GT, Op.GTE})
+
+
+@dataclass(frozen=True, slots=True)
+class Regex:
+    """A regular expression in Python/PCRE syntax, with Sigma's flags (i, m, s)."""
+
+    pattern: str
+    flags: frozenset[str] = frozenset()
+
+
+Value = Union[Pattern, int, float, bool, Regex, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """`field <op> value` for any of `values` (OR across values).
+
+    `field` is None for a keyword search over the whole event. Numbers and booleans
+    appear as `int`/`float`/`bool` values with `Op.EQUALS`; CIDR values are strings.
+    """
+
+    field: str | None
+    op: Op
+    values: tuple[Value, ...] = ()
+    case_sensitive: bool = False
+    line: int | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class And:
+    items: tuple[Expr, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Or:
+    items: tuple[Expr, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    item: Expr
+
+
+Expr = Union[And, Or, Not, Match]
+
+
+def string_match(field_name: str | None, pattern: Pattern, case_sensitive: bool = False,
+                 line: int | None = None) -> Match:
+    """Build the canonical `Match` for a string pattern.
+
+    `*abc*` becomes CONTAINS "abc", `abc*` STARTSWITH, `*abc` ENDSWITH, a pattern
+    with no wildcard EQUALS, anything else WILDCARD with the whole pattern. Every
+    reader goes through here, so equivalent inputs give equal models.
+    """
+    parts = pattern.parts
+    lead = bool(parts) and parts[0] is Wildcard.MANY
+    trail = len(parts) > 1 and parts[-1] is Wildcard.MANY
+    core = Pattern(parts[int(lead): len(parts) - int(trail)])
+    if core.has_wildcards or (lead and not core.parts):
+        op, value = Op.WILDCARD, pattern
+    elif lead and trail:
+        op, value = Op.CONTAINS, core
+    elif lead:
+        op, value = Op.ENDSWITH, core
+    elif trail:
+        op, value = Op.STARTSWITH, core
+    else:
+        op, value = Op.EQUALS, pattern
+    return Match(field_name, op, (value,), case_sensitive, line)
+
+
+def patterns_match(field_name: str | None, patterns: list[Pattern], case_sensitive: bool = False,
+                   line: int | None = None) -> Expr:
+    """OR of string patterns on one field, grouped into as few canonical `Match`es as possible."""
+    groups: dict[Op, list[Value]] = {}
+    for pattern in patterns:
+        single = string_match(field_name, pattern, case_sensitive, line)
+        groups.setdefault(single.op, []).extend(single.values)
+    return any_of([Match(field_name, op, tuple(vals), case_sensitive, line) for op, vals in groups.items()])
+
+
+def full_pattern(match: Match, value: Pattern) -> Pattern:
+    """The wildcard pattern a string match value stands for (`contains x` → `*x*`)."""
+    many = (Wildcard.MANY,)
+    if match.op is Op.CONTAINS:
+        return Pattern(many + value.parts + many)
+    if match.op is Op.STARTSWITH:
+        return Pattern(value.parts + many)
+    if match.op is Op.ENDSWITH:
+        return Pattern(many + value.parts)
+    return value
+
+
+def any_of(items: list[Expr]) -> Expr:
+    return items[0] if len(items) == 1 else Or(tuple(items))
+
+
+def all_of(items: list[Expr]) -> Expr:
+    return items[0] if len(items) == 1 else And(tuple(items))
+
+
+def walk(expr: Expr) -> Iterator[Expr]:
+    """Every node of the tree, parents before children."""
+    yield expr
+    if isinstance(expr, (And, Or)):
+        for item in expr.items:
+            yield from walk(item)
+    elif isinstance(expr, Not):
+        yield from walk(expr.item)
+
+
+def matches(expr: Expr) -> Iterator[Match]:
+    return (node for node in walk(expr) if isinstance(node, Match))
+
+
+@dataclass(frozen=True, slots=True)
+class LogSource:
+    product: str | None = None
+    category: str | None = None
+    service: str | None = None
+    definition: str | None = None
+
+    def key(self) -> str:
+        return "/".join(x or "-" for x in (self.product, self.category, self.service))
+
+
+@dataclass(frozen=True, slots=True)
+class Technique:
+    """An ATT&CK technique or sub-technique id as written in the rule (e.g. T1546.003)."""
+
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RelatedRule:
+    id: str
+    type: str  # derived, obsoletes, merged, renamed, similar
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One detection, whatever format it came from."""
+
+    id: str
+    title: str
+    detection: Expr
+    logsource: LogSource = LogSource()
+    description: str = ""
+    status: str | None = None
+    level: str | None = None
+    authors: tuple[str, ...] = ()
+    date: str | None = None
+    modified: str | None = None
+    references: tuple[str, ...] = ()
+    falsepositives: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    tactics: tuple[str, ...] = ()  # ATT&CK tactic short names, e.g. "privilege-escalation"
+    techniques: tuple[Technique, ...] = ()
+    related: tuple[RelatedRule, ...] = ()
+    fields: tuple[str, ...] = ()  # fields an analyst wants to see in results (canonical names)
+    origin: Origin = Origin("<memory>")
+    # Source-specific content kept losslessly (ESCU how_to_implement, drilldowns, rba, tests...).
+    extras: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    diagnostics: tuple[Diagnostic, ...] = field(default=(), compare=False)
+    source_text: str = field(default="", compare=False, repr=False)
+
+    @property
+    def source_format(self) -> str:
+        return self.origin.format
+
+
+def normalize(expr: Expr) -> Expr:
+    """Flatten nested And/Or, drop double negation, and merge an Or's matches that
+    differ only in their values into one `Match` (so `a=1 OR a=2` equals `a IN (1,2)`)."""
+    if isinstance(expr, Match):
+        return expr
+    if isinstance(expr, Not):
+        inner = normalize(expr.item)
+        return inner.item if isinstance(inner, Not) else Not(inner)
+    kind = type(expr)
+    flat: list[Expr] = []
+    for item in expr.items:
+        item = normalize(item)
+        if type(item) is kind:
+            flat.extend(item.items)  # type: ignore[union-attr]
+        else:
+            flat.append(item)
+    if kind is Or:
+        flat = _merge_values(flat)
+    if len(flat) == 1:
+        return flat[0]
+    return kind(tuple(flat))
+
+
+def _merge_values(items: list[Expr]) -> list[Expr]:
+    merged: list[Expr] = []
+    slot: dict[tuple[object, ...], int] = {}
+    for item in items:
+        if isinstance(item, Match) and item.values and item.op not in (Op.FIELDREF,):
+            key = (item.field, item.op, item.case_sensitive)
+            if key in slot:
+                previous = merged[slot[key]]
+                assert isinstance(previous, Match)
+                values = previous.values + tuple(v for v in item.values if v not in previous.values)
+                merged[slot[key]] = Match(previous.field, previous.op, values, previous.case_sensitive,
+                                          previous.line)
+                continue
+            slot[key] = len(merged)
+        merged.append(item)
+    return merged

@@ -1,0 +1,83 @@
+"""Readers turn rule files into model `Rule`s. The format is detected from the content."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sigma_wmi.errors import Origin, SigmaWmiError
+from sigma_wmi.model import Rule
+from sigma_wmi.readers.sigma import is_sigma, read_sigma
+from sigma_wmi.readers.yamlsource import load_documents, read_text
+
+RULE_SUFFIXES = (".yml", ".yaml")
+
+
+@dataclass
+class ReadOptions:
+    """Options readers share; `macros_dir` is where ESCU macros live (None: auto-detect)."""
+
+    macros_dir: Path | None = None
+
+
+@dataclass
+class SourceFile:
+    """What one file gave: its rules, or the error that stopped it."""
+
+    path: Path
+    rules: list[Rule] = field(default_factory=list)
+    error: SigmaWmiError | None = None
+
+
+def rule_files(paths: Iterable[Path | str]) -> list[Path]:
+    """Rule files under the given files and directories, recursively, in a stable order."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*") if p.suffix in RULE_SUFFIXES and p.is_file()))
+        else:
+            found.append(path)
+    return found
+
+
+def read_text_rules(text: str, path: str, options: ReadOptions | None = None) -> list[Rule]:
+    """Rules from YAML text; raises `SigmaWmiError` with file and line on bad input."""
+    documents = load_documents(text, path)
+    if not documents:
+        raise SigmaWmiError("empty file: no YAML document", Origin(path, 1), "empty")
+    rules = []
+    for doc in documents:
+        rules.append(_read_document(doc, text, path, options or ReadOptions()))
+    return rules
+
+
+def read_file(path: Path | str, options: ReadOptions | None = None) -> list[Rule]:
+    path = Path(path)
+    return read_text_rules(read_text(path), str(path), options)
+
+
+def read_source(path: Path, options: ReadOptions | None = None) -> SourceFile:
+    """Like `read_file` but never raises for bad input: the error is kept on the result."""
+    try:
+        return SourceFile(path, read_file(path, options))
+    except SigmaWmiError as err:
+        return SourceFile(path, error=err)
+    except RecursionError:
+        return SourceFile(path, error=SigmaWmiError("rule is nested too deeply", Origin(str(path)), "too-deep"))
+
+
+def _read_document(doc: Any, text: str, path: str, options: ReadOptions) -> Rule:
+    from sigma_wmi.readers import escu  # imported lazily: the SPL grammar is only needed for ESCU
+
+    if not isinstance(doc, dict):
+        raise SigmaWmiError(f"expected a mapping at the top level, got {type(doc).__name__}",
+                            Origin(path, 1), "not-a-rule")
+    if escu.is_escu(doc):
+        return escu.read_escu(doc, text, path, options.macros_dir)
+    if is_sigma(doc):
+        return read_sigma(doc, text, path)
+    raise SigmaWmiError("not a Sigma rule or ESCU analytic (no 'detection' or 'search' key)",
+                        Origin(path, 1), "not-a-rule")

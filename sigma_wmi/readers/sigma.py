@@ -1,0 +1,298 @@
+"""Sigma YAML → model, on top of pySigma's rule parser.
+
+pySigma resolves modifiers, `1 of selection*` and value lists; this module turns
+its condition tree into our expression tree with canonical field names and
+unescaped patterns, and fills in file and line for every error.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import yaml
+from sigma.conditions import (
+    ConditionAND,
+    ConditionFieldEqualsValueExpression,
+    ConditionNOT,
+    ConditionOR,
+    ConditionValueExpression,
+)
+from sigma.exceptions import SigmaError
+from sigma.rule import SigmaRule
+from sigma.types import (
+    CompareOperators,
+    Placeholder,
+    SigmaBool,
+    SigmaCasedString,
+    SigmaCIDRExpression,
+    SigmaCompareExpression,
+    SigmaExists,
+    SigmaExpansion,
+    SigmaFieldReference,
+    SigmaNull,
+    SigmaNumber,
+    SigmaRegularExpression,
+    SigmaRegularExpressionFlag,
+    SigmaString,
+    SigmaTimestampPart,
+    SpecialChars,
+)
+
+from sigma_wmi.catalog import catalog
+from sigma_wmi.errors import Origin, SigmaWmiError
+from sigma_wmi.model import (
+    And,
+    Expr,
+    LogSource,
+    Match,
+    Not,
+    Op,
+    Or,
+    Pattern,
+    PatternPart,
+    Regex,
+    RelatedRule,
+    Rule,
+    Technique,
+    Wildcard,
+    any_of,
+    normalize,
+    string_match,
+)
+from sigma_wmi.readers.yamlsource import locate
+
+_WILDCARDS = {SpecialChars.WILDCARD_MULTI: Wildcard.MANY, SpecialChars.WILDCARD_SINGLE: Wildcard.ONE}
+_COMPARE = {
+    CompareOperators.LT: Op.LT,
+    CompareOperators.LTE: Op.LTE,
+    CompareOperators.GT: Op.GT,
+    CompareOperators.GTE: Op.GTE,
+}
+_REGEX_FLAGS = {
+    SigmaRegularExpressionFlag.IGNORECASE: "i",
+    SigmaRegularExpressionFlag.MULTILINE: "m",
+    SigmaRegularExpressionFlag.DOTALL: "s",
+}
+
+
+def is_sigma(doc: Any) -> bool:
+    return isinstance(doc, dict) and "detection" in doc and ("logsource" in doc or "title" in doc)
+
+
+def read_sigma(doc: dict[str, Any], text: str, path: str) -> Rule:
+    """Build a `Rule` from one parsed Sigma document (`text` is its source, for line numbers)."""
+    origin = Origin(path, locate(text, ("title",)) or 1, format="sigma")
+    if doc.get("type") == "correlation" or "correlation" in doc:
+        raise SigmaWmiError("Sigma correlation rules are not supported", origin, "unsupported-correlation")
+    for key in ("title", "detection", "logsource"):
+        if key not in doc:
+            raise SigmaWmiError(f"missing required key '{key}'", origin.at(1), "missing-key")
+    if not isinstance(doc["detection"], dict) or "condition" not in doc["detection"]:
+        raise SigmaWmiError("detection has no 'condition'", origin.at(locate(text, ("detection",))),
+                            "missing-condition")
+    try:
+        sigma_rule = SigmaRule.from_dict(doc)
+    except SigmaError as err:
+        raise SigmaWmiError(_describe(err), origin.at(_error_line(err, text, doc)), "invalid-sigma") from None
+    except (TypeError, ValueError, AttributeError, KeyError) as err:
+        raise SigmaWmiError(f"invalid rule structure: {err}", origin.at(1), "invalid-sigma") from None
+
+    logsource = LogSource(
+        product=_opt_str(doc["logsource"].get("product")) if isinstance(doc["logsource"], dict) else None,
+        category=_opt_str(doc["logsource"].get("category")) if isinstance(doc["logsource"], dict) else None,
+        service=_opt_str(doc["logsource"].get("service")) if isinstance(doc["logsource"], dict) else None,
+        definition=_opt_str(doc["logsource"].get("definition")) if isinstance(doc["logsource"], dict) else None,
+    )
+    converter = _ConditionConverter(logsource, origin, text)
+    try:
+        trees = [converter.convert(cond.parsed) for cond in sigma_rule.detection.parsed_condition]
+    except SigmaError as err:
+        raise SigmaWmiError(_describe(err), origin.at(_error_line(err, text, doc)), "invalid-sigma") from None
+    detection = normalize(any_of(trees))
+
+    tags = tuple(str(t) for t in doc.get("tags") or ())
+    tactics, techniques = parse_attack_tags(tags)
+    cat = catalog()
+    return Rule(
+        id=str(doc.get("id") or ""),
+        title=str(doc["title"]),
+        detection=detection,
+        logsource=logsource,
+        description=str(doc.get("description") or "").strip(),
+        status=_opt_str(doc.get("status")),
+        level=_opt_str(doc.get("level")),
+        authors=tuple(a.strip() for a in str(doc.get("author") or "").split(",") if a.strip()),
+        date=_date(doc.get("date")),
+        modified=_date(doc.get("modified")),
+        references=tuple(str(r) for r in doc.get("references") or ()),
+        falsepositives=tuple(str(f) for f in doc.get("falsepositives") or ()),
+        tags=tags,
+        tactics=tactics,
+        techniques=techniques,
+        related=tuple(
+            RelatedRule(str(r.get("id")), str(r.get("type"))) for r in doc.get("related") or ()
+            if isinstance(r, dict)
+        ),
+        fields=tuple(cat.canonical(str(f), logsource) for f in doc.get("fields") or ()),
+        origin=origin,
+        extras={k: v for k, v in doc.items() if k not in _KNOWN_KEYS},
+        source_text=text,
+    )
+
+
+_KNOWN_KEYS = frozenset({
+    "title", "id", "status", "description", "references", "author", "date", "modified", "tags",
+    "logsource", "detection", "falsepositives", "level", "related", "fields",
+})
+
+_TACTIC_ALIASES = {"command-control": "command-and-control"}
+
+
+def parse_attack_tags(tags: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[Technique, ...]]:
+    """Split `attack.*` tags into tactic short names and technique ids.
+
+    `attack.privilege_escalation` and `attack.privilege-escalation` both give
+    "privilege-escalation"; `attack.t1546.003` gives T1546.003; group and software
+    tags (g0001, s0001) are neither.
+    """
+    tactics: list[str] = []
+    techniques: list[Technique] = []
+    for tag in tags:
+        namespace, _, name = tag.lower().partition(".")
+        if namespace != "attack" or not name:
+            continue
+        head = name.split(".")[0]
+        if head[:1] == "t" and head[1:].isdigit():
+            technique = Technique(name.upper())
+            if technique not in techniques:
+                techniques.append(technique)
+        elif head[:1] in ("g", "s") and head[1:].isdigit():
+            continue
+        else:
+            tactic = name.replace("_", "-")
+            tactic = _TACTIC_ALIASES.get(tactic, tactic)
+            if tactic not in tactics:
+                tactics.append(tactic)
+    return tuple(tactics), tuple(techniques)
+
+
+class _ConditionConverter:
+    def __init__(self, logsource: LogSource, origin: Origin, text: str) -> None:
+        self.logsource = logsource
+        self.origin = origin
+        self.text = text
+        self.catalog = catalog()
+
+    def convert(self, node: Any) -> Expr:
+        if isinstance(node, ConditionAND):
+            return And(tuple(self.convert(a) for a in node.args))
+        if isinstance(node, ConditionOR):
+            return Or(tuple(self.convert(a) for a in node.args))
+        if isinstance(node, ConditionNOT):
+            return Not(self.convert(node.args[0]))
+        if isinstance(node, ConditionFieldEqualsValueExpression):
+            return self.value(self.catalog.canonical(node.field, self.logsource), node.value, node.field)
+        if isinstance(node, ConditionValueExpression):
+            return self.value(None, node.value, None)
+        raise self.error(f"unexpected condition element {type(node).__name__}", None)
+
+    def value(self, field: str | None, value: Any, sigma_field: str | None) -> Expr:
+        if isinstance(value, SigmaExpansion):
+            return Or(tuple(self.value(field, v, sigma_field) for v in value.values))
+        if isinstance(value, SigmaString):  # includes SigmaCasedString
+            return string_match(field, self.pattern(value, sigma_field), isinstance(value, SigmaCasedString))
+        if isinstance(value, SigmaTimestampPart):
+            raise self.error("timestamp-part modifiers (minute, hour, ...) are not supported", sigma_field)
+        if isinstance(value, SigmaNumber):
+            return Match(field, Op.EQUALS, (value.number,))
+        if isinstance(value, SigmaBool):
+            return Match(field, Op.EQUALS, (value.boolean,))
+        if isinstance(value, SigmaNull):
+            return Match(field, Op.NULL)
+        if isinstance(value, SigmaExists):
+            exists = Match(field, Op.EXISTS)
+            return exists if value.exists else Not(exists)
+        if isinstance(value, SigmaRegularExpression):
+            flags = frozenset(_REGEX_FLAGS[f] for f in value.flags)
+            return Match(field, Op.REGEX, (Regex(value.regexp.original, flags),), case_sensitive="i" not in flags)
+        if isinstance(value, SigmaCIDRExpression):
+            return Match(field, Op.CIDR, (str(value.network),))
+        if isinstance(value, SigmaCompareExpression):
+            if value.op is CompareOperators.NEQ:
+                return Not(Match(field, Op.EQUALS, (value.number.number,)))
+            return Match(field, _COMPARE[value.op], (value.number.number,))
+        if isinstance(value, SigmaFieldReference):
+            if value.starts_with or value.ends_with:
+                raise self.error("fieldref with startswith/endswith is not supported", sigma_field)
+            other = self.catalog.canonical(value.field, self.logsource)
+            return Match(field, Op.FIELDREF, (other,))
+        raise self.error(f"unsupported value type {type(value).__name__}", sigma_field)
+
+    def pattern(self, value: SigmaString, sigma_field: str | None) -> Pattern:
+        parts: list[PatternPart] = []
+        for part in value.s:
+            if isinstance(part, str):
+                parts.append(part)
+            elif isinstance(part, SpecialChars):
+                parts.append(_WILDCARDS[part])
+            elif isinstance(part, Placeholder):
+                raise self.error(
+                    f"placeholder %{part.name}% needs a value list (the 'expand' modifier is not resolved)",
+                    sigma_field, code="unresolved-placeholder")
+            else:
+                raise self.error(f"unsupported string part {part!r}", sigma_field)
+        return Pattern(tuple(parts))
+
+    def error(self, message: str, sigma_field: str | None, code: str = "unsupported") -> SigmaWmiError:
+        line = _find_field_line(self.text, sigma_field) if sigma_field else None
+        where = f" (field '{sigma_field}')" if sigma_field else ""
+        return SigmaWmiError(message + where, self.origin.at(line or locate(self.text, ("detection",))), code)
+
+
+def _describe(err: SigmaError) -> str:
+    message = str(err)
+    # pySigma appends " in <path>" when it knows a source; we print our own location.
+    return message.split(" in /")[0].split(" in <")[0].strip() or type(err).__name__
+
+
+def _error_line(err: SigmaError, text: str, doc: dict[str, Any]) -> int | None:
+    """Best line for a pySigma error: the detection key or field it names, else the section."""
+    message = str(err)
+    detection = doc.get("detection")
+    if isinstance(detection, dict):
+        for name, body in detection.items():
+            keys = body.keys() if isinstance(body, dict) else ()
+            for key in keys:
+                if isinstance(key, str) and "|" in key:
+                    for modifier in key.split("|")[1:]:
+                        if f"'{modifier}'" in message or f" {modifier}" in message:
+                            return locate(text, ("detection", name, key))
+            if f"'{name}'" in message:
+                return locate(text, ("detection", name))
+        if "condition" in message.lower():
+            return locate(text, ("detection", "condition"))
+    for key in ("logsource", "tags", "date", "modified", "status", "level", "related", "id"):
+        if key in message.lower():
+            return locate(text, (key,))
+    return locate(text, ("detection",))
+
+
+def _find_field_line(text: str, sigma_field: str) -> int | None:
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip().lstrip("- ").strip()
+        if stripped.startswith(sigma_field + "|") or stripped.startswith(sigma_field + ":"):
+            return number
+    return None
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _date(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return value.isoformat()[:10]
+    return str(value).replace("/", "-")

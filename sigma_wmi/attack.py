@@ -70,14 +70,14 @@ class Attack:
     def resolve(self, technique_id: str) -> tuple[Technique | None, Diagnostic | None]:
         """The current technique for an id, following revocations, and what to tell the user."""
         key = technique_id.strip().upper()
-        if key in self.techniques:
-            return self.techniques[key], None
-        if key in self.revoked_by:
+        if key in self.revoked_by:  # checked first: the table may still name a revoked id
             new = self.revoked_by[key]
             return self.techniques.get(new), Diagnostic(
                 Level.WARNING, "revoked-technique",
                 f"ATT&CK technique {key} is revoked; use {new} ({self.techniques[new].name})"
                 if new in self.techniques else f"ATT&CK technique {key} is revoked by {new}")
+        if key in self.techniques:
+            return self.techniques[key], None
         return None, Diagnostic(Level.WARNING, "unknown-technique",
                                 f"{key} is not a technique in ATT&CK {self.version}")
 

@@ -8,10 +8,11 @@ Matches that the search language can express exactly go into the search; the res
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar
+from typing import Any
 
 from sigma_wmi.backends.base import Backend, OptionSpec, Output, info
 from sigma_wmi.backends.query import Fragment, QueryGenerator
+
 from sigma_wmi.catalog import Catalog, LogSourceInfo, catalog, to_profile
 from sigma_wmi.errors import Diagnostic, UnsupportedError
 from sigma_wmi.model import (
@@ -20,7 +21,6 @@ from sigma_wmi.model import (
     Match,
     Not,
     Op,
-    Or,
     Pattern,
     Regex,
     Rule,
@@ -296,17 +296,24 @@ class SplunkBackend(Backend):
     def raw(self, rule: Rule, diagnostics: list[Diagnostic]) -> str:
         source = self.catalog.logsource(rule.logsource)
         profile = self.raw_profile(rule, source)
-        detection = to_profile(rule.detection, ("splunk", profile), self._unknown_raw(profile), diagnostics,
+        detection = to_profile(rule.detection, ("splunk", profile), self._unknown_raw(rule, profile), diagnostics,
                                self.catalog)
         prefix = self.source_condition(rule, source, profile, diagnostics)
         return self.search_and_where(detection, prefix, diagnostics)
 
-    def _unknown_raw(self, profile: str) -> Any:
+    def _unknown_raw(self, rule: Rule, profile: str) -> Any:
+        # Rules written against Security-log services already use that log's names; only a
+        # Sysmon-style rule translated to 4688 can ask for a field 4688 events lack.
+        translated = profile == "security" and rule.logsource.service != "security"
+
         def unknown(name: str) -> str:
-            if self.catalog.spec(name) is not None:
-                label = {"security": "Security 4688", "sysmon": "Sysmon"}.get(profile, profile)
-                raise UnsupportedError(f"splunk: field '{name}' is not present in {label} events")
-            return name  # not in the catalog: the rule's own field name is the event's
+            spec = self.catalog.spec(name)
+            if spec is None:
+                return name  # not in the catalog: the rule's own field name is the event's
+            if translated:
+                raise UnsupportedError(f"splunk: field '{spec.names.get('sigma', name)}' is not present "
+                                       "in Security 4688 events")
+            return spec.names.get("sigma", name)
         return unknown
 
     def source_condition(self, rule: Rule, source: LogSourceInfo, profile: str,

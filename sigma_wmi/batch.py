@@ -1,0 +1,276 @@
+"""Converting many rule files to many targets: each file read once, every target
+emitted, files spread over worker processes, results cached by content hash.
+
+Results come back in input order whatever the number of workers, so output is
+byte-identical between serial and parallel runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from functools import cache
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from sigma_wmi.backends.base import Backend
+from sigma_wmi.errors import Diagnostic, Level, SigmaWmiError
+from sigma_wmi.readers import ReadOptions, read_source, rule_files
+from sigma_wmi.registry import backend_class
+
+CACHE_SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class Job:
+    """One target, format and option set to compile every rule for."""
+
+    target: str
+    format: str
+    options: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"{self.target}:{self.format}"
+
+    def backend(self) -> Backend:
+        return _backend(self)
+
+
+@cache
+def _backend(job: Job) -> Backend:
+    # One backend instance per job and process: construction is not free (catalog, options).
+    return backend_class(job.target)(**dict(job.options))
+
+
+def make_jobs(targets: Iterable[str], format: str | None, options: dict[str, Any]) -> list[Job]:
+    """Jobs for target names; `format` applies to targets that have it, others use their default.
+    Options are passed to the targets that declare them. Raises `SigmaWmiError` on bad names."""
+    targets = list(targets)
+    jobs: list[Job] = []
+    for target in targets:
+        cls = backend_class(target)
+        chosen = format if format and format in cls.formats else cls.formats[0]
+        if format and format not in cls.formats and len(targets) == 1:
+            raise SigmaWmiError(f"target '{target}' has no format '{format}'; formats: {', '.join(cls.formats)}",
+                                code="usage")
+        # An option goes to every target that declares it and accepts the value
+        # (--profile ecs is for Elastic targets, not Splunk's auto|sysmon|security).
+        mine = tuple(sorted(
+            (spec.name, options[spec.name]) for spec in cls.options
+            if options.get(spec.name) is not None
+            and (not spec.choices or str(options[spec.name]) in spec.choices)))
+        job = Job(target, chosen, mine)
+        job.backend()  # validate options now, not in a worker
+        jobs.append(job)
+    used = {name for job in jobs for name, _ in job.options}
+    unused = sorted(k for k, v in options.items() if v is not None and k not in used)
+    if unused:
+        raise SigmaWmiError(f"no selected target takes option {', '.join(f'{k}={options[k]}' for k in unused)}",
+                            code="usage")
+    return jobs
+
+
+@dataclass
+class RuleResult:
+    """What happened to one rule (or to a file that yielded no rule)."""
+
+    path: str
+    id: str = ""
+    title: str = ""
+    status: str = "ok"  # ok | partial | failed
+    diagnostics: list[dict[str, Any]] = field(default_factory=list)
+    outputs: dict[str, str] = field(default_factory=dict)  # job key -> text
+    seconds: float = 0.0
+    cached: bool = False
+
+    def to_report(self) -> dict[str, Any]:
+        return {
+            "path": self.path, "id": self.id, "title": self.title, "status": self.status,
+            "targets": sorted(self.outputs), "diagnostics": self.diagnostics,
+            "seconds": round(self.seconds, 6), "cached": self.cached,
+        }
+
+
+def convert_file(path: Path, jobs: list[Job], read_options: ReadOptions) -> list[RuleResult]:
+    """Read one file and compile each of its rules for every job. Never raises for bad input."""
+    started = time.perf_counter()
+    source = read_source(path, read_options)
+    if source.error is not None:
+        return [RuleResult(str(path), status="failed", diagnostics=[source.error.diagnostic().to_json()],
+                           seconds=time.perf_counter() - started)]
+    results = []
+    for rule in source.rules:
+        diagnostics: list[Diagnostic] = list(rule.diagnostics)
+        outputs: dict[str, str] = {}
+        for job in jobs:
+            try:
+                output = job.backend().convert(rule, job.format)
+            except SigmaWmiError as err:
+                diagnostics.append(Diagnostic(Level.ERROR, err.code, err.message, err.origin or rule.origin,
+                                              job.target))
+                continue
+            except RecursionError:
+                diagnostics.append(Diagnostic(Level.ERROR, "too-deep", "condition nested too deeply",
+                                              rule.origin, job.target))
+                continue
+            outputs[job.key] = output.text
+            diagnostics.extend(_located(d, rule.origin, job.target) for d in output.diagnostics)
+        results.append(RuleResult(
+            path=str(path), id=rule.id, title=rule.title, status=_status(outputs, jobs, diagnostics),
+            diagnostics=[d.to_json() for d in diagnostics], outputs=outputs,
+            seconds=time.perf_counter() - started))
+        started = time.perf_counter()
+    return results
+
+
+def _located(diagnostic: Diagnostic, origin: Any, target: str) -> Diagnostic:
+    return Diagnostic(diagnostic.level, diagnostic.code, diagnostic.message, diagnostic.origin or origin,
+                      diagnostic.target or target)
+
+
+def _status(outputs: dict[str, str], jobs: list[Job], diagnostics: list[Diagnostic]) -> str:
+    if not outputs and jobs:
+        return "failed"
+    if len(outputs) < len(jobs) or any(d.level is not Level.INFO for d in diagnostics):
+        return "partial"
+    return "ok"
+
+
+# ---------------------------------------------------------------------------
+# The cache: one JSON file per (file content, jobs, tool version) key.
+# ---------------------------------------------------------------------------
+
+class Cache:
+    def __init__(self, directory: Path, jobs: list[Job], read_options: ReadOptions) -> None:
+        self.directory = directory
+        from sigma_wmi import __version__
+
+        salt = json.dumps([CACHE_SCHEMA, __version__, _package_fingerprint(),
+                           [(j.target, j.format, [list(o) for o in j.options]) for j in jobs],
+                           str(read_options.macros_dir)], default=str)
+        self.salt = hashlib.sha256(salt.encode()).hexdigest()
+
+    def key(self, path: Path) -> str | None:
+        try:
+            content = path.read_bytes()
+        except OSError:
+            return None
+        digest = hashlib.sha256(self.salt.encode())
+        digest.update(str(path).encode())  # reports name the path, so it is part of the result
+        digest.update(content)
+        digest.update(_macros_fingerprint(path.parent).encode())
+        return digest.hexdigest()
+
+    def get(self, key: str) -> list[RuleResult] | None:
+        try:
+            data = json.loads((self.directory / key[:2] / f"{key}.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        results = [RuleResult(**item) for item in data]
+        for result in results:
+            result.cached = True
+        return results
+
+    def put(self, key: str, results: list[RuleResult]) -> None:
+        target = self.directory / key[:2] / f"{key}.json"
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps([asdict(r) for r in results]), encoding="utf-8")
+            os.replace(tmp, target)
+        except OSError:
+            pass  # a cache that cannot be written only costs time
+
+
+@cache
+def _package_fingerprint() -> str:
+    """Hash of the package's own data files (catalog, ATT&CK), so editing them invalidates the cache."""
+    digest = hashlib.sha256()
+    data = Path(__file__).parent / "data"
+    for item in sorted(data.glob("*")):
+        if item.is_file():
+            digest.update(item.name.encode())
+            digest.update(item.read_bytes())
+    return digest.hexdigest()
+
+
+@cache
+def _macros_fingerprint(directory: Path) -> str:
+    """ESCU analytics depend on `macros/` next to or above them; their content is part of the key."""
+    for parent in (directory, *directory.parents):
+        macros = parent / "macros"
+        if macros.is_dir():
+            digest = hashlib.sha256()
+            for item in sorted(macros.glob("*.yml")):
+                digest.update(item.name.encode())
+                digest.update(item.read_bytes())
+            return digest.hexdigest()
+    return ""
+
+
+# ---------------------------------------------------------------------------
+# Running a batch
+# ---------------------------------------------------------------------------
+
+def _convert_chunk(args: tuple[list[Path], list[Job], ReadOptions]) -> list[list[RuleResult]]:
+    paths, jobs, read_options = args
+    return [convert_file(p, jobs, read_options) for p in paths]
+
+
+def run(paths: list[Path], jobs: list[Job], *, workers: int = 1, cache_dir: Path | None = None,
+        read_options: ReadOptions | None = None) -> Iterator[list[RuleResult]]:
+    """Results per input file, in input order. `workers` > 1 uses a process pool."""
+    read_options = read_options or ReadOptions()
+    cache_ = Cache(cache_dir, jobs, read_options) if cache_dir else None
+    keys: list[str | None] = [cache_.key(p) if cache_ else None for p in paths]
+    cached: list[list[RuleResult] | None] = [cache_.get(k) if cache_ and k else None for k in keys]
+    todo = [p for p, hit in zip(paths, cached, strict=True) if hit is None]
+
+    fresh: Iterator[list[RuleResult]]
+    if workers > 1 and len(todo) > 1:
+        fresh = _parallel(todo, jobs, read_options, workers)
+    else:
+        fresh = (convert_file(p, jobs, read_options) for p in todo)
+
+    for key, hit in zip(keys, cached, strict=True):
+        if hit is not None:
+            yield hit
+            continue
+        results = next(fresh)
+        if cache_ and key:
+            cache_.put(key, results)
+        yield results
+
+
+def _parallel(paths: list[Path], jobs: list[Job], read_options: ReadOptions, workers: int
+              ) -> Iterator[list[RuleResult]]:
+    # Chunks of a few dozen files keep pickling overhead low and the progress bar moving.
+    size = max(1, min(64, len(paths) // (workers * 4) or 1))
+    chunks = [paths[i:i + size] for i in range(0, len(paths), size)]
+    context = get_context("fork") if "fork" in _start_methods() else get_context()
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        for chunk_results in pool.map(_convert_chunk, [(c, jobs, read_options) for c in chunks]):
+            yield from chunk_results
+
+
+def _start_methods() -> list[str]:
+    import multiprocessing
+
+    return multiprocessing.get_all_start_methods()
+
+
+def default_workers(file_count: int) -> int:
+    """All cores for a real batch; a handful of files is faster in-process."""
+    if file_count < 200:
+        return 1
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+__all__ = ["Cache", "Job", "RuleResult", "convert_file", "default_workers", "make_jobs", "rule_files", "run"]

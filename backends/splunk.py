@@ -8,11 +8,11 @@ Matches that the search language can express exactly go into the search; the res
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from sigma_wmi.backends.base import Backend, OptionSpec, Output, info
 from sigma_wmi.backends.query import Fragment, QueryGenerator
-
 from sigma_wmi.catalog import Catalog, LogSourceInfo, catalog, to_profile
 from sigma_wmi.errors import Diagnostic, UnsupportedError
 from sigma_wmi.model import (
@@ -72,11 +72,10 @@ class SplunkSearch(QueryGenerator):
 
     def searchable(self, expr: Expr) -> bool:
         """Can the search language express this subtree exactly (up to wildcard diagnostics)?"""
-        for node in walk(expr):
-            if isinstance(node, Match):
-                if node.op in (Op.REGEX, Op.FIELDREF) or (node.case_sensitive and node.op.is_string):
-                    return False
-        return True
+        return not any(
+            isinstance(node, Match)
+            and (node.op in (Op.REGEX, Op.FIELDREF) or (node.case_sensitive and node.op.is_string))
+            for node in walk(expr))
 
     def value(self, pattern: Pattern) -> str:
         out = []
@@ -254,7 +253,7 @@ class SplunkBackend(Backend):
     name = "splunk"
     description = "Splunk SPL: raw event search, CIM tstats data-model search, savedsearches.conf"
     formats = ("raw", "tstats", "savedsearches")
-    extensions = {"raw": ".spl", "tstats": ".spl", "savedsearches": ".conf"}
+    extensions: ClassVar[Mapping[str, str]] = {"raw": ".spl", "tstats": ".spl", "savedsearches": ".conf"}
     combined_formats = frozenset({"savedsearches"})
     options = (
         OptionSpec("profile", "raw-event field names: sysmon, security (4688), or auto from the log source",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from sigma_wmi.errors import Diagnostic, Origin
 
@@ -25,7 +25,7 @@ class Wildcard(enum.Enum):
         return f"Wildcard.{self.name}"
 
 
-PatternPart = Union[str, Wildcard]
+PatternPart = str | Wildcard
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +101,7 @@ class Regex:
     flags: frozenset[str] = frozenset()
 
 
-Value = Union[Pattern, int, float, bool, Regex, str]
+Value = Pattern | int | float | bool | Regex | str
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +134,7 @@ class Not:
     item: Expr
 
 
-Expr = Union[And, Or, Not, Match]
+Expr = And | Or | Not | Match
 
 
 def string_match(field_name: str | None, pattern: Pattern, case_sensitive: bool = False,
@@ -230,6 +230,9 @@ class RelatedRule:
     type: str  # derived, obsoletes, merged, renamed, similar
 
 
+NO_ORIGIN = Origin("<memory>")
+
+
 @dataclass(frozen=True)
 class Rule:
     """One detection, whatever format it came from."""
@@ -251,7 +254,7 @@ class Rule:
     techniques: tuple[Technique, ...] = ()
     related: tuple[RelatedRule, ...] = ()
     fields: tuple[str, ...] = ()  # fields an analyst wants to see in results (canonical names)
-    origin: Origin = Origin("<memory>")
+    origin: Origin = NO_ORIGIN
     # Source-specific content kept losslessly (ESCU how_to_implement, drilldowns, rba, tests...).
     extras: Mapping[str, Any] = field(default_factory=dict, compare=False)
     diagnostics: tuple[Diagnostic, ...] = field(default=(), compare=False)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-import yaml
 from sigma.conditions import (
     ConditionAND,
     ConditionFieldEqualsValueExpression,

@@ -1,0 +1,29 @@
+"""Building rules from small YAML snippets for table-style tests."""
+
+from __future__ import annotations
+
+import textwrap
+
+from sigma_wmi.model import Rule
+from sigma_wmi.readers import read_text_rules
+
+
+def sigma_rule(detection: str, *, category: str = "process_creation", product: str = "windows",
+               service: str | None = None, extra: str = "") -> Rule:
+    """A Sigma rule with the given `detection:` body (YAML, indented freely)."""
+    logsource = f"    product: {product}\n"
+    if category:
+        logsource += f"    category: {category}\n"
+    if service:
+        logsource += f"    service: {service}\n"
+    body = textwrap.indent(textwrap.dedent(detection).strip("\n"), "    ")
+    text = (
+        "title: Test rule\n"
+        "id: 11111111-2222-3333-4444-555555555555\n"
+        "status: test\n"
+        "logsource:\n" + logsource
+        + "detection:\n" + body + "\n"
+        + "level: medium\n" + textwrap.dedent(extra)
+    )
+    (rule,) = read_text_rules(text, "test.yml")
+    return rule

@@ -1,0 +1,228 @@
+"""Splunk backend: golden tables per format, escaping proven with an independent tokenizer."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import sigma_rule
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from spl_tokens import Token, tokenize
+
+import sigma_wmi
+from sigma_wmi import Match, Op, Pattern, Rule, Wildcard
+from sigma_wmi.backends.splunk import SplunkBackend, spl_string
+from sigma_wmi.errors import Level, UnsupportedError
+from sigma_wmi.model import LogSource, Regex
+
+SYSMON = 'source="XmlWinEventLog:Microsoft-Windows-Sysmon/Operational" EventCode=1'
+
+
+def raw(rule: Rule, **options: object) -> str:
+    return SplunkBackend(**options).convert(rule, "raw").text
+
+
+# ---- must-show outputs ----
+
+def test_scrcons_raw_search(scrcons_rule_path) -> None:
+    (rule,) = sigma_wmi.load(scrcons_rule_path)
+    assert sigma_wmi.convert(rule, "splunk") == (
+        SYSMON + r' Image="C:\\WINDOWS\\system32\\wbem\\scrcons.exe"'
+        r' ParentImage="C:\\Windows\\System32\\svchost.exe"')
+
+
+def test_scrcons_backslashes_doubled_exactly_once(scrcons_rule_path) -> None:
+    text = sigma_wmi.convert(scrcons_rule_path, "splunk")
+    assert "\\\\\\\\" not in text  # never four
+    values = [t.text for t in tokenize(text) if t.kind == "string"]
+    assert r"C:\WINDOWS\system32\wbem\scrcons.exe" in values
+
+
+def test_scrcons_tstats(scrcons_rule_path) -> None:
+    text = sigma_wmi.convert(scrcons_rule_path, "splunk", "tstats")
+    assert text.startswith("| tstats `security_content_summariesonly` count min(_time) as firstTime "
+                           "max(_time) as lastTime from datamodel=Endpoint.Processes where "
+                           r'Processes.process_path="C:\\WINDOWS\\system32\\wbem\\scrcons.exe" '
+                           r'Processes.parent_process_path="C:\\Windows\\System32\\svchost.exe" by ')
+    assert text.endswith("| `drop_dm_object_name(Processes)` | `security_content_ctime(firstTime)` "
+                         "| `security_content_ctime(lastTime)`")
+
+
+def test_tstats_expanded_macros_need_no_escu(scrcons_rule_path) -> None:
+    text = sigma_wmi.convert(scrcons_rule_path, "splunk", "tstats", expand_macros=True)
+    assert "`" not in text
+    assert "summariesonly=false" in text and "| rename Processes.* as *" in text
+
+
+def test_security_4688_profile(scrcons_rule_path) -> None:
+    text = sigma_wmi.convert(scrcons_rule_path, "splunk", profile="security")
+    assert text == ('source="XmlWinEventLog:Security" EventCode=4688 '
+                    r'NewProcessName="C:\\WINDOWS\\system32\\wbem\\scrcons.exe" '
+                    r'ParentProcessName="C:\\Windows\\System32\\svchost.exe"')
+
+
+def test_security_profile_refuses_fields_4688_lacks() -> None:
+    rule = sigma_rule("""
+        sel:
+            ParentCommandLine|contains: foo
+        condition: sel
+    """)
+    with pytest.raises(UnsupportedError, match="ParentCommandLine.*4688"):
+        raw(rule, profile="security")
+
+
+def test_source_template_is_configurable(scrcons_rule_path) -> None:
+    text = sigma_wmi.convert(scrcons_rule_path, "splunk", source_template='index=wineventlog sourcetype="{channel}"')
+    assert text.startswith('index=wineventlog sourcetype="Microsoft-Windows-Sysmon/Operational" EventCode=1 ')
+
+
+# ---- table of detections -> raw search (after the log-source prefix) ----
+
+CASES = [
+    ("sel:\n  Image|endswith: '\\cmd.exe'\ncondition: sel", r'Image="*\\cmd.exe"'),
+    ("sel:\n  CommandLine|contains:\n    - ' -enc '\n    - ' -e '\ncondition: sel",
+     'CommandLine IN ("* -enc *", "* -e *")'),
+    ("sel:\n  CommandLine|contains|all:\n    - a\n    - b\ncondition: sel", 'CommandLine="*a*" CommandLine="*b*"'),
+    ("a:\n  Image: x\nb:\n  Image: y\nc:\n  User: z\ncondition: (a or b) and c",
+     'Image IN ("x", "y") User="z"'),
+    # Or of Ands needs parentheses in SPL, where OR binds tighter than AND.
+    ("a:\n  Image: x\n  User: u\nb:\n  Image: y\ncondition: a or b", '((Image="x" User="u") OR Image="y")'),
+    ("a:\n  Image: x\nb:\n  User: u\n  CommandLine: c\ncondition: a and not b",
+     'Image="x" NOT (User="u" CommandLine="c")'),
+    ("sel:\n  ProcessId: 4\ncondition: sel", "ProcessId=4"),
+    ("sel:\n  CommandLine: null\ncondition: sel", "NOT CommandLine=*"),
+    ("sel:\n  CommandLine|exists: true\ncondition: sel", "CommandLine=*"),
+    ("sel:\n  ProcessId|gte: 10\ncondition: sel", "ProcessId>=10"),
+    ("kw:\n  - evil.exe\ncondition: kw", '"evil.exe"'),
+    ("sel:\n  Image|startswith: 'C:\\Users\\'\ncondition: sel", r'Image="C:\\Users\\*"'),
+]
+
+
+@pytest.mark.parametrize(("detection", "expected"), CASES)
+def test_raw_search_table(detection: str, expected: str) -> None:
+    assert raw(sigma_rule(detection)) == f"{SYSMON} {expected}"
+
+
+def test_regex_goes_to_where_and_keeps_or() -> None:
+    # pySigma's Splunk backend turns an OR with a regex into an AND; ours must not.
+    rule = sigma_rule("""
+        a:
+            CommandLine|re: 'foo\\d+'
+        b:
+            Image|endswith: '\\x.exe'
+        condition: a or b
+    """)
+    text = raw(rule)
+    assert text == (SYSMON + r' | where match(CommandLine, "foo\\d+") OR match(Image, "(?i)^.*\\\\x\\.exe$")')
+
+
+def test_regex_ignorecase_flag() -> None:
+    rule = sigma_rule("sel:\n  CommandLine|re|i: 'abc'\ncondition: sel")
+    assert raw(rule).endswith('| where match(CommandLine, "(?i)abc")')
+
+
+def test_case_sensitive_value_uses_where() -> None:
+    rule = sigma_rule("sel:\n  CommandLine|cased: AbC\ncondition: sel")
+    assert raw(rule).endswith('| where match(CommandLine, "^AbC$")')
+
+
+def test_cidr_in_search() -> None:
+    rule = sigma_rule("sel:\n  DestinationIp|cidr: 10.0.0.0/8\ncondition: sel", category="network_connection")
+    assert raw(rule).endswith('DestinationIp="10.0.0.0/8"')
+
+
+def test_wmi_event_source_condition() -> None:
+    rule = sigma_rule("sel:\n  EventType: WmiConsumerEvent\ncondition: sel", category="wmi_event")
+    assert raw(rule) == ('source="XmlWinEventLog:Microsoft-Windows-Sysmon/Operational" '
+                         'EventCode IN (19, 20, 21) EventType="WmiConsumerEvent"')
+
+
+def test_service_channel_and_event_id() -> None:
+    rule = sigma_rule("sel:\n  EventID: 5861\ncondition: sel", category="", service="wmi")
+    assert raw(rule) == 'source="XmlWinEventLog:Microsoft-Windows-WMI-Activity/Operational" EventCode=5861'
+
+
+def test_non_windows_has_no_source_condition_and_says_so() -> None:
+    rule = sigma_rule("sel:\n  foo: bar\ncondition: sel", category="", product="linux", service="auditd")
+    output = SplunkBackend().convert(rule, "raw")
+    assert output.text == 'foo="bar"'
+    assert [d.code for d in output.diagnostics] == ["no-logsource-condition"]
+
+
+def test_process_name_becomes_path_suffix_on_raw_events() -> None:
+    rule = Rule(id="x", title="t", logsource=LogSource("windows", "process_creation"),
+                detection=Match("process_name", Op.EQUALS, (Pattern.literal("scrcons.exe"),)))
+    assert raw(rule) == SYSMON + r' Image="*\\scrcons.exe"'
+    assert SplunkBackend().convert(rule, "tstats").text.split(" where ")[1].startswith(
+        "Processes.process_name=\"scrcons.exe\" by ")
+
+
+# ---- escaping: every tricky value stays inside its quotes and reads back intact ----
+
+TRICKY = ["C:\\", 'say "hi"', "a|b", "two words", "line\nbreak", "naïve ünïcode ✓", "back\\\\slash",
+          'end\\"', "= NOT OR (x)", "tab\there", "`macro`", "$token$"]
+
+
+@pytest.mark.parametrize("value", TRICKY)
+def test_tricky_value_reads_back(value: str) -> None:
+    rule = Rule(id="x", title="t", logsource=LogSource("windows", "process_creation"),
+                detection=Match("CommandLine", Op.EQUALS, (Pattern.literal(value),)))
+    tokens = tokenize(raw(rule))
+    assert tokens[-3:] == [Token("word", "CommandLine"), Token("op", "="), Token("string", value)]
+
+
+def test_literal_star_gets_a_diagnostic() -> None:
+    rule = Rule(id="x", title="t", detection=Match("CommandLine", Op.EQUALS, (Pattern.literal("a*b"),)))
+    output = SplunkBackend().convert(rule, "raw")
+    assert output.text.endswith('CommandLine="a*b"')
+    assert {d.code for d in output.diagnostics} >= {"literal-wildcard"}
+    assert all(d.level is Level.WARNING for d in output.diagnostics if d.code == "literal-wildcard")
+
+
+def test_literal_question_mark_is_literal_in_spl() -> None:
+    rule = Rule(id="x", title="t", detection=Match("CommandLine", Op.EQUALS, (Pattern.literal("a?b"),)))
+    output = SplunkBackend().convert(rule, "raw")
+    assert output.text == 'CommandLine="a?b"' and not [d for d in output.diagnostics if d.level is Level.WARNING]
+
+
+def test_single_wildcard_is_broadened_with_diagnostic() -> None:
+    rule = Rule(id="x", title="t", detection=Match("CommandLine", Op.WILDCARD,
+                                                   (Pattern(("a", Wildcard.ONE, "b")),)))
+    output = SplunkBackend().convert(rule, "raw")
+    assert output.text == 'CommandLine="a*b"'
+    assert "single-wildcard" in {d.code for d in output.diagnostics}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(blacklist_characters="*", blacklist_categories=("Cs",))))
+def test_any_value_round_trips_through_tokenizer(value: str) -> None:
+    rule = Rule(id="x", title="t", detection=Match("CommandLine", Op.EQUALS, (Pattern.literal(value),)))
+    tokens = tokenize(raw(rule))
+    assert tokens == [Token("word", "CommandLine"), Token("op", "="), Token("string", value)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text())
+def test_any_regex_stays_in_its_string(pattern: str) -> None:
+    rule = Rule(id="x", title="t", detection=Match("CommandLine", Op.REGEX, (Regex(pattern),), True))
+    tokens = tokenize(raw(rule))
+    assert [t.kind for t in tokens] == ["word", "pipe", "word", "word", "lparen", "word", "comma", "string",
+                                        "rparen"]
+    assert tokens[-2].text == pattern
+
+
+def test_spl_string_is_minimal() -> None:
+    assert spl_string('a\\b"c') == '"a\\\\b\\"c"'
+
+
+# ---- savedsearches.conf ----
+
+def test_savedsearches_stanza(scrcons_rule_path) -> None:
+    text = sigma_wmi.convert(scrcons_rule_path, "splunk", "savedsearches", cron_schedule="0 * * * *")
+    lines = text.splitlines()
+    assert lines[1] == "[WMI Persistence - Script Event Consumer]"
+    assert "cron_schedule = 0 * * * *" in lines
+    assert any(line.startswith("search = " + SYSMON) for line in lines)
+    # multi-line description continues with trailing backslashes, one logical value
+    description = [line for line in lines if line.startswith("description = ")][0]
+    assert description.endswith("\\")
+    assert "alert.severity = 3" in lines

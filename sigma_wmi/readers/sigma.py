@@ -269,7 +269,7 @@ def _error_line(err: SigmaError, text: str, doc: dict[str, Any]) -> int | None:
                             return locate(text, ("detection", name, key))
             if f"'{name}'" in message:
                 return locate(text, ("detection", name))
-        if "condition" in message.lower():
+        if "condition" in message.lower() or "not defined" in message:
             return locate(text, ("detection", "condition"))
     for key in ("logsource", "tags", "date", "modified", "status", "level", "related", "id"):
         if key in message.lower():

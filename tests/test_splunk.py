@@ -66,7 +66,7 @@ def test_security_profile_refuses_fields_4688_lacks() -> None:
             ParentCommandLine|contains: foo
         condition: sel
     """)
-    with pytest.raises(UnsupportedError, match="ParentCommandLine.*4688"):
+    with pytest.raises(UnsupportedError, match=r"ParentCommandLine.*4688"):
         raw(rule, profile="security")
 
 
@@ -223,6 +223,6 @@ def test_savedsearches_stanza(scrcons_rule_path) -> None:
     assert "cron_schedule = 0 * * * *" in lines
     assert any(line.startswith("search = " + SYSMON) for line in lines)
     # multi-line description continues with trailing backslashes, one logical value
-    description = [line for line in lines if line.startswith("description = ")][0]
+    description = next(line for line in lines if line.startswith("description = "))
     assert description.endswith("\\")
     assert "alert.severity = 3" in lines

@@ -1,0 +1,1 @@
+"""Jinja2 templates (ATC cards, documentation site), shipped as package data."""

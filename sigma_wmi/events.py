@@ -119,6 +119,7 @@ def _read_evtx(path: Path) -> Iterator[Event]:
     except (RuntimeError, OSError, ValueError) as err:
         raise SigmaWmiError(f"cannot read EVTX: {err}", Origin(str(path)), "bad-events") from None
     for record in records:
+        assert isinstance(record, dict)
         number = int(record.get("event_record_id") or 0)
         try:
             doc = json.loads(record["data"])

@@ -1,0 +1,440 @@
+"""The model's meaning, executed: does a rule match a canonical event?
+
+This is the reference semantics every backend is checked against:
+- strings compare case-insensitively unless the match is case-sensitive;
+- `*` and `?` are wildcards (they also span line breaks); the model holds no escapes;
+- a field with several values (a list) matches when any value does;
+- a missing field matches nothing, so `not field=x` holds for an event without it;
+- `null` holds when the field is missing or empty, `exists` when it is present;
+- numbers match numbers and their decimal text; lt/gt compare numbers only;
+- regexes search (unanchored) with their own flags (i, m, s); Python's `re` syntax;
+- a keyword (field None) is searched as a substring of every event value
+  except "@" provenance keys.
+
+`compile_expr` turns a tree into nested closures once (precompiled regexes, lower-
+cased literal sets) so a rule can be run over many events fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from sigma_wmi.catalog import catalog
+from sigma_wmi.errors import SigmaWmiError
+from sigma_wmi.model import (
+    And,
+    Expr,
+    LogSource,
+    Match,
+    Not,
+    Op,
+    Or,
+    Pattern,
+    Regex,
+    Rule,
+    Wildcard,
+    full_pattern,
+)
+
+Event = Mapping[str, Any]
+Predicate = Callable[[Event], bool]
+_StrTest = Callable[[str], bool]
+
+_REGEX_FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL}
+_COMPARE: dict[Op, Callable[[float, float], bool]] = {
+    Op.LT: lambda a, b: a < b,
+    Op.LTE: lambda a, b: a <= b,
+    Op.GT: lambda a, b: a > b,
+    Op.GTE: lambda a, b: a >= b,
+}
+
+
+def _never(_: Event) -> bool:
+    return False
+
+
+def _always(_: Event) -> bool:
+    return True
+
+
+# ---------------------------------------------------------------------------
+# Trees
+# ---------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=4096)
+def compile_expr(expr: Expr) -> Predicate:
+    """A predicate over canonical events for an expression tree (cached per tree)."""
+    if isinstance(expr, Match):
+        return _compile_match(expr)
+    if isinstance(expr, Not):
+        inner = compile_expr(expr.item)
+        return lambda event: not inner(event)
+    if isinstance(expr, (And, Or)):
+        items = tuple(compile_expr(item) for item in expr.items)
+        return _all(items) if isinstance(expr, And) else _any(items)
+    raise SigmaWmiError(f"cannot evaluate node {type(expr).__name__}", code="bad-model")
+
+
+def _all(items: tuple[Predicate, ...]) -> Predicate:
+    if not items:
+        return _always
+    if len(items) == 2:  # the common selection-of-two case without a loop
+        first, second = items
+        return lambda event: first(event) and second(event)
+
+    def run(event: Event) -> bool:
+        for item in items:  # noqa: SIM110 - a plain loop is ~2x faster than all(generator)
+            if not item(event):
+                return False
+        return True
+    return run
+
+
+def _any(items: tuple[Predicate, ...]) -> Predicate:
+    if not items:
+        return _never
+    if len(items) == 2:
+        first, second = items
+        return lambda event: first(event) or second(event)
+
+    def run(event: Event) -> bool:
+        for item in items:  # noqa: SIM110 - a plain loop is ~2x faster than any(generator)
+            if item(event):
+                return True
+        return False
+    return run
+
+
+def evaluate(expr: Expr, event: Event) -> bool:
+    return compile_expr(expr)(event)
+
+
+# ---------------------------------------------------------------------------
+# Rules: the log source is part of the meaning
+# ---------------------------------------------------------------------------
+
+def logsource_predicate(logsource: LogSource) -> Predicate:
+    """Which events a Sigma log source covers, from the catalog's log-source table:
+    Sysmon/Security event ids of a category, or a service's channel (and event ids).
+    An event without a channel is judged by its event id alone. A log source the
+    table does not constrain covers every event."""
+    cat = catalog()
+    info = cat.logsource(logsource)
+    sysmon = cat.logsource(LogSource(product="windows", service="sysmon")).channel or ""
+    security = cat.logsource(LogSource(product="windows", service="security")).channel or ""
+    clauses: list[tuple[str, frozenset[int] | None]] = []
+    if info.sysmon_event_ids:
+        clauses.append((sysmon.lower(), frozenset(info.sysmon_event_ids)))
+    if info.security_event_ids:
+        clauses.append((security.lower(), frozenset(info.security_event_ids)))
+    if info.channel:
+        clauses.append((info.channel.lower(), frozenset(info.event_ids) or None))
+    if not clauses:
+        return _always
+    any_ids = frozenset().union(*(ids for _, ids in clauses if ids is not None))
+    any_channel = any(ids is None for _, ids in clauses)
+    table = dict(clauses)
+
+    def run(event: Event) -> bool:
+        channel = event.get("channel")
+        event_id = event.get("event_id")
+        if isinstance(channel, str):
+            key = channel.lower()
+            if key not in table:
+                return False
+            ids = table[key]
+            return ids is None or event_id in ids
+        return any_channel or event_id in any_ids
+    return run
+
+
+def compile_rule(rule: Rule, with_logsource: bool = True) -> Predicate:
+    """The rule as a predicate over canonical events: log source and detection."""
+    detection = compile_expr(rule.detection)
+    if not with_logsource:
+        return detection
+    source = logsource_predicate(rule.logsource)
+    if source is _always:
+        return detection
+    return lambda event: source(event) and detection(event)
+
+
+def hits(rule: Rule, events: Iterable[Event]) -> list[Event]:
+    predicate = compile_rule(rule)
+    return [event for event in events if predicate(event)]
+
+
+# ---------------------------------------------------------------------------
+# Matches
+# ---------------------------------------------------------------------------
+
+def _compile_match(match: Match) -> Predicate:
+    op = match.op
+    if match.field is None:
+        return _keyword(match)
+    field = match.field
+    if op is Op.EXISTS:
+        return lambda event: event.get(field) is not None
+    if op is Op.NULL:
+        return lambda event: _is_empty(event.get(field))
+    if op is Op.FIELDREF:
+        return _fieldref(field, match)
+    value_test = _value_test(match)
+
+    def run(event: Event) -> bool:
+        value = event.get(field)
+        if value is None:
+            return False
+        return value_test(value)
+    return run
+
+
+def _is_empty(value: Any) -> bool:
+    return value is None or value == "" or value == []
+
+
+def _value_test(match: Match) -> Callable[[Any], bool]:
+    """A test of one field value (str, number, bool or a list of them)."""
+    op = match.op
+    if op is Op.REGEX:
+        scalar = _regex_test(match)
+    elif op is Op.CIDR:
+        scalar = _cidr_test(match)
+    elif op in _COMPARE:
+        scalar = _compare_test(match)
+    else:
+        scalar = _equality_test(match)
+
+    def test(value: Any) -> bool:
+        if isinstance(value, (list, tuple)):
+            return any(item is not None and scalar(item) for item in value)
+        return scalar(value)
+    return test
+
+
+def _equality_test(match: Match, keyword: bool = False) -> Callable[[Any], bool]:
+    """String operators and literal numbers/booleans, OR across the match's values."""
+    fold = not match.case_sensitive
+    patterns: list[Pattern] = []
+    numbers: set[float] = set()
+    for value in match.values:
+        if isinstance(value, Pattern):
+            whole = full_pattern(match, value)
+            patterns.append(Pattern((Wildcard.MANY, *whole.parts, Wildcard.MANY)) if keyword else whole)
+        elif isinstance(value, bool):
+            patterns.append(Pattern.literal("true" if value else "false"))
+        elif isinstance(value, (int, float)):
+            numbers.add(float(value))
+            patterns.append(Pattern.literal(_number_text(value)))
+        elif isinstance(value, str):
+            patterns.append(Pattern.literal(value))
+        else:
+            raise SigmaWmiError(f"cannot compare with {type(value).__name__} for {match.op.value}",
+                                code="bad-model")
+    text_test = _pattern_test(patterns, fold)
+
+    def test(value: Any) -> bool:
+        if isinstance(value, str):
+            if text_test(value.lower() if fold else value):
+                return True
+            return bool(numbers) and _as_number(value) in numbers
+        if isinstance(value, bool):
+            return text_test("true" if value else "false")
+        if isinstance(value, (int, float)):
+            return float(value) in numbers or text_test(_number_text(value))
+        return False
+    return test
+
+
+def _number_text(value: int | float) -> str:
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def _as_number(text: str) -> float | None:
+    try:
+        return float(text.strip())
+    except ValueError:
+        return None
+
+
+def _pattern_test(patterns: list[Pattern], fold: bool) -> _StrTest:
+    """One test for OR-ed wildcard patterns, sorted into exact/prefix/suffix/substring
+    lookups (C-speed str methods) and one regex for whatever else remains."""
+    exact: set[str] = set()
+    prefixes: list[str] = []
+    suffixes: list[str] = []
+    needles: list[str] = []
+    others: list[str] = []
+    match_all = False
+    for pattern in patterns:
+        parts = [p.lower() if fold and isinstance(p, str) else p for p in pattern.parts]
+        kind = _shape(parts)
+        if kind == "all":
+            match_all = True
+        elif kind == "exact":
+            exact.add(parts[0] if parts else "")  # type: ignore[arg-type]
+        elif kind == "prefix":
+            prefixes.append(parts[0])  # type: ignore[arg-type]
+        elif kind == "suffix":
+            suffixes.append(parts[1])  # type: ignore[arg-type]
+        elif kind == "contains":
+            needles.append(parts[1])  # type: ignore[arg-type]
+        else:
+            others.append(_wildcard_regex(parts))
+    if match_all:
+        return lambda text: True
+    tests: list[_StrTest] = []
+    if exact:
+        frozen = frozenset(exact)
+        tests.append(lambda text: text in frozen)
+    if prefixes:
+        starts = tuple(prefixes)
+        tests.append(lambda text: text.startswith(starts))
+    if suffixes:
+        ends = tuple(suffixes)
+        tests.append(lambda text: text.endswith(ends))
+    if len(needles) == 1:
+        needle = needles[0]
+        tests.append(lambda text: needle in text)
+    elif needles:
+        found = re.compile("|".join(re.escape(n) for n in needles)).search
+        tests.append(lambda text: found(text) is not None)
+    if others:
+        full = re.compile("|".join(f"(?:{o})" for o in others), re.DOTALL).fullmatch
+        tests.append(lambda text: full(text) is not None)
+    if not tests:
+        return lambda text: False
+    if len(tests) == 1:
+        return tests[0]
+    return lambda text: any(t(text) for t in tests)
+
+
+def _shape(parts: list[Any]) -> str:
+    """exact, prefix, suffix, contains, all (just `*`), or other, for a pattern's parts."""
+    many = Wildcard.MANY
+    if all(p is many for p in parts) and parts:
+        return "all"
+    if not any(isinstance(p, Wildcard) for p in parts):
+        return "exact"
+    if len(parts) == 2 and isinstance(parts[0], str) and parts[1] is many:
+        return "prefix"
+    if len(parts) == 2 and parts[0] is many and isinstance(parts[1], str):
+        return "suffix"
+    if len(parts) == 3 and parts[0] is many and isinstance(parts[1], str) and parts[2] is many:
+        return "contains"
+    return "other"
+
+
+def _wildcard_regex(parts: list[Any]) -> str:
+    return "".join(".*" if p is Wildcard.MANY else "." if p is Wildcard.ONE else re.escape(p) for p in parts)
+
+
+def _regex_test(match: Match) -> Callable[[Any], bool]:
+    compiled = []
+    for value in match.values:
+        if not isinstance(value, Regex):
+            raise SigmaWmiError(f"regex match with a non-regex value {value!r}", code="bad-model")
+        flags = 0
+        for flag in value.flags:
+            flags |= _REGEX_FLAGS.get(flag, 0)
+        try:
+            compiled.append(re.compile(value.pattern, flags).search)
+        except re.error as err:
+            raise SigmaWmiError(f"invalid regular expression {value.pattern!r}: {err}",
+                                code="bad-regex") from None
+
+    def test(value: Any) -> bool:
+        text = value if isinstance(value, str) else _text_of(value)
+        return any(search(text) is not None for search in compiled)
+    return test
+
+
+def _text_of(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return _number_text(value)
+    return str(value)
+
+
+def _cidr_test(match: Match) -> Callable[[Any], bool]:
+    networks = []
+    for value in match.values:
+        try:
+            networks.append(ipaddress.ip_network(str(value), strict=False))
+        except ValueError:
+            raise SigmaWmiError(f"invalid CIDR network {value!r}", code="bad-cidr") from None
+
+    def test(value: Any) -> bool:
+        try:
+            address = ipaddress.ip_address(str(value).strip())
+        except ValueError:
+            return False
+        return any(address.version == net.version and address in net for net in networks)
+    return test
+
+
+def _compare_test(match: Match) -> Callable[[Any], bool]:
+    compare = _COMPARE[match.op]
+    bounds = []
+    for value in match.values:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SigmaWmiError(f"{match.op.value} needs a number, got {value!r}", code="bad-model")
+        bounds.append(float(value))
+
+    def test(value: Any) -> bool:
+        if isinstance(value, bool):
+            return False
+        number = float(value) if isinstance(value, (int, float)) else (
+            _as_number(value) if isinstance(value, str) else None)
+        return number is not None and any(compare(number, bound) for bound in bounds)
+    return test
+
+
+def _fieldref(field: str, match: Match) -> Predicate:
+    fold = not match.case_sensitive
+    others = tuple(str(v) for v in match.values)
+
+    def norm(value: Any) -> Any:
+        text = _text_of(value)
+        return text.lower() if fold else text
+
+    def run(event: Event) -> bool:
+        value = event.get(field)
+        if value is None:
+            return False
+        mine = {norm(v) for v in (value if isinstance(value, list) else [value]) if v is not None}
+        for other in others:
+            theirs = event.get(other)
+            if theirs is None:
+                continue
+            if mine & {norm(v) for v in (theirs if isinstance(theirs, list) else [theirs]) if v is not None}:
+                return True
+        return False
+    return run
+
+
+def _keyword(match: Match) -> Predicate:
+    """A keyword: found as a substring of any value of the event (not of "@" keys)."""
+    if match.op is Op.REGEX:
+        test = _value_test(match)
+    elif match.op.is_string:
+        scalar = _equality_test(match, keyword=True)
+
+        def test(value: Any) -> bool:
+            if isinstance(value, (list, tuple)):
+                return any(item is not None and scalar(item) for item in value)
+            return scalar(value)
+    else:
+        raise SigmaWmiError(f"keyword search cannot use {match.op.value}", code="bad-model")
+
+    def run(event: Event) -> bool:
+        for key, value in event.items():
+            if value is not None and not key.startswith("@") and test(value):
+                return True
+        return False
+    return run

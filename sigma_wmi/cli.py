@@ -159,14 +159,14 @@ def _write_outputs(results: list[batch.RuleResult], jobs: list[batch.Job], outpu
         cls = backend_class(job.target)
         extension = cls.extensions.get(job.format, ".txt")
         folder = f"{job.target}-{job.format}"
-        texts = [(r, r.outputs[job.key]) for r in results if job.key in r.outputs]
+        converted = [(r, r.outputs[job.key]) for r in results if job.key in r.outputs]
         if job.format in cls.combined_formats:
-            if texts:
-                files[f"{folder}/{job.target}{extension}"] = job.backend().combine([t for _, t in texts],
+            if converted:
+                files[f"{folder}/{job.target}{extension}"] = job.backend().combine([t for _, t in converted],
                                                                                   job.format)
             continue
         used: set[str] = set()
-        for result, text in texts:
+        for result, text in converted:
             stem = safe_name(result.id, Path(result.path).stem)
             name, n = stem, 1
             while name in used:  # duplicate ids must not overwrite each other

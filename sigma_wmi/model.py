@@ -7,9 +7,10 @@ field catalog (or, when the catalog does not know a field, the source's own name
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sigma_wmi.errors import Diagnostic, Origin
@@ -116,7 +117,7 @@ class Match:
     op: Op
     values: tuple[Value, ...] = ()
     case_sensitive: bool = False
-    line: int | None = field(default=None, compare=False)
+    line: int | None = dataclasses.field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,9 +257,9 @@ class Rule:
     fields: tuple[str, ...] = ()  # fields an analyst wants to see in results (canonical names)
     origin: Origin = NO_ORIGIN
     # Source-specific content kept losslessly (ESCU how_to_implement, drilldowns, rba, tests...).
-    extras: Mapping[str, Any] = field(default_factory=dict, compare=False)
-    diagnostics: tuple[Diagnostic, ...] = field(default=(), compare=False)
-    source_text: str = field(default="", compare=False, repr=False)
+    extras: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
+    diagnostics: tuple[Diagnostic, ...] = dataclasses.field(default=(), compare=False)
+    source_text: str = dataclasses.field(default="", compare=False, repr=False)
 
     @property
     def source_format(self) -> str:

@@ -292,16 +292,21 @@ def normalize(expr: Expr) -> Expr:
 def _merge_values(items: list[Expr]) -> list[Expr]:
     merged: list[Expr] = []
     slot: dict[tuple[object, ...], int] = {}
+    seen: dict[int, set[tuple[type, Value]]] = {}  # per slot, for O(1) duplicate checks
     for item in items:
-        if isinstance(item, Match) and item.values and item.op not in (Op.FIELDREF,):
+        if isinstance(item, Match) and item.values and item.op is not Op.FIELDREF:
             key = (item.field, item.op, item.case_sensitive)
             if key in slot:
-                previous = merged[slot[key]]
+                index = slot[key]
+                previous = merged[index]
                 assert isinstance(previous, Match)
-                values = previous.values + tuple(v for v in item.values if v not in previous.values)
-                merged[slot[key]] = Match(previous.field, previous.op, values, previous.case_sensitive,
-                                          previous.line)
+                # keyed by type too: 1, 1.0 and True are equal in Python but not as field values
+                fresh = [v for v in item.values if (type(v), v) not in seen[index]]
+                seen[index].update((type(v), v) for v in fresh)
+                merged[index] = Match(previous.field, previous.op, previous.values + tuple(fresh),
+                                      previous.case_sensitive, previous.line)
                 continue
             slot[key] = len(merged)
+            seen[len(merged)] = {(type(v), v) for v in item.values}
         merged.append(item)
     return merged

@@ -1,17 +1,398 @@
-"""Splunk ESCU / security_content analytics → model (SPL where-clause parsed into conditions)."""
+"""Splunk ESCU / security_content analytics → model (SPL where-clause parsed into conditions).
+
+Both published schemas are read: 5.x (`rba`, `date`) and the 4.x seed era
+(`tags.confidence/impact/risk_score/observable`). Every key of the analytic is kept:
+the ones the model has a place for become `Rule` fields, all others stay in
+`Rule.extras` under their own names, and what the search import learned (data
+model, split-by fields, macros, pipeline stages) is in `extras["spl"]`.
+
+The search is imported as: macros expanded → pipeline split → the `tstats`
+where-clause parsed with the SPL grammar → filter stages after it (`| where`,
+`| search`, `| regex`) added as conditions. A stage that changes or joins the
+results (eval, lookup, stats, join, ...) cannot be expressed; it is named in a
+`partial-import` warning and the rule is partial. Nothing is dropped silently.
+"""
 
 from __future__ import annotations
 
+import datetime
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from sigma_wmi.errors import Origin, SigmaWmiError
-from sigma_wmi.model import Rule
+from sigma_wmi.attack import attack
+from sigma_wmi.catalog import Catalog, catalog
+from sigma_wmi.errors import Diagnostic, Level, Origin, SigmaWmiError
+from sigma_wmi.model import (
+    And,
+    Expr,
+    LogSource,
+    Match,
+    Pattern,
+    Rule,
+    Technique,
+    all_of,
+    matches,
+    normalize,
+)
+from sigma_wmi.readers import macros as macro_lib
+from sigma_wmi.readers.spl import (
+    SUBSEARCH,
+    SplError,
+    Stage,
+    extract_subsearches,
+    find_keyword,
+    parse_regex_command,
+    parse_search,
+    parse_where,
+    split_pipeline,
+)
+from sigma_wmi.readers.yamlsource import locate
+
+PARTIAL = "partial-import"
 
 
 def is_escu(doc: dict[str, Any]) -> bool:
     return "search" in doc and "name" in doc and "detection" not in doc
 
 
+def is_partial(rule: Rule) -> bool:
+    """Did the import leave out part of the analytic's logic?"""
+    return any(d.code == PARTIAL for d in rule.diagnostics)
+
+
+# ---------------------------------------------------------------------------
+# The search
+# ---------------------------------------------------------------------------
+
+@dataclass
+class SearchImport:
+    """What the import of one ESCU search produced."""
+
+    detection: Expr
+    datamodel: str
+    logsource: LogSource
+    by: tuple[str, ...]  # split-by fields, canonical
+    where_exact: bool  # the tstats where-clause was imported without loss
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def partial(self) -> bool:
+        return any(d.code == PARTIAL for d in self.diagnostics)
+
+
+_DATAMODEL = re.compile(r"^\s*datamodel\s*=\s*\"?([\w.]+)\"?", re.I)
+_AGGREGATE = re.compile(r"(\w+)\(([^()]*)\)(?:\s+as\s+(\"[^\"]+\"|[\w.]+))?", re.I)
+_MACRO_STAGE = re.compile(r"^`\s*([\w\-.:]+)\s*(?:\((.*)\))?\s*`$", re.S)
+_RENAME = re.compile(r"(\"[^\"]+\"|\S+)\s+as\s+(\"[^\"]+\"|\S+?)(?:\s*,|\s+|$)", re.I)
+
+
+class _Importer:
+    """Imports one search. Tables of what each pipeline command means for the model."""
+
+    FILTERS: ClassVar[frozenset[str]] = frozenset({"where", "search", "regex"})
+    # Commands that change how results look, not which events match.
+    PRESENTATION: ClassVar[frozenset[str]] = frozenset({"table", "fields", "sort", "convert", "rename"})
+    # Aggregates whose value is an event field's value (one event field per group).
+    EVENT_VALUED: ClassVar[frozenset[str]] = frozenset({"values"})
+
+    def __init__(self, library: macro_lib.MacroLibrary, origin: Origin, cat: Catalog) -> None:
+        self.library = library
+        self.origin = origin
+        self.catalog = cat
+        self.diagnostics: list[Diagnostic] = []
+        self.unknown_fields: list[str] = []
+        self.node = ""
+        self.renamed: dict[str, str] = {}  # new name -> name before the rename
+        self.results: set[str] = set()  # fields a tstats result row has (bare CIM names)
+        self.aggregates: set[str] = set()
+
+    # ---- diagnostics ----
+    def partial(self, stage: str, why: str) -> None:
+        shown = " ".join(stage.split())
+        shown = shown if len(shown) <= 70 else shown[:67] + "..."
+        self.diagnostics.append(Diagnostic(Level.WARNING, PARTIAL, f"stage `| {shown}` not imported: {why}",
+                                           self.origin))
+
+    def note(self, code: str, message: str) -> None:
+        diagnostic = Diagnostic(Level.INFO, code, message, self.origin)
+        if diagnostic not in self.diagnostics:
+            self.diagnostics.append(diagnostic)
+
+    # ---- fields ----
+    def cim_field(self, name: str) -> str:
+        """A CIM field (with or without the data-model node prefix) as a canonical name."""
+        bare = name[len(self.node) + 1:] if self.node and name.startswith(self.node + ".") else name
+        canonical = self.catalog.from_profile("cim", bare)
+        if canonical:
+            return canonical
+        if bare not in self.unknown_fields:
+            self.unknown_fields.append(bare)
+            self.note("unknown-cim-field", f"CIM field '{bare}' is not in the field catalog; kept as '{bare}'")
+        return bare
+
+    def result_field(self, name: str) -> str:
+        """A field of a tstats result row, as used by a later stage, as a canonical name."""
+        original = self.renamed.get(name, name)
+        bare = original[len(self.node) + 1:] if original.startswith(self.node + ".") else original
+        if bare not in self.results:
+            reason = "an aggregate" if bare in self.aggregates else "not a split-by field of the tstats"
+            raise _NotEventField(f"field '{name}' is {reason}")
+        return self.cim_field(bare)
+
+    # ---- the whole search ----
+    def run(self, search: str) -> SearchImport:
+        expansion = macro_lib.expand(search, self.library, self.origin)
+        calls = expansion.calls
+        stages = split_pipeline(expansion.text)
+        if not stages or stages[0].command != "tstats":
+            first = stages[0].command if stages else "nothing"
+            raise SigmaWmiError(f"only tstats data-model searches are imported; this search starts with "
+                                f"'{first}'", self.origin, "unsupported-search")
+        where, datamodel, by, where_exact = self.tstats(stages[0])
+        conditions: list[Expr] = [where] if where is not None else []
+        metadata: dict[str, Any] = {
+            "datamodel": datamodel,
+            "by": list(by),
+            "aggregates": sorted(self.aggregates),
+            "macros": [c.name + (f"({', '.join(c.args)})" if c.args else "") for c in calls],
+            "stages": [],
+        }
+        self.post_stages(stages[1:], conditions, metadata)
+        if not conditions:
+            raise SigmaWmiError("the search has no condition the model can express", self.origin,
+                                "no-conditions")
+        logsource = self.catalog.datamodel_logsource(datamodel)
+        if logsource is None:
+            self.note("unknown-datamodel", f"data model {datamodel} has no Sigma log source in the catalog")
+            logsource = LogSource(definition=f"Splunk CIM data model {datamodel}")
+        return SearchImport(normalize(all_of(conditions)), datamodel, logsource,
+                            tuple(self.cim_field(f) for f in by), where_exact, self.diagnostics, metadata)
+
+    # ---- | tstats ----
+    def tstats(self, stage: Stage) -> tuple[Expr | None, str, tuple[str, ...], bool]:
+        args = stage.args
+        start = find_keyword(args, "from")
+        found = _DATAMODEL.match(args[start + 4:]) if start is not None else None
+        if start is None or found is None:
+            raise SigmaWmiError("tstats without 'from datamodel=...' is not imported", self.origin,
+                                "unsupported-search")
+        datamodel = found.group(1)
+        self.node = datamodel.split(".")[-1]
+        self.aggregates_of(args[:start])
+        rest = args[start + 4 + found.end():]
+        by_at = find_keyword(rest, "by")
+        clause, by_text = (rest[:by_at], rest[by_at + 2:]) if by_at is not None else (rest, "")
+        by = tuple(w for w in by_text.replace(",", " ").split() if "=" not in w and w != "_time")
+        self.results = {self.bare(f) for f in by} | {"_time"}
+        clause = clause.strip()
+        if clause and find_keyword(clause, "where") != 0:
+            raise SigmaWmiError(f"unexpected text after the data model: '{clause[:40]}'", self.origin,
+                                "spl-syntax")
+        if not clause:
+            return None, datamodel, by, True
+        where, exact = self.where_clause(clause[len("where"):])
+        return where, datamodel, by, exact
+
+    def bare(self, name: str) -> str:
+        return name[len(self.node) + 1:] if name.startswith(self.node + ".") else name
+
+    def aggregates_of(self, text: str) -> None:
+        for function, argument, alias in _AGGREGATE.findall(text):
+            name = alias.strip('"') if alias else f"{function}({argument})"
+            if function.lower() in self.EVENT_VALUED and self.bare(argument.strip()) == name:
+                self.results.add(name)
+            self.aggregates.add(name)
+        if re.search(r"(?<![\w(])count(?![\w(])", text):
+            self.aggregates.add("count")
+
+    def where_clause(self, text: str) -> tuple[Expr | None, bool]:
+        """The where-clause as a condition, and whether it was imported without loss."""
+        body, subsearches = extract_subsearches(text)
+        try:
+            expr = parse_search(body, self.cim_field)
+        except SplError as err:
+            raise SigmaWmiError(f"tstats where-clause: {err.message}", self.origin, err.code) from None
+        if subsearches:
+            return self.drop_subsearches(expr, subsearches), False
+        return expr, True
+
+    def drop_subsearches(self, expr: Expr | None, subsearches: list[str]) -> Expr | None:
+        """Top-level `[subsearch]` conjuncts are left out (broader, partial); nested ones fail."""
+        placeholders = {Pattern.literal(SUBSEARCH.format(i)) for i in range(len(subsearches))}
+
+        def is_placeholder(item: Expr) -> bool:
+            return isinstance(item, Match) and item.field is None and bool(placeholders & set(item.values))
+
+        items = list(expr.items) if isinstance(expr, And) else [expr] if expr is not None else []
+        kept = [item for item in items if not is_placeholder(item)]
+        if any(is_placeholder(m) for item in kept for m in matches(item)):
+            raise SigmaWmiError("a subsearch inside a boolean expression of the where-clause cannot be "
+                                "imported", self.origin, "unsupported-subsearch")
+        for sub in subsearches:
+            self.partial(f"[{sub.strip()}]", "subsearch in the tstats where-clause (the import is broader)")
+        return all_of(kept) if kept else None
+
+    # ---- stages after tstats ----
+    def post_stages(self, stages: list[Stage], conditions: list[Expr], metadata: dict[str, Any]) -> None:
+        blocked: str | None = None  # the first stage that changed the results; later filters see its output
+        for stage in stages:
+            kind, imported = self.post_stage(stage, conditions, blocked)
+            metadata["stages"].append({"text": stage.text, "kind": kind, "imported": imported})
+            if kind == "other" and blocked is None:
+                blocked = stage.command
+
+    def post_stage(self, stage: Stage, conditions: list[Expr], blocked: str | None) -> tuple[str, bool]:
+        macro = _MACRO_STAGE.match(stage.text)
+        if macro:
+            return self.macro_stage(macro.group(1), macro.group(2) or ""), True
+        command = stage.command
+        if command == "rename":
+            return "presentation", self.rename(stage.args)
+        if command in self.PRESENTATION:
+            return "presentation", True
+        if command in self.FILTERS:
+            if blocked is not None:
+                self.partial(stage.text, f"filters the output of `| {blocked}`, which was not imported")
+                return "filter", False
+            try:
+                conditions.append(self.filter(command, stage.args))
+            except (SplError, _NotEventField) as err:
+                self.partial(stage.text, str(err.message if isinstance(err, SplError) else err))
+                return "filter", False
+            return "filter", True
+        self.partial(stage.text, f"`{command}` changes or joins the results")
+        return "other", False
+
+    def filter(self, command: str, args: str) -> Expr:
+        if "[" in args and extract_subsearches(args)[1]:
+            raise SplError("subsearch in a filter")
+        if command == "where":
+            return parse_where(args, self.result_field)
+        if command == "regex":
+            return parse_regex_command(args, self.result_field)
+        expr = parse_search(args, self.result_field)
+        if expr is None:
+            raise SplError("empty search")
+        return expr
+
+    def macro_stage(self, name: str, args: str) -> str:
+        if name == "drop_dm_object_name":
+            return "drop_dm_object_name"
+        if name.endswith("_filter"):
+            return "filter_macro"
+        return "presentation"  # security_content_ctime and other kept standard macros
+
+    def rename(self, args: str) -> bool:
+        pairs = _RENAME.findall(args)
+        if not pairs:
+            return False
+        for old, new in pairs:
+            old, new = old.strip('"'), new.strip('"')
+            if old == f"{self.node}.*" and new == "*":
+                continue  # drop_dm_object_name written out
+            if "*" in old or "*" in new:
+                self.results.clear()  # later filters cannot be traced to event fields
+                return False
+            if self.bare(self.renamed.get(old, old)) in self.results:
+                self.results.add(new)
+            self.renamed[new] = self.renamed.get(old, old)
+        return True
+
+
+class _NotEventField(Exception):
+    """A later stage filters on something that is not an event field."""
+
+
+# ---------------------------------------------------------------------------
+# The analytic
+# ---------------------------------------------------------------------------
+
+# Keys that become `Rule` fields; every other key stays in `extras` as it is.
+_RULE_KEYS = frozenset({"name", "id", "description", "status", "author", "date", "creation_date",
+                        "modification_date", "references"})
+
+
 def read_escu(doc: dict[str, Any], text: str, path: str, macros_dir: Path | None = None) -> Rule:
-    raise SigmaWmiError("ESCU analytics are not readable yet", Origin(path, 1, format="escu"), "unsupported")
+    """Build a `Rule` from one parsed ESCU analytic (`text` is its source, for line numbers)."""
+    origin = Origin(path, locate(text, ("name",)) or 1, format="escu")
+    search = doc.get("search")
+    if not isinstance(search, str) or not search.strip():
+        raise SigmaWmiError("'search' must be a non-empty string", origin.at(locate(text, ("search",)) or 1),
+                            "invalid-escu")
+    if not isinstance(doc.get("name"), str) or not doc["name"].strip():
+        raise SigmaWmiError("'name' must be a non-empty string", origin, "invalid-escu")
+    directory = macros_dir if macros_dir is not None else macro_lib.find_macros_dir(path)
+    search_origin = origin.at(locate(text, ("search",)) or origin.line)
+    imported = import_search(search, macro_lib.MacroLibrary(directory), search_origin)
+
+    tags = doc.get("tags") if isinstance(doc.get("tags"), dict) else {}
+    techniques, tactics, attack_notes = _attack(tags.get("mitre_attack_id"), origin)
+    extras = {key: value for key, value in doc.items() if key not in _RULE_KEYS}
+    extras["spl"] = dict(imported.metadata, where_exact=imported.where_exact, partial=imported.partial)
+    extras["import_status"] = "partial" if imported.partial else "ok"
+    false_positives = doc.get("known_false_positives")
+    return Rule(
+        id=str(doc.get("id") or ""),
+        title=doc["name"].strip(),
+        detection=imported.detection,
+        logsource=imported.logsource,
+        description=str(doc.get("description") or "").strip(),
+        status=_text(doc.get("status")),
+        authors=tuple(a.strip() for a in str(doc.get("author") or "").split(",") if a.strip()),
+        date=_date(doc.get("date") or doc.get("creation_date")),
+        modified=_date(doc.get("modification_date")),
+        references=tuple(str(r) for r in doc.get("references") or () if r),
+        falsepositives=(str(false_positives).strip(),) if false_positives else (),
+        tags=tuple(f"attack.{t}" for t in tactics) + tuple(f"attack.{t.id.lower()}" for t in techniques),
+        tactics=tactics,
+        techniques=techniques,
+        fields=imported.by,
+        origin=origin,
+        extras=extras,
+        diagnostics=tuple(imported.diagnostics + attack_notes),
+        source_text=text,
+    )
+
+
+def import_search(search: str, library: macro_lib.MacroLibrary, origin: Origin,
+                  cat: Catalog | None = None) -> SearchImport:
+    """Import one ESCU search (a tstats data-model search plus filter stages)."""
+    importer = _Importer(library, origin, cat or catalog())
+    return importer.run(search)
+
+
+def _attack(ids: Any, origin: Origin) -> tuple[tuple[Technique, ...], tuple[str, ...], list[Diagnostic]]:
+    table = attack()
+    techniques: list[Technique] = []
+    tactics: list[str] = []
+    notes: list[Diagnostic] = []
+    for raw in ids or ():
+        technique = Technique(str(raw).strip().upper())
+        if technique not in techniques:
+            techniques.append(technique)
+        known, diagnostic = table.resolve(technique.id)
+        if diagnostic is not None:  # the conditions are still exact: worth knowing, not a partial import
+            notes.append(Diagnostic(Level.INFO, diagnostic.code, diagnostic.message, origin))
+        for tactic_id in known.tactics if known else ():
+            tactic = table.tactic(tactic_id)
+            if tactic and tactic.shortname not in tactics:
+                tactics.append(tactic.shortname)
+    return tuple(techniques), tuple(tactics), notes
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _date(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return value.isoformat()[:10]
+    return str(value)
+
+
+__all__ = ["PARTIAL", "SearchImport", "import_search", "is_escu", "is_partial", "read_escu"]

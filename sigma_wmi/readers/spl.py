@@ -1,0 +1,637 @@
+"""Splunk SPL → model expressions.
+
+Three languages meet in an ESCU search and each has its own parser here:
+
+* the search-command language (tstats where-clauses, `| search`, raw searches):
+  lark grammar `spl.lark`, Splunk precedence NOT > OR > AND, case-insensitive
+  matching, `*` wildcards;
+* the eval-expression language of `| where` (`spl_eval.lark`): conventional
+  precedence, case-sensitive `==`, `like()`, `match()`, `isnull()`;
+* the `| regex field="..."` command.
+
+Values come out unescaped (`Pattern`s) and every string goes through
+`model.string_match`, so equal conditions give equal models whatever their
+spelling. Field names go through a `FieldMap` the caller supplies (the ESCU reader
+maps CIM names, `parse_splunk_search` maps raw Sysmon/Security names).
+
+`f!=v` and `NOT f=v` differ in Splunk when `f` is missing (the first is false,
+the second true), so `f!=v` reads as `f exists AND NOT f=v`.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from lark import Lark, Token, Transformer, Tree, v_args
+from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, VisitError
+
+from sigma_wmi.catalog import catalog
+from sigma_wmi.errors import SigmaWmiError
+from sigma_wmi.model import (
+    And,
+    Expr,
+    Match,
+    Not,
+    Op,
+    Or,
+    Pattern,
+    PatternPart,
+    Regex,
+    Wildcard,
+    all_of,
+    any_of,
+    normalize,
+    patterns_match,
+    string_match,
+)
+
+FieldMap = Callable[[str], str]
+
+# ---------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------
+
+
+class SplError(SigmaWmiError):
+    """SPL the parser cannot read. `column` is 1-based within the parsed text."""
+
+    def __init__(self, message: str, column: int | None = None, code: str = "spl-syntax") -> None:
+        where = f" at column {column}" if column else ""
+        super().__init__(message + where, None, code)
+        self.column = column
+
+
+class SplUnsupported(SplError):
+    """Valid SPL the model cannot express (a function, an arithmetic expression...)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, None, "spl-unsupported")
+
+
+# ---------------------------------------------------------------------------
+# Values: one small pure function per quoting context.
+# ---------------------------------------------------------------------------
+
+# Entities that appear in published ESCU content where a literal character was meant.
+_ENTITIES = {"&quot;": '"', "&amp;": "&", "&lt;": "<", "&gt;": ">", "&apos;": "'", "&#39;": "'", "&#34;": '"'}
+_ENTITY = re.compile("|".join(re.escape(e) for e in _ENTITIES))
+
+
+def decode_entities(text: str) -> str:
+    """Decode the few HTML entities ESCU content uses (`&gt;` → `>`); nothing else."""
+    return _ENTITY.sub(lambda m: _ENTITIES[m.group(0)], text) if "&" in text else text
+
+
+def unquote(token: str) -> str:
+    """The text of an SPL string or term: `\\\\` → `\\`, `\\"` → `"`, any other backslash kept.
+
+    Search and eval strings share this rule; quotes are removed when present.
+    """
+    if len(token) >= 2 and token[0] == token[-1] and token[0] in "\"'":
+        token = token[1:-1]
+    if "\\" not in token:
+        return token
+    out: list[str] = []
+    i = 0
+    while i < len(token):
+        char = token[i]
+        if char == "\\" and i + 1 < len(token) and token[i + 1] in "\\\"'":
+            out.append(token[i + 1])
+            i += 2
+        else:
+            out.append(char)
+            i += 1
+    return "".join(out)
+
+
+def search_pattern(token: str) -> Pattern:
+    """A search-language value as a pattern: `*` is the only wildcard (`?` is literal).
+
+    A backslash cannot escape `*` in SPL, so `\\*` is a literal backslash and a wildcard.
+    """
+    text = unquote(token)
+    parts: list[PatternPart] = []
+    for index, chunk in enumerate(text.split("*")):
+        if index:
+            parts.append(Wildcard.MANY)
+        parts.append(decode_entities(chunk))
+    return Pattern(tuple(parts))
+
+
+def like_pattern(text: str) -> Pattern:
+    """An eval `like()` pattern: `%` any run, `_` one character."""
+    parts: list[PatternPart] = []
+    for char in text:
+        parts.append(Wildcard.MANY if char == "%" else Wildcard.ONE if char == "_" else char)
+    return Pattern(tuple(parts))
+
+
+_INLINE_FLAGS = re.compile(r"^\(\?([imsx]+)\)")
+
+
+def split_regex(text: str) -> Regex:
+    """A regex with a leading inline flag group `(?i)` moved into `Regex.flags`."""
+    found = _INLINE_FLAGS.match(text)
+    if not found:
+        return Regex(text)
+    return Regex(text[found.end():], frozenset(found.group(1)))
+
+
+def regex_as_pattern(pattern: str) -> Pattern | None:
+    """The wildcard pattern an anchored regex stands for, if it is one (`^a\\.b.*$` → `a.b*`).
+
+    Splunk writes case-sensitive wildcard matches as such regexes; reading them back
+    as patterns keeps one canonical model for one condition.
+    """
+    if not (pattern.startswith("^") and pattern.endswith("$")) or pattern.endswith("\\$"):
+        return None
+    body = pattern[1:-1]
+    parts: list[PatternPart] = []
+    i = 0
+    while i < len(body):
+        char = body[i]
+        if char == "\\":
+            if i + 1 >= len(body) or body[i + 1].isalnum():
+                return None  # \d, \w, \x41...: a character class, not a literal
+            parts.append(body[i + 1])
+            i += 2
+        elif body.startswith(".*", i):
+            parts.append(Wildcard.MANY)
+            i += 2
+        elif char == ".":
+            parts.append(Wildcard.ONE)
+            i += 1
+        elif char in "[](){}|+?*^$":
+            return None
+        else:
+            parts.append(char)
+            i += 1
+    return Pattern(tuple(parts))
+
+
+def regex_match(field: str | None, regex: Regex) -> Match:
+    """A regex condition, as a pattern match when the regex is just an anchored wildcard pattern."""
+    caseless = "i" in regex.flags
+    pattern = regex_as_pattern(regex.pattern) if regex.flags <= {"i"} else None
+    if pattern is not None:
+        return string_match(field, pattern, case_sensitive=not caseless)
+    return Match(field, Op.REGEX, (regex,), case_sensitive=not caseless)
+
+
+def _number(text: str) -> int | float | None:
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def differs(condition: Expr, fields: list[str]) -> Expr:
+    """`NOT condition`, but only where every field exists (SPL `!=` and eval `!=`)."""
+    return And((*(Match(f, Op.EXISTS) for f in fields), Not(condition)))
+
+
+# ---------------------------------------------------------------------------
+# Parsers
+# ---------------------------------------------------------------------------
+
+
+@functools.cache
+def _parser(grammar: str, start: str) -> Lark:
+    text = (resources.files("sigma_wmi.readers") / grammar).read_text(encoding="utf-8")
+    return Lark(text, start=start, parser="lalr", maybe_placeholders=False, propagate_positions=False)
+
+
+def _parse(grammar: str, start: str, text: str) -> Tree[Any]:
+    try:
+        return _parser(grammar, start).parse(text)
+    except UnexpectedCharacters as err:
+        raise SplError(f"unexpected character {text[err.pos_in_stream]!r}", err.column) from None
+    except UnexpectedEOF:
+        raise SplError("unexpected end of expression (unbalanced parentheses or a dangling operator?)",
+                       len(text) + 1) from None
+    except UnexpectedInput as err:
+        token = getattr(err, "token", None)
+        shown = f"{token.value!r}" if isinstance(token, Token) and token.value else "end of text"
+        raise SplError(f"unexpected {shown}", getattr(err, "column", None)) from None
+    except LarkError as err:
+        raise SplError(f"cannot parse: {err}") from None
+
+
+def _transform(transformer: Transformer[Any, Any], tree: Tree[Any]) -> Any:
+    try:
+        return transformer.transform(tree)
+    except VisitError as err:  # lark wraps errors raised inside callbacks
+        if isinstance(err.orig_exc, SigmaWmiError):
+            raise err.orig_exc from None
+        raise SplError(f"cannot read expression: {err.orig_exc}") from None
+
+
+@v_args(inline=True)
+class _SearchToModel(Transformer[Token, Any]):
+    def __init__(self, field_map: FieldMap) -> None:
+        super().__init__()
+        self.field_map = field_map
+
+    def search(self, *conj: Expr) -> Expr | None:
+        return conj[0] if conj else None
+
+    def conj(self, *items: Expr) -> Expr:
+        return all_of(list(items))
+
+    def disj(self, *items: Expr) -> Expr:
+        return any_of(list(items))
+
+    def negate(self, item: Expr) -> Expr:
+        return Not(item)
+
+    def name(self, token: Token) -> str:
+        return self.field_map(unquote(str(token)))
+
+    def value(self, token: Token) -> Token:
+        return token
+
+    def compare(self, field: str, op: Token, value: Token) -> Expr:
+        symbol = str(op)
+        if symbol in ("<", "<=", ">", ">="):
+            number = _number(unquote(str(value)))
+            if number is None:
+                raise SplUnsupported(f"'{field}{symbol}{value}' compares with a non-number")
+            return Match(field, {"<": Op.LT, "<=": Op.LTE, ">": Op.GT, ">=": Op.GTE}[symbol], (number,))
+        condition = self.equals(field, value)
+        if symbol == "!=":
+            if condition == Match(field, Op.EXISTS):
+                return Not(condition)  # `f!=*`: no value at all
+            return differs(condition, [field])
+        return condition
+
+    def equals(self, field: str, value: Token) -> Expr:
+        text = str(value)
+        if text in ("*", '"*"'):
+            return Match(field, Op.EXISTS)
+        if value.type == "WORD" and re.fullmatch(r"-?\d+", text):
+            return Match(field, Op.EQUALS, (int(text),))  # unquoted integers stay numbers
+        return string_match(field, search_pattern(text))
+
+    def member(self, field: str, *values: Token) -> Expr:
+        if not values:
+            raise SplError(f"'{field} IN ()' has no values")
+        numbers = [Match(field, Op.EQUALS, (int(str(v)),)) for v in values
+                   if v.type == "WORD" and re.fullmatch(r"-?\d+", str(v))]
+        patterns = [search_pattern(str(v)) for v in values
+                    if not (v.type == "WORD" and re.fullmatch(r"-?\d+", str(v)))]
+        if any(p.parts == (Wildcard.MANY,) for p in patterns):
+            return Match(field, Op.EXISTS)
+        items: list[Expr] = list(numbers)
+        if patterns:
+            items.append(patterns_match(field, patterns))
+        return normalize(any_of(items))
+
+    def term(self, value: Token) -> Expr:
+        return string_match(None, search_pattern(str(value)))
+
+
+def parse_search(text: str, field_map: FieldMap = lambda name: name) -> Expr | None:
+    """A search-language expression (no pipes, no macros) as a normalized model tree.
+
+    Returns None for an empty expression. Raises `SplError` with the column of the problem.
+    """
+    tree = _parse("spl.lark", "search", text)
+    expr = _transform(_SearchToModel(field_map), tree)
+    return None if expr is None else normalize(expr)
+
+
+# ---- eval expressions (`| where`) ----
+
+@dataclass(frozen=True)
+class _Field:
+    name: str
+
+
+@dataclass(frozen=True)
+class _Literal:
+    value: str | int | float
+
+
+@dataclass(frozen=True)
+class _Call:
+    name: str
+    args: tuple[Any, ...]
+
+
+@v_args(inline=True)
+class _EvalToModel(Transformer[Token, Any]):
+    """Builds model conditions bottom-up; operands are `_Field`, `_Literal` or `_Call`."""
+
+    def __init__(self, field_map: FieldMap) -> None:
+        super().__init__()
+        self.field_map = field_map
+
+    def field(self, token: Token) -> _Field:
+        return _Field(self.field_map(unquote(str(token))))
+
+    def string(self, token: Token) -> _Literal:
+        return _Literal(unquote(str(token)))
+
+    def number(self, token: Token) -> _Literal:
+        number = _number(str(token))
+        assert number is not None
+        return _Literal(number)
+
+    def call(self, name: Token, *args: Any) -> _Call:
+        return _Call(str(name).lower(), args)
+
+    def disj(self, *items: Any) -> Expr:
+        return any_of([self.condition(i) for i in items])
+
+    def conj(self, *items: Any) -> Expr:
+        return all_of([self.condition(i) for i in items])
+
+    def negate(self, item: Any) -> Expr:
+        return Not(self.condition(item))
+
+    def compare(self, left: Any, op: Token, right: Any) -> Expr:
+        symbol = "==" if str(op) == "=" else str(op)
+        if isinstance(left, _Literal) and not isinstance(right, _Literal):
+            left, right = right, left
+            symbol = {"<": ">", ">": "<", "<=": ">=", ">=": "<="}.get(symbol, symbol)
+        ref, caseless = self.reference(left)
+        if isinstance(right, _Literal):
+            return self.compare_literal(ref, symbol, right.value, caseless)
+        other, other_caseless = self.reference(right)
+        if symbol not in ("==", "!=") or caseless != other_caseless:
+            raise SplUnsupported(f"comparison '{symbol}' between two fields")
+        same = Match(ref, Op.FIELDREF, (other,), case_sensitive=not caseless)
+        return same if symbol == "==" else differs(same, [ref, other])
+
+    def reference(self, operand: Any) -> tuple[str, bool]:
+        """A field operand, or `lower(field)` (a case-insensitive comparison)."""
+        if isinstance(operand, _Field):
+            return operand.name, False
+        if isinstance(operand, _Call) and operand.name in ("lower", "upper") and len(operand.args) == 1 \
+                and isinstance(operand.args[0], _Field):
+            return operand.args[0].name, True
+        raise SplUnsupported(f"expression {_describe(operand)} is not a field")
+
+    def compare_literal(self, field: str, symbol: str, value: str | int | float, caseless: bool) -> Expr:
+        if symbol in ("<", "<=", ">", ">="):
+            if isinstance(value, str):
+                raise SplUnsupported(f"'{field} {symbol} \"{value}\"' compares strings")
+            return Match(field, {"<": Op.LT, "<=": Op.LTE, ">": Op.GT, ">=": Op.GTE}[symbol], (value,))
+        if isinstance(value, str):
+            if caseless and value != value.lower():
+                raise SplUnsupported(f"lower({field}) compared with '{value}', which is not lower case")
+            condition: Expr = string_match(field, Pattern.literal(value), case_sensitive=not caseless)
+        else:
+            condition = Match(field, Op.EQUALS, (value,))
+        return condition if symbol == "==" else differs(condition, [field])
+
+    def condition(self, item: Any) -> Expr:
+        """A boolean operand: a condition already, or a function call that is one."""
+        if isinstance(item, (Match, And, Or, Not)):
+            return item
+        if isinstance(item, _Call):
+            method = getattr(self, f"call_{item.name}", None)
+            if method is not None:
+                result: Expr = method(*item.args)
+                return result
+            raise SplUnsupported(f"function {item.name}() is not imported")
+        raise SplUnsupported(f"{_describe(item)} is not a condition")
+
+    def call_match(self, subject: Any, regex: Any) -> Expr:
+        field, caseless = self.reference(subject)
+        if not isinstance(regex, _Literal) or not isinstance(regex.value, str):
+            raise SplUnsupported("match() with a computed regular expression")
+        parsed = split_regex(regex.value)
+        if caseless:
+            parsed = Regex(parsed.pattern, parsed.flags | {"i"})
+        return regex_match(field, parsed)
+
+    def call_like(self, subject: Any, pattern: Any) -> Expr:
+        field, caseless = self.reference(subject)
+        if not isinstance(pattern, _Literal) or not isinstance(pattern.value, str):
+            raise SplUnsupported("like() with a computed pattern")
+        return string_match(field, like_pattern(pattern.value), case_sensitive=not caseless)
+
+    def call_isnull(self, subject: Any) -> Expr:
+        return Not(Match(self.reference(subject)[0], Op.EXISTS))
+
+    def call_isnotnull(self, subject: Any) -> Expr:
+        return Match(self.reference(subject)[0], Op.EXISTS)
+
+    def call_cidrmatch(self, cidr: Any, subject: Any) -> Expr:
+        if not isinstance(cidr, _Literal) or not isinstance(cidr.value, str):
+            raise SplUnsupported("cidrmatch() with a computed network")
+        return Match(self.reference(subject)[0], Op.CIDR, (cidr.value,))
+
+
+def _describe(operand: Any) -> str:
+    if isinstance(operand, _Call):
+        return f"{operand.name}()"
+    if isinstance(operand, _Literal):
+        return repr(operand.value)
+    if isinstance(operand, _Field):
+        return f"field {operand.name}"
+    return "a condition"
+
+
+def parse_where(text: str, field_map: FieldMap = lambda name: name) -> Expr:
+    """The expression of a `| where` command as a normalized model tree.
+
+    Raises `SplError` for a syntax error and `SplUnsupported` for valid eval
+    expressions the model cannot express (arithmetic, string functions, ...).
+    """
+    tree = _parse("spl_eval.lark", "start", text)
+    transformer = _EvalToModel(field_map)
+    return normalize(transformer.condition(_transform(transformer, tree)))
+
+
+_REGEX_ARGS = re.compile(r'^\s*(?:(?P<field>[A-Za-z_][\w.]*|"[^"]+")\s*(?P<op>!?=)\s*)?(?P<value>"(?:[^"\\]|\\.)*"|\S+)\s*$',
+                         re.S)
+
+
+def parse_regex_command(args: str, field_map: FieldMap = lambda name: name) -> Expr:
+    """`| regex field="..."` (or `field!=`, or a bare regex on `_raw`) as a model condition."""
+    found = _REGEX_ARGS.match(args)
+    if not found:
+        raise SplError(f"cannot read regex arguments '{args.strip()}'")
+    field = field_map(unquote(found.group("field"))) if found.group("field") else None
+    condition = regex_match(field, split_regex(unquote(found.group("value"))))
+    return Not(condition) if found.group("op") == "!=" else condition
+
+
+# ---------------------------------------------------------------------------
+# Pipelines
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One `|`-separated command of a search; `offset` is where its text starts."""
+
+    text: str
+    offset: int
+
+    @property
+    def command(self) -> str:
+        word = self.text.split(None, 1)[0] if self.text.strip() else ""
+        return word.lower()
+
+    @property
+    def args(self) -> str:
+        parts = self.text.split(None, 1)
+        return parts[1] if len(parts) > 1 else ""
+
+
+def _scan(text: str) -> Iterator[tuple[int, str, int]]:
+    """Characters outside quotes and backquotes, with their bracket depth."""
+    depth = 0
+    i = 0
+    quote: str | None = None
+    while i < len(text):
+        char = text[i]
+        if quote:
+            if char == "\\" and quote == '"':
+                i += 2
+                continue
+            if char == quote:
+                quote = None
+        elif char in "\"`":
+            quote = char
+        elif char == "[":
+            depth += 1
+        elif char == "]":
+            depth = max(depth - 1, 0)
+        else:
+            yield i, char, depth
+        i += 1
+
+
+def split_pipeline(text: str) -> list[Stage]:
+    """The commands of a search, split at pipes outside quotes, macros and subsearches."""
+    stages: list[Stage] = []
+    start = 0
+    for index, char, depth in _scan(text):
+        if char == "|" and depth == 0:
+            stages.append(Stage(text[start:index].strip(), start))
+            start = index + 1
+    stages.append(Stage(text[start:].strip(), start))
+    return [s for s in stages if s.text]
+
+
+SUBSEARCH = "__subsearch_{}__"
+
+
+def extract_subsearches(text: str) -> tuple[str, list[str]]:
+    """`text` with each top-level `[...]` replaced by a placeholder term, and the subsearches."""
+    found: list[str] = []
+    out: list[str] = []
+    depth = 0
+    start = last = 0
+    quote: str | None = None
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if quote:
+            if char == "\\" and quote == '"':
+                i += 1  # skip the escaped character
+            elif char == quote:
+                quote = None
+        elif char in "\"`":
+            quote = char
+        elif char == "[":
+            if depth == 0:
+                start = i
+            depth += 1
+        elif char == "]" and depth:
+            depth -= 1
+            if depth == 0:
+                out.append(text[last:start])
+                out.append(f" {SUBSEARCH.format(len(found))} ")
+                found.append(text[start + 1:i])
+                last = i + 1
+        i += 1
+    out.append(text[last:])
+    return "".join(out), found
+
+
+def find_keyword(text: str, keyword: str) -> int | None:
+    """Index of a whole-word keyword (any case) outside quotes, parentheses and brackets."""
+    lowered = text.lower()
+    paren = 0
+    for index, char, depth in _scan(text):
+        if char == "(":
+            paren += 1
+        elif char == ")":
+            paren -= 1
+        elif depth == 0 and paren == 0 and lowered.startswith(keyword, index) \
+                and (index == 0 or text[index - 1].isspace()) \
+                and (index + len(keyword) == len(text) or text[index + len(keyword)].isspace()):
+            return index
+    return None
+
+
+# ---------------------------------------------------------------------------
+# Raw searches as the Splunk backend writes them
+# ---------------------------------------------------------------------------
+
+_SOURCE_PREFIX = re.compile(r"^(?:Xml)?WinEventLog:", re.I)
+
+
+def parse_splunk_search(text: str, profile: str = "sysmon") -> Expr:
+    """Read a raw-event Splunk search back into a canonical model condition.
+
+    For differential tests of the Splunk backend: `text` is a search like
+    `source="XmlWinEventLog:Microsoft-Windows-Sysmon/Operational" EventCode=1
+    Image="*\\\\scrcons.exe" | where match(CommandLine, "(?i)^a.*$")`. Field names go
+    through the catalog: Splunk add-on names first (EventCode → event_id), then the
+    raw `profile` ("sysmon", "security", "wmi_activity"); unknown names stay as written.
+    `source="XmlWinEventLog:<channel>"` becomes a condition on the canonical `channel`
+    field, so the result can be evaluated on recorded Windows events directly.
+    Supported stages: the search itself, `| search`, `| where`, `| regex`; anything
+    else raises `SplUnsupported`. Raises `SplError` for a syntax error.
+    """
+    cat = catalog()
+
+    def field_map(name: str) -> str:
+        if name.lower() == "source":
+            return "source"
+        return cat.from_profile("splunk", name) or cat.from_profile(profile, name) or name
+
+    conditions: list[Expr] = []
+    for number, stage in enumerate(split_pipeline(text)):
+        if number == 0 and stage.command not in ("search", "where", "regex"):
+            found = parse_search(stage.text, field_map)
+        elif stage.command == "search":
+            found = parse_search(stage.args, field_map)
+        elif stage.command == "where":
+            found = parse_where(stage.args, field_map)
+        elif stage.command == "regex":
+            found = parse_regex_command(stage.args, field_map)
+        else:
+            raise SplUnsupported(f"stage '| {stage.command}' is not a filter")
+        if found is not None:
+            conditions.append(_source_to_channel(found))
+    if not conditions:
+        raise SplError("empty search")
+    return normalize(all_of(conditions))
+
+
+def _source_to_channel(expr: Expr) -> Expr:
+    if isinstance(expr, Match):
+        if expr.field == "source":
+            values = tuple(Pattern.literal(_SOURCE_PREFIX.sub("", v.text)) if isinstance(v, Pattern)
+                           and not v.has_wildcards else v for v in expr.values)
+            return Match("channel", expr.op, values, expr.case_sensitive, expr.line)
+        return expr
+    if isinstance(expr, Not):
+        return Not(_source_to_channel(expr.item))
+    return type(expr)(tuple(_source_to_channel(i) for i in expr.items))

@@ -40,6 +40,7 @@ from sigma_wmi.model import Op, Pattern, Rule, matches
 _MD_CELL = str.maketrans({
     "&": "&amp;", "<": "&lt;", ">": "&gt;",
     "\\": "\\\\", "|": "\\|", "`": "\\`", "*": "\\*", "_": "\\_", "[": "\\[", "]": "\\]",
+    "~": "\\~",
 })
 _NEWLINES = re.compile(r"\r\n|\r|\n")
 # Characters that would end or break a Markdown link destination `(...)`.

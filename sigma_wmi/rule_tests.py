@@ -1,0 +1,313 @@
+"""`sigma-wmi test`: run rules over recorded events and check what each rule declares.
+
+A rule declares its tests under the top-level key `x_sigma_wmi_tests` (kept by the
+Sigma reader in `rule.extras`), in the spirit of ESCU's `tests:`:
+
+    x_sigma_wmi_tests:
+      - events: shared:data/events/wmi_persistence_positives_process.jsonl
+        hits: 2                    # exact count (or min_hits / max_hits)
+        record_ids: [431364, 120461]  # exactly these EventRecordIDs hit
+        mapped: ecs                # optional: evaluate the events after mapping to ECS
+        note: free text
+
+`shared:` paths live under the shared data root (SIGMA_WMI_SHARED, else a `shared`
+directory next to the project); a test whose shared file is missing is skipped.
+Other paths are relative to the project root (the current directory, else an
+ancestor of the rule file that holds the path).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sigma_wmi.api import load_all
+from sigma_wmi.errors import Origin, SigmaWmiError
+from sigma_wmi.evaluate import Predicate, compile_rule
+from sigma_wmi.events import canonical_event, read_events, to_ecs
+from sigma_wmi.model import Rule
+from sigma_wmi.readers.yamlsource import locate
+
+TESTS_KEY = "x_sigma_wmi_tests"
+SHARED_PREFIX = "shared:"
+_CASE_KEYS = frozenset({"events", "hits", "min_hits", "max_hits", "record_ids", "mapped", "note"})
+_MAPPINGS = ("raw", "ecs")
+
+
+@dataclass(frozen=True)
+class TestCase:
+    """One declared expectation of a rule."""
+
+    events: str
+    hits: int | None = None
+    min_hits: int | None = None
+    max_hits: int | None = None
+    record_ids: tuple[str, ...] | None = None
+    mapped: str = "raw"
+    note: str = ""
+
+
+@dataclass
+class CaseResult:
+    case: TestCase
+    status: str  # pass, fail, skip
+    path: str | None = None
+    count: int = 0
+    record_ids: list[str] = field(default_factory=list)
+    message: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "events": self.case.events, "mapped": self.case.mapped, "status": self.status,
+            "path": self.path, "hits": self.count, "record_ids": self.record_ids,
+            "expected": {k: v for k, v in (("hits", self.case.hits), ("min_hits", self.case.min_hits),
+                                           ("max_hits", self.case.max_hits),
+                                           ("record_ids", self.case.record_ids)) if v is not None},
+            "message": self.message, "note": self.case.note,
+        }
+
+
+@dataclass
+class RuleReport:
+    rule: Rule
+    cases: list[CaseResult] = field(default_factory=list)
+    hits: dict[str, list[str]] = field(default_factory=dict)  # --events file -> record ids hit
+
+    @property
+    def failed(self) -> bool:
+        return any(c.status == "fail" for c in self.cases)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.rule.id, "title": self.rule.title, "path": self.rule.origin.path,
+            "status": "fail" if self.failed else "pass",
+            "hits": {path: {"count": len(ids), "record_ids": ids} for path, ids in self.hits.items()},
+            "tests": [c.to_json() for c in self.cases],
+        }
+
+
+# ---------------------------------------------------------------------------
+# Declarations
+# ---------------------------------------------------------------------------
+
+def declared_tests(rule: Rule) -> list[TestCase]:
+    """The rule's test declaration, validated; bad declarations raise `SigmaWmiError`
+    at the line of the `x_sigma_wmi_tests` key."""
+    raw = rule.extras.get(TESTS_KEY)
+    if raw is None:
+        return []
+    origin = rule.origin.at(locate(rule.source_text, (TESTS_KEY,)) if rule.source_text else None)
+    if not isinstance(raw, list):
+        raise SigmaWmiError(f"{TESTS_KEY} must be a list of test cases", origin, "bad-test")
+    return [_test_case(item, index, origin) for index, item in enumerate(raw, 1)]
+
+
+def _test_case(item: Any, index: int, origin: Origin) -> TestCase:
+    def bad(message: str) -> SigmaWmiError:
+        return SigmaWmiError(f"{TESTS_KEY} item {index}: {message}", origin, "bad-test")
+
+    if not isinstance(item, dict):
+        raise bad("must be a mapping with at least 'events'")
+    unknown = sorted(set(map(str, item)) - _CASE_KEYS)
+    if unknown:
+        raise bad(f"unknown key(s) {', '.join(unknown)}")
+    events = item.get("events")
+    if not isinstance(events, str) or not events.strip():
+        raise bad("'events' must name an event file")
+    counts: dict[str, int | None] = {}
+    for key in ("hits", "min_hits", "max_hits"):
+        value = item.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise bad(f"'{key}' must be a non-negative integer")
+        counts[key] = value
+    ids = item.get("record_ids")
+    if ids is not None and (not isinstance(ids, list) or not all(isinstance(i, (int, str)) for i in ids)):
+        raise bad("'record_ids' must be a list of EventRecordIDs")
+    if all(v is None for v in counts.values()) and ids is None:
+        raise bad("declares no expectation (hits, min_hits, max_hits or record_ids)")
+    mapped = str(item.get("mapped", "raw"))
+    if mapped not in _MAPPINGS:
+        raise bad(f"'mapped' must be one of {', '.join(_MAPPINGS)}")
+    return TestCase(events=events.strip(), hits=counts["hits"], min_hits=counts["min_hits"],
+                    max_hits=counts["max_hits"],
+                    record_ids=tuple(str(i) for i in ids) if ids is not None else None,
+                    mapped=mapped, note=str(item.get("note") or ""))
+
+
+# ---------------------------------------------------------------------------
+# Paths
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Roots:
+    """Where declared event paths are looked up."""
+
+    project: Path | None = None
+    shared: Path | None = None
+
+    def resolve(self, spec: str, rule: Rule) -> Path | None:
+        if spec.startswith(SHARED_PREFIX):
+            base = self.shared or _default_shared(rule)
+            return base / spec[len(SHARED_PREFIX):] if base else None
+        relative = Path(spec)
+        if relative.is_absolute():
+            return relative
+        candidates = [self.project or Path.cwd(), *Path(rule.origin.path).resolve().parents]
+        for base in candidates:
+            if (base / relative).exists():
+                return base / relative
+        return (self.project or Path.cwd()) / relative
+
+
+def _default_shared(rule: Rule) -> Path | None:
+    env = os.environ.get("SIGMA_WMI_SHARED")
+    if env:
+        return Path(env)
+    for base in [Path.cwd(), *Path(rule.origin.path).resolve().parents]:
+        for candidate in (base / "shared", base.parent / "shared"):
+            if (candidate / "data").is_dir():
+                return candidate
+    return None
+
+
+# ---------------------------------------------------------------------------
+# Running
+# ---------------------------------------------------------------------------
+
+class EventCache:
+    """Canonical events per (file, mapping), read once however many rules use them."""
+
+    def __init__(self) -> None:
+        self._events: dict[tuple[Path, str], list[dict[str, Any]]] = {}
+
+    def get(self, path: Path, mapped: str = "raw") -> list[dict[str, Any]]:
+        key = (path.resolve(), mapped)
+        if key not in self._events:
+            events = []
+            for raw in read_events(path):
+                if mapped == "ecs":
+                    event = canonical_event(to_ecs(raw))
+                    event.update({k: v for k, v in raw.items() if k.startswith("@")})
+                else:
+                    event = canonical_event(raw)
+                events.append(event)
+            self._events[key] = events
+        return self._events[key]
+
+
+def record_id(event: Mapping[str, Any]) -> str:
+    """The event's EventRecordID as text (ints in EVTX, strings in nxlog), else file:line."""
+    value = event.get("EventRecordID")
+    if value is not None and value != "":
+        return str(value)
+    return f"{event.get('@file', '?')}:{event.get('@line', '?')}"
+
+
+def run_case(case: TestCase, predicate: Predicate, rule: Rule, roots: Roots, cache: EventCache) -> CaseResult:
+    path = roots.resolve(case.events, rule)
+    if path is None or not path.exists():
+        if case.events.startswith(SHARED_PREFIX):
+            return CaseResult(case, "skip", str(path) if path else None, message="shared data not available")
+        return CaseResult(case, "fail", str(path) if path else None, message="event file not found")
+    ids = [record_id(e) for e in cache.get(path, case.mapped) if predicate(e)]
+    result = CaseResult(case, "pass", str(path), len(ids), ids)
+    problems = []
+    if case.hits is not None and len(ids) != case.hits:
+        problems.append(f"expected {case.hits} hits, got {len(ids)}")
+    if case.min_hits is not None and len(ids) < case.min_hits:
+        problems.append(f"expected at least {case.min_hits} hits, got {len(ids)}")
+    if case.max_hits is not None and len(ids) > case.max_hits:
+        problems.append(f"expected at most {case.max_hits} hits, got {len(ids)}")
+    if case.record_ids is not None and sorted(ids) != sorted(case.record_ids):
+        missing = sorted(set(case.record_ids) - set(ids))
+        extra = sorted(set(ids) - set(case.record_ids))
+        problems.append(f"record ids differ: missing {missing}, unexpected {extra}")
+    if problems:
+        result.status = "fail"
+        result.message = "; ".join(problems)
+    return result
+
+
+def test_rules(rules: Iterable[Rule], event_files: Iterable[Path] = (), roots: Roots | None = None,
+               cache: EventCache | None = None) -> list[RuleReport]:
+    """Declared tests of every rule, and hits on `event_files`. Raises `SigmaWmiError`
+    for a bad declaration or an unreadable event file."""
+    roots = roots or Roots()
+    cache = cache or EventCache()
+    files = list(event_files)
+    reports = []
+    for rule in rules:
+        predicate = compile_rule(rule)
+        report = RuleReport(rule)
+        for case in declared_tests(rule):
+            report.cases.append(run_case(case, predicate, rule, roots, cache))
+        for path in files:
+            report.hits[str(path)] = [record_id(e) for e in cache.get(path) if predicate(e)]
+        reports.append(report)
+    return reports
+
+
+# ---------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------
+
+def _print_report(reports: list[RuleReport], load_errors: list[SigmaWmiError], seconds: float) -> None:
+    for error in load_errors:
+        click.echo(f"{error}", err=True)
+    for report in reports:
+        mark = "FAIL" if report.failed else "ok  "
+        click.echo(f"{mark} {report.rule.title} [{report.rule.origin.path}]")
+        for path, ids in report.hits.items():
+            click.echo(f"       {len(ids):5d} hits  {path}")
+        for case in report.cases:
+            label = f"{case.case.events}" + (" (ecs)" if case.case.mapped == "ecs" else "")
+            detail = f": {case.message}" if case.message else ""
+            click.echo(f"   {case.status:4s} {case.count:5d} hits  {label}{detail}")
+    cases = [c for r in reports for c in r.cases]
+    summary = {s: sum(1 for c in cases if c.status == s) for s in ("pass", "fail", "skip")}
+    click.echo(f"{len(reports)} rules, {summary['pass']} passed, {summary['fail']} failed, "
+               f"{summary['skip']} skipped, {len(load_errors)} unreadable rule files, {seconds:.2f}s")
+
+
+@click.command("test")
+@click.argument("rules", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--events", "event_files", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="Event file (.jsonl, .json, .evtx) to report hits on; repeatable.")
+@click.option("--report", "report_path", type=click.Path(path_type=Path), help="Write a JSON report here.")
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path),
+              help="Project root for relative test paths (default: current directory).")
+@click.option("--shared", type=click.Path(file_okay=False, path_type=Path),
+              help="Root of 'shared:' test paths (default: $SIGMA_WMI_SHARED or ../shared).")
+def test_command(rules: tuple[Path, ...], event_files: tuple[Path, ...], report_path: Path | None,
+                 root: Path | None, shared: Path | None) -> None:
+    """Run RULES over recorded events: hits per rule and each rule's declared tests.
+
+    Exit code 0 when every declared test passes, 1 when a test fails or a rule file
+    cannot be read, 2 for unreadable event files or bad test declarations.
+    """
+    started = time.perf_counter()
+    loaded, load_errors = load_all(list(rules))
+    try:
+        reports = test_rules(loaded, event_files, Roots(root, shared))
+    except SigmaWmiError as err:
+        click.echo(f"{err}", err=True)
+        sys.exit(2)
+    seconds = time.perf_counter() - started
+    _print_report(reports, load_errors, seconds)
+    if report_path:
+        doc = {
+            "rules": [r.to_json() for r in reports],
+            "errors": [e.diagnostic().to_json() for e in load_errors],
+            "seconds": round(seconds, 3),
+        }
+        report_path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    if load_errors or any(r.failed for r in reports):
+        sys.exit(1)

@@ -128,6 +128,8 @@ class _Importer:
         canonical = self.catalog.from_profile("cim", bare)
         if canonical:
             return canonical
+        if self.catalog.spec(bare) is not None:  # a canonical name that means something else
+            bare = f"{self.node}.{bare}"
         if bare not in self.unknown_fields:
             self.unknown_fields.append(bare)
             self.note("unknown-cim-field", f"CIM field '{bare}' is not in the field catalog; kept as '{bare}'")

@@ -1,0 +1,238 @@
+"""Sigma YAML: the model written back as a Sigma rule that pySigma can read.
+
+Used to publish analytics from other sources (ESCU) as Sigma: canonical fields
+go out through the catalog's Sigma names (a process name becomes
+`Image|endswith: '\\name'`), the source analytic is named in `related`, and ATT&CK
+becomes `attack.<tactic>` / `attack.tNNNN` tags.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any, ClassVar
+
+import yaml
+
+from sigma_wmi.backends.base import Backend, OptionSpec, Output, warning
+from sigma_wmi.catalog import Catalog, catalog, to_profile
+from sigma_wmi.errors import Diagnostic, Level
+from sigma_wmi.model import And, Expr, Match, Not, Op, Or, Pattern, Regex, Rule, Wildcard, full_pattern
+
+# ---------------------------------------------------------------------------
+# Escaping: Sigma strings know `*` and `?` as wildcards and `\` as their escape.
+# A backslash is literal unless it precedes `*`, `?` or another backslash, so it
+# is doubled only there; Windows paths keep their single backslashes.
+# ---------------------------------------------------------------------------
+_SIGMA_SPECIAL = "*?\\"
+
+
+def sigma_string(pattern: Pattern) -> str:
+    """A pattern as a Sigma string value: wildcard tokens bare, literal `*`/`?` escaped."""
+    out: list[str] = []
+    for index, part in enumerate(pattern.parts):
+        if isinstance(part, Wildcard):
+            out.append(part.value)
+            continue
+        following = pattern.parts[index + 1] if index + 1 < len(pattern.parts) else None
+        for position, char in enumerate(part):
+            if char in "*?":
+                out.append("\\" + char)
+            elif char == "\\":
+                after = part[position + 1] if position + 1 < len(part) else following
+                # before a wildcard token, a special char, or at the very end: escape
+                needs = after is None or isinstance(after, Wildcard) or after in _SIGMA_SPECIAL
+                out.append("\\\\" if needs else "\\")
+            else:
+                out.append(char)
+    return "".join(out)
+
+
+class _Detection:
+    """Builds Sigma selections and a condition from a (Sigma-named) model tree."""
+
+    STRING_MODIFIERS: ClassVar[dict[Op, str]] = {
+        Op.EQUALS: "", Op.CONTAINS: "|contains", Op.STARTSWITH: "|startswith",
+        Op.ENDSWITH: "|endswith", Op.WILDCARD: "",
+    }
+    COMPARE_MODIFIERS: ClassVar[dict[Op, str]] = {Op.LT: "|lt", Op.LTE: "|lte", Op.GT: "|gt", Op.GTE: "|gte"}
+
+    def __init__(self, field_name: Any) -> None:
+        self.selections: dict[str, Any] = {}
+        self.field_name = field_name
+
+    def new(self, body: Any, negated: bool) -> str:
+        prefix = "filter" if negated else "selection"
+        name = f"{prefix}_{sum(1 for k in self.selections if k.startswith(prefix)) + 1}"
+        self.selections[name] = body
+        return name
+
+    def condition(self, expr: Expr, negated: bool = False) -> tuple[str, str]:
+        """Condition text and its kind ("atom", "and", "or", "not") for parenthesising."""
+        if isinstance(expr, Match):
+            return self.new(self.selection([expr]), negated), "atom"
+        if isinstance(expr, Not):
+            inner, kind = self.condition(expr.item, not negated)
+            return "not " + (inner if kind == "atom" else f"({inner})"), "not"
+        if isinstance(expr, And):
+            parts: list[tuple[str, str]] = []
+            grouped: list[Match] = []
+            keys: set[str] = set()
+            for item in expr.items:
+                if isinstance(item, Match) and item.field is not None and self.key(item) not in keys:
+                    grouped.append(item)
+                    keys.add(self.key(item))
+                else:
+                    parts.append(self.condition(item, negated))
+            if grouped:
+                parts.insert(0, (self.new(self.selection(grouped), negated), "atom"))
+            return self.join(parts, "and"), "and" if len(parts) > 1 else parts[0][1]
+        assert isinstance(expr, Or)
+        parts = [self.condition(item, negated) for item in expr.items]
+        return self.join(parts, "or"), "or"
+
+    @staticmethod
+    def join(parts: list[tuple[str, str]], kind: str) -> str:
+        texts = [text if k in ("atom", "not", kind) else f"({text})" for text, k in parts]
+        return f" {kind} ".join(texts)
+
+    def key(self, match: Match) -> str:
+        name = str(match.field)
+        if match.op in self.STRING_MODIFIERS:
+            return name + self.STRING_MODIFIERS[match.op] + ("|cased" if match.case_sensitive and any(
+                isinstance(v, Pattern) for v in match.values) else "")
+        if match.op in self.COMPARE_MODIFIERS:
+            return name + self.COMPARE_MODIFIERS[match.op]
+        if match.op is Op.REGEX:
+            flags = set().union(*(v.flags for v in match.values if isinstance(v, Regex)))
+            return name + "|re" + "".join(f"|{f}" for f in sorted(flags))
+        if match.op is Op.CIDR:
+            return name + "|cidr"
+        if match.op is Op.EXISTS:
+            return name + "|exists"
+        if match.op is Op.FIELDREF:
+            return name + "|fieldref"
+        return name  # NULL
+
+    def value(self, match: Match, value: Any) -> Any:
+        if isinstance(value, Pattern):
+            shown = value if match.op is not Op.WILDCARD else full_pattern(match, value)
+            return sigma_string(shown)
+        if isinstance(value, Regex):
+            return value.pattern
+        if match.op is Op.FIELDREF:
+            return self.field_name(str(value))
+        return value
+
+    def selection(self, items: list[Match]) -> Any:
+        if len(items) == 1 and items[0].field is None:  # keywords: a plain list of values
+            match = items[0]
+            return [sigma_string(full_pattern(match, v)) if isinstance(v, Pattern) else v for v in match.values]
+        body: dict[str, Any] = {}
+        for match in items:
+            if match.op is Op.EXISTS:
+                body[self.key(match)] = True
+            elif match.op is Op.NULL:
+                body[self.key(match)] = None
+            else:
+                values = [self.value(match, v) for v in match.values]
+                body[self.key(match)] = values[0] if len(values) == 1 else values
+        return body
+
+
+# Sigma's status values, and what other sources call them.
+_STATUS = {"production": "stable", "validation": "test", "stable": "stable", "test": "test",
+           "experimental": "experimental", "deprecated": "deprecated", "unsupported": "unsupported"}
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_NAMESPACE = uuid.UUID("6f1b0c52-1d0e-4d59-9b57-5c0e8e5b1a2d")  # ids of Sigma rules derived from other formats
+
+
+class SigmaBackend(Backend):
+    name = "sigma"
+    description = "Sigma rule YAML (readable by pySigma), e.g. to publish ESCU analytics as Sigma"
+    formats = ("yaml",)
+    extensions: ClassVar[dict[str, str]] = {"yaml": ".yml"}
+    options = (
+        OptionSpec("level", "level for rules whose source has none (empty: leave it out)", ""),
+    )
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.catalog: Catalog = catalog()
+
+    def convert(self, rule: Rule, format: str | None = None) -> Output:
+        self.check_format(format)
+        diagnostics: list[Diagnostic] = []
+        doc = self.document(rule, diagnostics)
+        header = "".join(f"# {d.level.value}: {d.message}\n" for d in rule.diagnostics
+                         if d.level is not Level.INFO)
+        text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=100, default_flow_style=False)
+        return Output(header + text, diagnostics)
+
+    # ---- the rule ----
+    def document(self, rule: Rule, diagnostics: list[Diagnostic]) -> dict[str, Any]:
+        derived = rule.source_format != "sigma"
+        doc: dict[str, Any] = {"title": rule.title}
+        if derived and rule.id:
+            doc["id"] = str(uuid.uuid5(_NAMESPACE, f"{rule.source_format}:{rule.id}"))
+        elif rule.id:
+            doc["id"] = rule.id
+        related = [{"id": r.id, "type": r.type} for r in rule.related]
+        if derived and rule.id:
+            related.insert(0, {"id": rule.id, "type": "derived"})
+        if related:
+            doc["related"] = related
+        status = _STATUS.get((rule.status or "").lower())
+        if status:
+            doc["status"] = status
+        if rule.description:
+            doc["description"] = rule.description
+        if rule.references:
+            doc["references"] = list(rule.references)
+        if rule.authors:
+            doc["author"] = ", ".join(rule.authors)
+        for key, value in (("date", rule.date), ("modified", rule.modified)):
+            if value and _DATE.match(value):
+                doc[key] = value
+            elif value:
+                diagnostics.append(warning("bad-date", f"{key} '{value}' is not YYYY-MM-DD; left out"))
+        tags = self.tags(rule)
+        if tags:
+            doc["tags"] = tags
+        doc["logsource"] = {k: v for k, v in (("product", rule.logsource.product),
+                                               ("category", rule.logsource.category),
+                                               ("service", rule.logsource.service),
+                                               ("definition", rule.logsource.definition)) if v}
+        doc["detection"] = self.detection(rule, diagnostics)
+        if rule.fields:
+            doc["fields"] = [self.field_name(f) for f in rule.fields]
+        if rule.falsepositives:
+            doc["falsepositives"] = list(rule.falsepositives)
+        level = rule.level or self.settings["level"]
+        if level:
+            doc["level"] = level
+        return doc
+
+    def tags(self, rule: Rule) -> list[str]:
+        tags = [f"attack.{t}" for t in rule.tactics]
+        tags += [f"attack.{t.id.lower()}" for t in rule.techniques]
+        for tag in rule.tags:  # keep the source's other tags (cve, detection, car, ...)
+            if not tag.lower().startswith("attack.") and "." in tag and tag not in tags:
+                tags.append(tag)
+        return list(dict.fromkeys(tags))
+
+    # ---- the detection ----
+    def field_name(self, canonical: str) -> str:
+        return self.catalog.name_in("sigma", canonical) or canonical
+
+    def detection(self, rule: Rule, diagnostics: list[Diagnostic]) -> dict[str, Any]:
+        def unknown(name: str) -> str:
+            diagnostics.append(Diagnostic(
+                Level.WARNING, "no-sigma-field",
+                f"field '{name}' has no Sigma taxonomy name; written as '{name}'", target=self.name))
+            return name
+
+        expr = to_profile(rule.detection, "sigma", unknown, diagnostics, self.catalog)
+        builder = _Detection(self.field_name)
+        condition, _ = builder.condition(expr)
+        return {**builder.selections, "condition": condition}

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sigma_wmi.backends.base import Backend
-from sigma_wmi.errors import Diagnostic, Level, SigmaWmiError
+from sigma_wmi.errors import Diagnostic, Level, Origin, SigmaWmiError
 from sigma_wmi.readers import ReadOptions, read_source, rule_files
 from sigma_wmi.registry import backend_class
 
@@ -141,6 +141,25 @@ def _status(outputs: dict[str, str], jobs: list[Job], diagnostics: list[Diagnost
     if len(outputs) < len(jobs) or any(d.level is not Level.INFO for d in diagnostics):
         return "partial"
     return "ok"
+
+
+class DuplicateIds:
+    """Fails every rule whose id an earlier rule in the batch already used: two rules with
+    one id would collide in Splunk stanzas, Kibana rule ids and documentation permalinks."""
+
+    def __init__(self) -> None:
+        self.first: dict[str, str] = {}
+
+    def check(self, result: RuleResult) -> RuleResult:
+        if not result.id or result.status == "failed":
+            return result
+        if result.id not in self.first:
+            self.first[result.id] = result.path
+            return result
+        message = f"duplicate rule id {result.id} (first used in {self.first[result.id]}); not converted"
+        diagnostic = Diagnostic(Level.ERROR, "duplicate-id", message, Origin(result.path, 1))
+        return RuleResult(result.path, result.id, result.title, "failed",
+                          [diagnostic.to_json(), *result.diagnostics], {}, result.seconds, result.cached)
 
 
 # ---------------------------------------------------------------------------
@@ -273,4 +292,4 @@ def default_workers(file_count: int) -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
-__all__ = ["Cache", "Job", "RuleResult", "convert_file", "default_workers", "make_jobs", "rule_files", "run"]
+__all__ = ["Cache", "DuplicateIds", "Job", "RuleResult", "convert_file", "default_workers", "make_jobs", "rule_files", "run"]

@@ -85,8 +85,10 @@ def convert(paths: tuple[Path, ...], targets: tuple[str, ...], format_: str | No
     results: list[batch.RuleResult] = []
     stream = batch.run(files, job_list, workers=workers, cache_dir=None if no_cache else cache_dir,
                        read_options=read_options)
+    duplicates = batch.DuplicateIds()
     for file_results in _with_progress(stream, len(files), quiet):
         for result in file_results:
+            result = duplicates.check(result)
             results.append(result)
             _print_diagnostics(result, verbose)
 

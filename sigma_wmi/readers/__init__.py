@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 from sigma_wmi.errors import Origin, SigmaWmiError
 from sigma_wmi.model import Rule
 from sigma_wmi.readers.sigma import is_sigma, read_sigma
-from sigma_wmi.readers.yamlsource import load_documents, read_text
+from sigma_wmi.readers.yamlsource import load_documents, read_text, split_documents
 
 RULE_SUFFIXES = (".yml", ".yaml")
 
@@ -48,9 +49,18 @@ def read_text_rules(text: str, path: str, options: ReadOptions | None = None) ->
     documents = load_documents(text, path)
     if not documents:
         raise SigmaWmiError("empty file: no YAML document", Origin(path, 1), "empty")
+    options = options or ReadOptions()
+    if len(documents) == 1:
+        return [_read_document(documents[0], text, path, options)]
     rules = []
-    for doc in documents:
-        rules.append(_read_document(doc, text, path, options or ReadOptions()))
+    for doc, (offset, piece) in zip(documents, split_documents(text), strict=False):
+        try:
+            rule = _read_document(doc, piece, path, options)
+        except SigmaWmiError as err:
+            if err.origin is not None and err.origin.line is not None:
+                err.origin = err.origin.at(err.origin.line + offset, err.origin.column)
+            raise
+        rules.append(dataclasses.replace(rule, origin=rule.origin.at((rule.origin.line or 1) + offset)))
     return rules
 
 

@@ -17,7 +17,7 @@ from sigma.conditions import (
     ConditionOR,
     ConditionValueExpression,
 )
-from sigma.exceptions import SigmaError
+from sigma.exceptions import SigmaConditionError, SigmaError
 from sigma.rule import SigmaRule
 from sigma.types import (
     CompareOperators,
@@ -76,7 +76,8 @@ _REGEX_FLAGS = {
 
 
 def is_sigma(doc: Any) -> bool:
-    return isinstance(doc, dict) and "detection" in doc and ("logsource" in doc or "title" in doc)
+    """Anything that looks like it means to be a Sigma rule; `read_sigma` says what is missing."""
+    return isinstance(doc, dict) and any(key in doc for key in ("detection", "logsource", "title"))
 
 
 def read_sigma(doc: dict[str, Any], text: str, path: str) -> Rule:
@@ -87,15 +88,28 @@ def read_sigma(doc: dict[str, Any], text: str, path: str) -> Rule:
     for key in ("title", "detection", "logsource"):
         if key not in doc:
             raise SigmaWmiError(f"missing required key '{key}'", origin.at(1), "missing-key")
-    if not isinstance(doc["detection"], dict) or "condition" not in doc["detection"]:
-        raise SigmaWmiError("detection has no 'condition'", origin.at(locate(text, ("detection",))),
-                            "missing-condition")
+    detection_line = locate(text, ("detection",))
+    if not isinstance(doc["detection"], dict):
+        raise SigmaWmiError("detection must be a mapping of selections and a condition",
+                            origin.at(detection_line), "invalid-sigma")
+    if "condition" not in doc["detection"]:
+        raise SigmaWmiError("detection has no 'condition'", origin.at(detection_line), "missing-condition")
+    for name, body in doc["detection"].items():
+        if name != "condition" and (body is None or body == {} or body == []):
+            raise SigmaWmiError(f"selection '{name}' is empty", origin.at(locate(text, ("detection", str(name)))),
+                                "invalid-sigma")
+    condition = doc["detection"]["condition"]
+    if not (isinstance(condition, str) or (isinstance(condition, list) and condition
+                                           and all(isinstance(c, str) for c in condition))):
+        raise SigmaWmiError("condition must be a string or a non-empty list of strings",
+                            origin.at(locate(text, ("detection", "condition")) or detection_line), "invalid-sigma")
     try:
         sigma_rule = SigmaRule.from_dict(doc)
     except SigmaError as err:
         raise SigmaWmiError(_describe(err), origin.at(_error_line(err, text, doc)), "invalid-sigma") from None
-    except (TypeError, ValueError, AttributeError, KeyError) as err:
-        raise SigmaWmiError(f"invalid rule structure: {err}", origin.at(1), "invalid-sigma") from None
+    except Exception as err:  # pySigma is not hardened against every shape of input
+        raise SigmaWmiError(f"invalid rule structure: {type(err).__name__}: {err}",
+                            origin.at(_error_line(err, text, doc)), "invalid-sigma") from None
 
     logsource = LogSource(
         product=_opt_str(doc["logsource"].get("product")) if isinstance(doc["logsource"], dict) else None,
@@ -106,8 +120,16 @@ def read_sigma(doc: dict[str, Any], text: str, path: str) -> Rule:
     converter = _ConditionConverter(logsource, origin, text)
     try:
         trees = [converter.convert(cond.parsed) for cond in sigma_rule.detection.parsed_condition]
+    except SigmaWmiError:
+        raise
     except SigmaError as err:
         raise SigmaWmiError(_describe(err), origin.at(_error_line(err, text, doc)), "invalid-sigma") from None
+    except RecursionError:
+        raise SigmaWmiError("condition nested too deeply", origin.at(locate(text, ("detection", "condition"))),
+                            "too-deep") from None
+    except Exception as err:
+        raise SigmaWmiError(f"invalid condition: {type(err).__name__}: {err}",
+                            origin.at(locate(text, ("detection", "condition"))), "invalid-sigma") from None
     detection = normalize(any_of(trees))
 
     tags = tuple(str(t) for t in doc.get("tags") or ())
@@ -194,6 +216,9 @@ class _ConditionConverter:
             return self.value(self.catalog.canonical(node.field, self.logsource), node.value, node.field)
         if isinstance(node, ConditionValueExpression):
             return self.value(None, node.value, None)
+        if node is None:
+            raise self.error("the condition selects no detection (does a `1 of x*` pattern match nothing?)",
+                             None)
         raise self.error(f"unexpected condition element {type(node).__name__}", None)
 
     def value(self, field: str | None, value: Any, sigma_field: str | None) -> Expr:
@@ -244,21 +269,28 @@ class _ConditionConverter:
         return Pattern(tuple(parts))
 
     def error(self, message: str, sigma_field: str | None, code: str = "unsupported") -> SigmaWmiError:
-        line = _find_field_line(self.text, sigma_field) if sigma_field else None
+        line = _find_field_line(self.text, sigma_field) if sigma_field else \
+            locate(self.text, ("detection", "condition"))
         where = f" (field '{sigma_field}')" if sigma_field else ""
         return SigmaWmiError(message + where, self.origin.at(line or locate(self.text, ("detection",))), code)
 
 
-def _describe(err: SigmaError) -> str:
+def _describe(err: Exception) -> str:
     message = str(err)
     # pySigma appends " in <path>" when it knows a source; we print our own location.
     return message.split(" in /")[0].split(" in <")[0].strip() or type(err).__name__
 
 
-def _error_line(err: SigmaError, text: str, doc: dict[str, Any]) -> int | None:
+def _error_line(err: Exception, text: str, doc: dict[str, Any]) -> int | None:
     """Best line for a pySigma error: the detection key or field it names, else the section."""
     message = str(err)
     detection = doc.get("detection")
+    modifier = _modifier_named_in(message)
+    if isinstance(detection, dict) and modifier:
+        for name, body in detection.items():
+            for key in body.keys() if isinstance(body, dict) else ():
+                if isinstance(key, str) and modifier in key.split("|")[1:]:
+                    return locate(text, ("detection", name, key))
     if isinstance(detection, dict):
         for name, body in detection.items():
             keys = body.keys() if isinstance(body, dict) else ()
@@ -269,12 +301,26 @@ def _error_line(err: SigmaError, text: str, doc: dict[str, Any]) -> int | None:
                             return locate(text, ("detection", name, key))
             if f"'{name}'" in message:
                 return locate(text, ("detection", name))
-        if "condition" in message.lower() or "not defined" in message:
+        if "condition" in message.lower() or "not defined" in message or isinstance(err, SigmaConditionError):
             return locate(text, ("detection", "condition"))
-    for key in ("logsource", "tags", "date", "modified", "status", "level", "related", "id"):
+    for key in ("logsource", "tags", "date", "modified", "status", "level", "related", "id", "title",
+                "falsepositives", "references", "author", "description", "fields"):
         if key in message.lower():
             return locate(text, (key,))
     return locate(text, ("detection",))
+
+
+_MESSAGE_MODIFIERS = {"Regular expression": "re", "CIDR": "cidr"}
+
+
+def _modifier_named_in(message: str) -> str | None:
+    """The Sigma modifier a pySigma error message is about, if it names one."""
+    from sigma.modifiers import reverse_modifier_mapping
+
+    for class_name, identifier in reverse_modifier_mapping.items():
+        if class_name in message:
+            return identifier
+    return next((ident for words, ident in _MESSAGE_MODIFIERS.items() if words in message), None)
 
 
 def _find_field_line(text: str, sigma_field: str) -> int | None:

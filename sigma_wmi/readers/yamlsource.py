@@ -13,7 +13,17 @@ from sigma_wmi.errors import Origin, SigmaWmiError
 MAX_FILE_BYTES = 2 * 1024 * 1024  # real rules are a few KB; anything this large is a mistake
 MAX_ALIASES = 100  # YAML anchors/aliases; more is an alias bomb, not a rule
 
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
+    """Safe loader that keeps dates as text: an impossible date like 2020-13-45 is then a
+    validation error with a line, not a crash inside the YAML constructor."""
+
+    yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+        for first, resolvers in _BaseLoader.yaml_implicit_resolvers.items()
+    }
 
 
 def read_text(path: Path) -> str:
@@ -57,6 +67,8 @@ def load_documents(text: str, path: str) -> list[Any]:
         raise SigmaWmiError(f"YAML error: {err}", origin, "yaml-syntax") from None
     except RecursionError:
         raise SigmaWmiError("YAML nesting too deep", origin, "yaml-depth") from None
+    except (ValueError, TypeError, OverflowError) as err:  # constructor errors carry no mark
+        raise SigmaWmiError(f"YAML value error: {err}", origin, "yaml-value") from None
 
 
 def _alias_count(text: str) -> int:
@@ -73,8 +85,23 @@ def locate(text: str, keys: tuple[str, ...]) -> int | None:
         for number, line in enumerate(text.splitlines(), 1):
             if line.startswith(prefix):
                 return number
-        return None
     return _locate_cached(text, keys)
+
+
+def split_documents(text: str) -> list[tuple[int, str]]:
+    """(first line, text) of each YAML document, so errors in the second rule of a
+    multi-document file name its own lines."""
+    try:
+        starts = [node.start_mark.line for node in yaml.compose_all(text, Loader=_Loader)]
+    except yaml.YAMLError:
+        return [(0, text)]
+    lines = text.splitlines(keepends=True)
+    bounds = [*starts[1:], len(lines)]
+    pieces = []
+    for start, end in zip(starts, bounds, strict=True):
+        # a document's node starts after its `---`; keep the separator line out of the slice
+        pieces.append((start, "".join(lines[start:end]).rsplit("\n---", 1)[0] + "\n"))
+    return pieces
 
 
 @functools.lru_cache(maxsize=64)

@@ -464,7 +464,7 @@ def parse_regex_command(args: str, field_map: FieldMap = lambda name: name) -> E
     if not found:
         raise SplError(f"cannot read regex arguments '{args.strip()}'")
     field = field_map(unquote(found.group("field"))) if found.group("field") else None
-    condition = regex_match(field, split_regex(unquote(found.group("value"))))
+    condition = regex_match(field, split_regex(decode_entities(unquote(found.group("value")))))
     return Not(condition) if found.group("op") == "!=" else condition
 
 

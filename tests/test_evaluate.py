@@ -1,0 +1,225 @@
+"""The evaluator's Sigma semantics, one table row per modifier and value kind.
+
+Rules are written as Sigma YAML and read through the real reader, so each row also
+checks that the reader's model means what the modifier means.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from sigma_wmi.errors import SigmaWmiError
+from sigma_wmi.evaluate import compile_expr, compile_rule, evaluate, hits, logsource_predicate
+from sigma_wmi.model import And, LogSource, Match, Not, Op, Or, Pattern, Regex, Wildcard
+from sigma_wmi.readers import read_text_rules
+
+RULE = """
+title: t
+logsource: {{product: windows, category: {category}}}
+detection:
+    sel:
+        {field}{modifiers}: {value}
+    condition: {condition}
+"""
+
+
+def rule_for(field: str, modifiers: str, value: str, condition: str = "sel",
+             category: str = "process_creation"):
+    text = RULE.format(field=field, modifiers=modifiers, value=value, condition=condition, category=category)
+    return read_text_rules(text, "t.yml")[0]
+
+
+def matches(field: str, modifiers: str, value: str, event: dict, condition: str = "sel") -> bool:
+    return compile_rule(rule_for(field, modifiers, value, condition), with_logsource=False)(event)
+
+
+SCRCONS = r"C:\Windows\System32\wbem\scrcons.exe"
+
+# (field, modifiers, YAML value, event, expected)
+CASES = [
+    # plain equality is case-insensitive and exact
+    ("Image", "", r"C:\WINDOWS\system32\wbem\scrcons.exe", {"process_path": SCRCONS}, True),
+    ("Image", "", r"C:\WINDOWS\system32\wbem\scrcons", {"process_path": SCRCONS}, False),
+    ("Image", "", "x", {}, False),
+    # wildcards
+    ("Image", "", r"'*\SCRCONS.EXE'", {"process_path": SCRCONS}, True),
+    # Sigma escapes: a backslash before * ? or \ escapes it, elsewhere it is literal
+    ("Image", "", r"'C:\\*\wbem\scr?ons.exe'", {"process_path": SCRCONS}, True),
+    ("Image", "", r"'C:\\*\wbem\scr?ons.exe'", {"process_path": r"C:\x\wbem\scrcoons.exe"}, False),
+    ("Image", "", r"'C:\*\wbem'", {"process_path": r"C:\x\wbem"}, False),
+    ("Image", "", r"'C:\*\wbem'", {"process_path": r"C:*\wbem"}, True),
+    ("Image", "", "'*'", {"process_path": ""}, True),
+    ("CommandLine", "", "'a*b'", {"command_line": "a\nline\nb"}, True),  # * spans line breaks
+    # contains / startswith / endswith, and their lists (OR)
+    ("CommandLine", "|contains", "EMBEDDING", {"command_line": "scrcons.exe -Embedding"}, True),
+    ("CommandLine", "|contains", "[x, Embed]", {"command_line": "scrcons.exe -Embedding"}, True),
+    ("CommandLine", "|contains", "[qq, zz]", {"command_line": "scrcons.exe -Embedding"}, False),
+    ("CommandLine", "|contains|all", "[scrcons, embed]", {"command_line": "scrcons.exe -Embedding"}, True),
+    ("CommandLine", "|contains|all", "[scrcons, nope]", {"command_line": "scrcons.exe -Embedding"}, False),
+    ("Image", "|startswith", r"c:\windows\system32", {"process_path": SCRCONS}, True),
+    ("Image", "|endswith", r"\wbem\scrcons.exe", {"process_path": SCRCONS}, True),
+    ("Image", "|endswith", "[a.exe, b.exe]", {"process_path": SCRCONS}, False),
+    # the model keeps `?` and `*` as wildcards; an escaped one is literal
+    ("CommandLine", "|contains", r"'a\*b'", {"command_line": "xa*bx"}, True),
+    ("CommandLine", "|contains", r"'a\*b'", {"command_line": "xaZZbx"}, False),
+    # case-sensitive modifier
+    ("Image", "|cased", SCRCONS, {"process_path": SCRCONS}, True),
+    ("Image", "|cased", r"C:\WINDOWS\System32\wbem\scrcons.exe", {"process_path": SCRCONS}, False),
+    ("CommandLine", "|contains|cased", "Embed", {"command_line": "-embedding"}, False),
+    # regex: case-sensitive by default, flags i/m/s, unanchored search
+    ("CommandLine", "|re", "'scr[a-z]+ns'", {"command_line": "x scrcons y"}, True),
+    ("CommandLine", "|re", "'SCRCONS'", {"command_line": "scrcons"}, False),
+    ("CommandLine", "|re|i", "'SCRCONS'", {"command_line": "scrcons"}, True),
+    ("CommandLine", "|re|m", "'^b$'", {"command_line": "a\nb\nc"}, True),
+    ("CommandLine", "|re", "'^b$'", {"command_line": "a\nb\nc"}, False),
+    ("CommandLine", "|re|s", "'a.b'", {"command_line": "a\nb"}, True),
+    ("CommandLine", "|re", "'a.b'", {"command_line": "a\nb"}, False),
+    # windash: - and / (and the dash variants) are interchangeable
+    ("CommandLine", "|windash|contains", "' -enc '", {"command_line": "powershell /enc AAA"}, True),
+    ("CommandLine", "|windash|contains", "' -enc '", {"command_line": "powershell \u2013enc AAA"}, True),
+    # base64 / base64offset
+    ("CommandLine", "|base64", "'calc'", {"command_line": "Y2FsYw=="}, True),
+    ("CommandLine", "|base64offset|contains", "'http://'", {"command_line": "x aHR0cDovL y"}, True),
+    ("CommandLine", "|wide|base64offset|contains", "'ping'", {"command_line": "cABpAG4AZwA"}, True),
+    # numbers: ints, decimal text, comparisons
+    ("ProcessId", "", "972", {"process_id": 972}, True),
+    ("ProcessId", "", "972", {"process_id": "972"}, True),
+    ("ProcessId", "", "972", {"process_id": 973}, False),
+    ("ProcessId", "|gt", "900", {"process_id": 972}, True),
+    ("ProcessId", "|gte", "972", {"process_id": "972"}, True),
+    ("ProcessId", "|lt", "900", {"process_id": 972}, False),
+    ("ProcessId", "|lte", "972", {"process_id": 972}, True),
+    ("ProcessId", "|lt", "900", {"process_id": "abc"}, False),
+    # null and exists
+    ("CommandLine", "", "null", {}, True),
+    ("CommandLine", "", "null", {"command_line": ""}, True),
+    ("CommandLine", "", "null", {"command_line": None}, True),
+    ("CommandLine", "", "null", {"command_line": "x"}, False),
+    ("CommandLine", "|exists", "true", {"command_line": ""}, True),
+    ("CommandLine", "|exists", "true", {}, False),
+    ("CommandLine", "|exists", "false", {}, True),
+    # field reference: equal values, case-insensitive
+    ("CommandLine", "|fieldref", "ParentCommandLine", {"command_line": "A", "parent_command_line": "a"}, True),
+    ("CommandLine", "|fieldref", "ParentCommandLine", {"command_line": "A", "parent_command_line": "b"}, False),
+    ("CommandLine", "|fieldref", "ParentCommandLine", {"command_line": "A"}, False),
+    # booleans
+    ("Signed", "", "true", {"signed": "true"}, True),
+    ("Signed", "", "true", {"signed": True}, True),
+    ("Signed", "", "false", {"signed": True}, False),
+    # multi-valued fields: any value
+    ("CommandLine", "|contains", "needle", {"command_line": ["hay", "a needle"]}, True),
+    ("CommandLine", "|contains", "needle", {"command_line": ["hay", "straw"]}, False),
+]
+
+
+@pytest.mark.parametrize(("field", "modifiers", "value", "event", "expected"), CASES)
+def test_modifier_semantics(field: str, modifiers: str, value: str, event: dict, expected: bool) -> None:
+    assert matches(field, modifiers, value, event) is expected
+
+
+def test_cidr() -> None:
+    rule = read_text_rules("""
+title: t
+logsource: {product: windows, category: network_connection}
+detection:
+    sel:
+        DestinationIp|cidr: [10.0.0.0/8, 'fe80::/10']
+    condition: sel
+""", "t.yml")[0]
+    run = compile_rule(rule, with_logsource=False)
+    assert run({"destination_ip": "10.1.2.3"})
+    assert run({"destination_ip": "fe80::1"})
+    assert not run({"destination_ip": "11.0.0.1"})
+    assert not run({"destination_ip": "not an ip"})
+    assert not run({})
+
+
+def test_keywords_search_every_value_but_provenance() -> None:
+    rule = read_text_rules("""
+title: t
+logsource: {product: windows, category: process_creation}
+detection:
+    keywords: [SCRCONS, '-Embedding']
+    condition: keywords
+""", "t.yml")[0]
+    run = compile_rule(rule, with_logsource=False)
+    assert run({"process_path": SCRCONS})
+    assert run({"command_line": "x -embedding y"})
+    assert run({"Data": ["a", "runs scrcons here"]})
+    assert not run({"@file": "scrcons.jsonl", "command_line": "cmd"})
+    assert not run({"EventRecordID": 5})
+
+
+def test_not_on_missing_field_holds() -> None:
+    rule = rule_for("Image", "|endswith", r"\scrcons.exe", "not sel")
+    run = compile_rule(rule, with_logsource=False)
+    assert run({})
+    assert run({"process_path": r"C:\x\cmd.exe"})
+    assert not run({"process_path": SCRCONS})
+
+
+def test_conditions_combine() -> None:
+    rule = read_text_rules(r"""
+title: t
+logsource: {product: windows, category: process_creation}
+detection:
+    sel_a:
+        Image|endswith: \wmic.exe
+    sel_b:
+        CommandLine|contains: create
+    filter:
+        CommandLine|contains: process
+    condition: all of sel_* and not filter
+""", "t.yml")[0]
+    run = compile_rule(rule, with_logsource=False)
+    assert run({"process_path": r"C:\W\WMIC.exe", "command_line": "wmic path __EventFilter create"})
+    assert not run({"process_path": r"C:\W\WMIC.exe", "command_line": "wmic process call create x"})
+    assert not run({"process_path": r"C:\W\cmd.exe", "command_line": "create"})
+
+
+def test_direct_model_nodes() -> None:
+    """Trees that readers other than Sigma may build (SPL): EQUALS with inner wildcards, empty And/Or."""
+    inner = Match("command_line", Op.EQUALS, (Pattern(("a", Wildcard.MANY, "b")),))
+    assert evaluate(inner, {"command_line": "AxxB"})
+    assert evaluate(And(()), {}) and not evaluate(Or(()), {})
+    assert evaluate(Not(Match("x", Op.EXISTS)), {"x": None})
+    assert evaluate(Match("x", Op.EQUALS, (1.5,)), {"x": "1.5"})
+    assert evaluate(Match("x", Op.EQUALS, ("literal",)), {"x": "LITERAL"})
+
+
+@pytest.mark.parametrize("bad", [
+    Match("x", Op.REGEX, (Regex("("),)),
+    Match("x", Op.CIDR, ("999.1.1.1/8",)),
+    Match("x", Op.GT, ("abc",)),
+    Match("x", Op.REGEX, (Pattern.literal("x"),)),
+    Match(None, Op.GT, (1,)),
+])
+def test_bad_model_raises_sigma_wmi_error(bad: Match) -> None:
+    with pytest.raises(SigmaWmiError):
+        compile_expr(bad)
+
+
+def test_logsource_filters_by_channel_and_event_id() -> None:
+    proc = logsource_predicate(LogSource("windows", "process_creation"))
+    assert proc({"channel": "Microsoft-Windows-Sysmon/Operational", "event_id": 1})
+    assert proc({"channel": "Security", "event_id": 4688})
+    assert not proc({"channel": "Security", "event_id": 1})
+    assert not proc({"channel": "Microsoft-Windows-Sysmon/Operational", "event_id": 7})
+    assert proc({"event_id": 4688})  # ECS documents without a channel: judged by id
+    wmi = logsource_predicate(LogSource("windows", service="wmi"))
+    assert wmi({"channel": "Microsoft-Windows-WMI-Activity/Operational", "event_id": 5861})
+    assert not wmi({"channel": "Security", "event_id": 5861})
+    script = logsource_predicate(LogSource("windows", "ps_script"))
+    assert script({"channel": "Microsoft-Windows-PowerShell/Operational", "event_id": 4104})
+    assert not script({"channel": "Microsoft-Windows-PowerShell/Operational", "event_id": 4103})
+    anything = logsource_predicate(LogSource("linux"))
+    assert anything({})
+
+
+def test_hits_applies_the_logsource() -> None:
+    rule = rule_for("Image", "|endswith", r"\scrcons.exe", "sel")
+    events = [
+        {"channel": "Microsoft-Windows-Sysmon/Operational", "event_id": 1, "process_path": SCRCONS},
+        {"channel": "Microsoft-Windows-Sysmon/Operational", "event_id": 7, "process_path": SCRCONS},
+    ]
+    assert hits(rule, events) == events[:1]

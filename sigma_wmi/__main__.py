@@ -1,0 +1,3 @@
+from sigma_wmi.cli import main
+
+main()

@@ -1,0 +1,966 @@
+"""Elastic: EQL, Kibana KQL and Lucene query_string, plus Kibana/detection-rules exports.
+
+One generator per language on the shared walk in `query.py`; the languages differ in
+their escaping (one pure function per context below), their operators and how they
+keep Sigma's case-insensitive matching:
+
+- EQL: `:` (and `like~`, `regex~`) are case-insensitive, so every string match keeps
+  Sigma's semantics. Values with a literal `*` or `?` go through `regex~` because `:`
+  and `like` have no escape for wildcard characters.
+- KQL and Lucene: keyword fields compare case-sensitively. Fields the catalog marks
+  `caseless` use Elastic Defend's `.caseless` (lower-case normalized) subfield with a
+  lower-cased value; every other string comparison is listed in one per-rule
+  `case-sensitive` warning.
+
+Field names come from the catalog through a profile: `ecs` (Elastic Defend,
+logs-endpoint.events.*) or `winlogbeat` (winlogbeat-*, `winlog.event_data.*` where ECS
+has no field). Fields the catalog does not know keep the rule's name: on winlogbeat a
+Windows rule's unknown field is `winlog.event_data.<Name>` (how winlogbeat stores event
+data); on Elastic Defend it passes through unchanged with an `unmapped-field` warning.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar, Union
+
+from sigma_wmi.backends.base import Backend, OptionSpec, Output
+from sigma_wmi.backends.query import Fragment, QueryGenerator
+from sigma_wmi.catalog import Catalog, catalog, to_profile
+from sigma_wmi.errors import Diagnostic, Level, UnsupportedError
+from sigma_wmi.model import (
+    And,
+    Expr,
+    Match,
+    Not,
+    Op,
+    Pattern,
+    PatternPart,
+    Regex,
+    Rule,
+    Wildcard,
+    full_pattern,
+    patterns_match,
+)
+
+# ---------------------------------------------------------------------------
+# Escaping, one pure function per language and context
+# ---------------------------------------------------------------------------
+
+# EQL "..." strings (Elasticsearch grammar): \\ \" and the usual control escapes;
+# other control characters as \u{XX} (2-8 hex digits). Raw CR/LF are not allowed.
+_EQL_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def eql_string(text: str) -> str:
+    """`text` as an EQL double-quoted string literal."""
+    out = []
+    for char in text:
+        if char in _EQL_ESCAPES:
+            out.append(_EQL_ESCAPES[char])
+        elif ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0 or char in "\u2028\u2029":
+            out.append(f"\\u{{{ord(char):02X}}}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
+_EQL_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_EQL_KEYWORDS = frozenset({
+    "and", "any", "by", "false", "in", "join", "like", "maxspan", "not", "null", "of", "or", "regex",
+    "runs", "sample", "sequence", "true", "until", "where", "with",
+})
+
+
+def eql_field(name: str) -> str:
+    """A field reference; backquoted unless every dotted segment is a plain identifier."""
+    segments = name.split(".")
+    if all(_EQL_IDENT.match(s) and s.lower() not in _EQL_KEYWORDS for s in segments):
+        return name
+    if any(c in name for c in "`\r\n") or not name:
+        raise UnsupportedError(f"eql: field name {name!r} cannot be written in EQL")
+    return f"`{name}`"
+
+
+# Kibana KQL (kuery grammar). Quoted strings know only \\ and \" (an unescaped
+# backslash before t, r, n or u would start an escape, so every backslash is escaped).
+def kql_quoted(text: str) -> str:
+    """`text` as a KQL quoted string: an exact phrase, `*` is literal."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+_KQL_SPECIAL = frozenset('\\():<>"*{}')
+_KQL_SPACE = frozenset(" \u00a0")  # the grammar's Space, minus \t \r \n which we always escape
+_KQL_WS_ESCAPES = {"\t": "\\t", "\r": "\\r", "\n": "\\n"}
+# What JavaScript's String.trim() removes: Kibana trims every unquoted literal.
+JS_WHITESPACE = frozenset("\t\n\v\f\r \u00a0\u1680\u2028\u2029\u202f\u205f\u3000\ufeff"
+                          + "".join(chr(c) for c in range(0x2000, 0x200B)))
+
+
+def kql_unquoted(parts: Sequence[str | Wildcard]) -> str:
+    """Text and `Wildcard.MANY` tokens as one unquoted KQL literal.
+
+    Escapes the special characters and the keywords the grammar would read as
+    operators: `or`/`and` after a space, `not` before a space or at the end. A
+    lower-case `\\not` would read as `\\n` + `ot`, so its `n` is written `\\u006e`.
+    The caller keeps whitespace off the literal's edges (Kibana trims it).
+    """
+    chars: list[str | None] = []  # None is a wildcard
+    for part in parts:
+        if isinstance(part, Wildcard):
+            if part is not Wildcard.MANY:
+                raise ValueError("KQL has only the '*' wildcard")
+            chars.append(None)
+        else:
+            chars.extend(part)
+    out: list[str] = []
+    i = 0
+    while i < len(chars):
+        char = chars[i]
+        if char is None:
+            out.append("*")
+            i += 1
+            continue
+        word = _kql_keyword_at(chars, i)
+        if word:
+            out.append("\\u006e" + word[1:] if word[0] == "n" else "\\" + word)
+            i += len(word)
+            continue
+        if char in _KQL_SPECIAL:
+            out.append("\\" + char)
+        else:
+            out.append(_KQL_WS_ESCAPES.get(char, char))
+        i += 1
+    return "".join(out)
+
+
+def _kql_keyword_at(chars: list[str | None], i: int) -> str | None:
+    def text(start: int, length: int) -> str:
+        window = chars[start:start + length]
+        return "" if None in window else "".join(c for c in window if c is not None)
+
+    def space_or_end(at: int) -> bool:
+        return at >= len(chars) or chars[at] in _KQL_SPACE
+
+    for word in ("or", "and", "not"):
+        candidate = text(i, len(word))
+        if candidate.lower() != word or not space_or_end(i + len(word)):
+            continue
+        if word == "not" or (i > 0 and chars[i - 1] in _KQL_SPACE):
+            return candidate
+    return None
+
+
+# Lucene query_string (classic query parser): a backslash escapes any character.
+_LUCENE_RESERVED = frozenset('+-=&|><!(){}[]^"~*?:\\/')
+
+
+def lucene_term(parts: Sequence[str | Wildcard]) -> str:
+    """Text and wildcard tokens as an unquoted Lucene term."""
+    out = []
+    for part in parts:
+        if isinstance(part, Wildcard):
+            out.append(part.value)
+            continue
+        for char in part:
+            out.append("\\" + char if char in _LUCENE_RESERVED or char.isspace() else char)
+    return "".join(out)
+
+
+def lucene_phrase(text: str) -> str:
+    """`text` as a quoted Lucene phrase; on keyword fields an exact term."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def lucene_field(name: str) -> str:
+    return lucene_term([name])
+
+
+# ---------------------------------------------------------------------------
+# Regular expressions: Sigma's PCRE subset → Lucene regex syntax (used by Lucene
+# `/re/` and EQL `regex~`, both anchored at both ends), or → wildcards for KQL.
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Lit:
+    char: str
+
+
+@dataclass(frozen=True)
+class _Any:
+    pass
+
+
+@dataclass(frozen=True)
+class _Class:
+    ranges: tuple[tuple[str, str], ...]
+    negated: bool = False
+
+
+@dataclass(frozen=True)
+class _Group:
+    alternatives: tuple[tuple[_Node, ...], ...]
+
+
+@dataclass(frozen=True)
+class _Repeat:
+    node: _Node
+    low: int
+    high: int | None
+
+
+@dataclass(frozen=True)
+class _Anchor:
+    start: bool
+
+
+_Node = Union[_Lit, _Any, _Class, _Group, _Repeat, _Anchor]
+
+_SHORTHANDS = {
+    "d": (("0", "9"),),
+    "w": (("a", "z"), ("A", "Z"), ("0", "9"), ("_", "_")),
+    "s": tuple((c, c) for c in " \t\n\r\f\v"),
+}
+_CHAR_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "f": "\f", "v": "\v", "0": "\0", "e": "\x1b", "a": "\a"}
+
+
+class RegexError(ValueError):
+    """The regular expression uses something the target's regex syntax lacks."""
+
+
+class _RegexParser:
+    """A recursive-descent reader for the PCRE subset Sigma rules use."""
+
+    def __init__(self, pattern: str) -> None:
+        self.text = pattern
+        self.pos = 0
+        self.caseless = False
+
+    def parse(self) -> tuple[tuple[_Node, ...], ...]:
+        if self.text.startswith("(?"):
+            match = re.match(r"\(\?([imsx]+)\)", self.text)
+            if match:
+                if "x" in match.group(1):
+                    raise RegexError("verbose (?x) patterns are not supported")
+                self.caseless = "i" in match.group(1)
+                self.pos = match.end()
+        alternatives = self.alternatives()
+        if self.pos != len(self.text):
+            raise RegexError(f"unbalanced ')' at {self.pos}")
+        return alternatives
+
+    def peek(self) -> str:
+        return self.text[self.pos] if self.pos < len(self.text) else ""
+
+    def alternatives(self) -> tuple[tuple[_Node, ...], ...]:
+        result = [self.sequence()]
+        while self.peek() == "|":
+            self.pos += 1
+            result.append(self.sequence())
+        return tuple(result)
+
+    def sequence(self) -> tuple[_Node, ...]:
+        nodes: list[_Node] = []
+        while self.peek() not in ("", "|", ")"):
+            nodes.append(self.quantified(self.atom()))
+        return tuple(nodes)
+
+    def atom(self) -> _Node:
+        char = self.text[self.pos]
+        self.pos += 1
+        if char == "(":
+            if self.text.startswith("?:", self.pos):
+                self.pos += 2
+            elif self.text.startswith("?P<", self.pos) or (
+                    self.text.startswith("?<", self.pos) and self.text[self.pos + 2:self.pos + 3] not in ("=", "!")):
+                self.pos = self.text.index(">", self.pos) + 1
+            elif self.peek() == "?":
+                raise RegexError("lookaround and inline groups are not supported")
+            inner = self.alternatives()
+            if self.peek() != ")":
+                raise RegexError("missing ')'")
+            self.pos += 1
+            return _Group(inner)
+        if char == "[":
+            return self.char_class()
+        if char == ".":
+            return _Any()
+        if char in "^$":
+            return _Anchor(char == "^")
+        if char == "\\":
+            return self.escape(in_class=False)
+        if char in "*+?":
+            raise RegexError(f"nothing to repeat at {self.pos - 1}")
+        return _Lit(char)
+
+    def escape(self, in_class: bool) -> _Node:
+        if self.pos >= len(self.text):
+            raise RegexError("trailing backslash")
+        char = self.text[self.pos]
+        self.pos += 1
+        if char.lower() in _SHORTHANDS:
+            return _Class(_SHORTHANDS[char.lower()], negated=char.isupper())
+        if char in _CHAR_ESCAPES:
+            return _Lit(_CHAR_ESCAPES[char])
+        if char in "xu":
+            digits = re.match(r"\{([0-9a-fA-F]+)\}|([0-9a-fA-F]{2,4})", self.text[self.pos:])
+            size = 2 if char == "x" else 4
+            if not digits or (digits.group(2) and len(digits.group(2)) < size):
+                raise RegexError(f"bad \\{char} escape")
+            code = digits.group(1) or digits.group(2)[:size]
+            self.pos += len(digits.group(0)) if digits.group(1) else size
+            return _Lit(chr(int(code, 16)))
+        if not in_class and char in "Az":
+            return _Anchor(char == "A")
+        if char.isalnum():
+            raise RegexError(f"\\{char} (word boundary, back-reference or class) is not supported")
+        return _Lit(char)
+
+    def char_class(self) -> _Class:
+        negated = self.peek() == "^"
+        self.pos += int(negated)
+        ranges: list[tuple[str, str]] = []
+        first = True
+        while True:
+            if self.pos >= len(self.text):
+                raise RegexError("missing ']'")
+            char = self.text[self.pos]
+            if char == "]" and not first:
+                self.pos += 1
+                return _Class(tuple(ranges), negated)
+            first = False
+            if self.text.startswith("[:", self.pos):
+                raise RegexError("POSIX character classes are not supported")
+            low = self.class_char()
+            if isinstance(low, _Class):
+                if low.negated:
+                    raise RegexError("negated shorthand inside a class is not supported")
+                ranges.extend(low.ranges)
+                continue
+            if self.peek() == "-" and self.text[self.pos + 1:self.pos + 2] not in ("]", ""):
+                self.pos += 1
+                high = self.class_char()
+                if isinstance(high, _Class) or high < low:
+                    raise RegexError("bad range in character class")
+                ranges.append((low, high))
+            else:
+                ranges.append((low, low))
+
+    def class_char(self) -> str | _Class:
+        char = self.text[self.pos]
+        self.pos += 1
+        if char != "\\":
+            return char
+        node = self.escape(in_class=True)
+        if isinstance(node, _Class):
+            return node
+        if not isinstance(node, _Lit):
+            raise RegexError("anchor inside a character class")
+        return node.char
+
+    def quantified(self, node: _Node) -> _Node:
+        spec = re.match(r"\*|\+|\?|\{(\d+)(,(\d*))?\}", self.text[self.pos:])
+        if not spec:
+            return node
+        if isinstance(node, _Anchor):
+            raise RegexError("quantified anchor")
+        self.pos += len(spec.group(0))
+        token = spec.group(0)
+        low, high = {"*": (0, None), "+": (1, None), "?": (0, 1)}.get(token, (0, None))
+        if token.startswith("{"):
+            low = int(spec.group(1))
+            high = low if spec.group(2) is None else (int(spec.group(3)) if spec.group(3) else None)
+        if self.peek() == "+":
+            raise RegexError("possessive quantifiers are not supported")
+        if self.peek() == "?":  # lazy: the same set of matching strings
+            self.pos += 1
+        return _Repeat(node, low, high)
+
+
+def _branches(alternatives: tuple[tuple[_Node, ...], ...]) -> list[tuple[bool, tuple[_Node, ...], bool]]:
+    """Top-level branches as (anchored at start, nodes, anchored at end).
+
+    A branch that is one plain group is opened up, so `(^a$)|(^b$)` works; anchors
+    anywhere else are not expressible in an implicitly anchored regex.
+    """
+    result: list[tuple[bool, tuple[_Node, ...], bool]] = []
+    for nodes in alternatives:
+        if len(nodes) == 1 and isinstance(nodes[0], _Group):
+            result.extend(_branches(nodes[0].alternatives))
+            continue
+        start = bool(nodes) and isinstance(nodes[0], _Anchor) and nodes[0].start
+        nodes = nodes[int(start):]
+        end = bool(nodes) and isinstance(nodes[-1], _Anchor) and not nodes[-1].start
+        nodes = nodes[:len(nodes) - int(end)]
+        result.append((start, nodes, end))
+    return result
+
+
+def _swapped(char: str) -> str | None:
+    other = char.swapcase()
+    return other if other != char and len(other) == 1 else None
+
+
+def _lucene_char(char: str) -> str:
+    return char if char.isalnum() else "\\" + char
+
+
+def _lucene_node(node: _Node, caseless: bool) -> str:
+    if isinstance(node, _Lit):
+        other = _swapped(node.char) if caseless else None
+        return f"[{_lucene_char(node.char)}{_lucene_char(other)}]" if other else _lucene_char(node.char)
+    if isinstance(node, _Any):
+        return "."
+    if isinstance(node, _Class):
+        ranges = list(node.ranges)
+        if caseless:
+            for low, high in node.ranges:
+                for lo_case, hi_case in ((low.lower(), high.lower()), (low.upper(), high.upper())):
+                    if (lo_case, hi_case) not in ranges and len(lo_case) == len(hi_case) == 1 and (
+                            (low == high and low.isalpha()) or (low.isalpha() and high.isalpha()
+                                                                and low.islower() == high.islower())):
+                        ranges.append((lo_case, hi_case))
+        body = "".join(_lucene_char(lo) if lo == hi else f"{_lucene_char(lo)}-{_lucene_char(hi)}"
+                       for lo, hi in ranges)
+        return "[" + ("^" if node.negated else "") + body + "]"
+    if isinstance(node, _Group):
+        return "(" + "|".join(_lucene_seq(seq, caseless) for seq in node.alternatives) + ")"
+    if isinstance(node, _Repeat):
+        inner = _lucene_node(node.node, caseless)
+        if node.low == 0 and node.high is None:
+            quantifier = "*"
+        elif node.low == 1 and node.high is None:
+            quantifier = "+"
+        elif node.low == 0 and node.high == 1:
+            quantifier = "?"
+        elif node.high is None:
+            quantifier = f"{{{node.low},}}"
+        elif node.high == node.low:
+            quantifier = f"{{{node.low}}}"
+        else:
+            quantifier = f"{{{node.low},{node.high}}}"
+        return inner + quantifier
+    raise RegexError("'^' or '$' inside the pattern is not supported")
+
+
+def _lucene_seq(nodes: tuple[_Node, ...], caseless: bool) -> str:
+    return "".join(_lucene_node(n, caseless) for n in nodes)
+
+
+def lucene_regex(regex: Regex, caseless: bool) -> str:
+    """An anchored Lucene regex for a Sigma (PCRE) regex; case folded into classes when
+    `caseless` and the target cannot fold case itself. Raises `RegexError`."""
+    parser = _RegexParser(regex.pattern)
+    branches = _branches(parser.parse())
+    fold = caseless or parser.caseless
+    texts = [("" if start else ".*") + _lucene_seq(nodes, fold) + ("" if end else ".*")
+             for start, nodes, end in branches]
+    return "|".join(texts)
+
+
+def lucene_regex_literal(text: str) -> str:
+    """A Lucene regex matching exactly `text` (every non-alphanumeric escaped)."""
+    return "".join(_lucene_char(c) for c in text)
+
+
+def regex_wildcards(regex: Regex) -> tuple[list[Pattern], bool]:
+    """Wildcard patterns matching at least what the regex matches, and whether exactly.
+
+    Literal runs stay, anything else becomes `*`; `.*` alone is exact.
+    """
+    exact = True
+    patterns: list[Pattern] = []
+    for start, nodes, end in _branches(_RegexParser(regex.pattern).parse()):
+        parts: list[PatternPart] = [] if start else [Wildcard.MANY]
+        for node in nodes:
+            if isinstance(node, _Lit):
+                parts.append(node.char)
+                continue
+            if not (isinstance(node, _Repeat) and isinstance(node.node, _Any) and node.low == 0
+                    and node.high is None):
+                exact = False
+            if not parts or parts[-1] is not Wildcard.MANY:
+                parts.append(Wildcard.MANY)
+        if not end and (not parts or parts[-1] is not Wildcard.MANY):
+            parts.append(Wildcard.MANY)
+        patterns.append(Pattern(tuple(parts)))
+    return patterns, exact
+
+
+# ---------------------------------------------------------------------------
+# Generators
+# ---------------------------------------------------------------------------
+
+def _text_has(pattern: Pattern, chars: str) -> bool:
+    return any(isinstance(p, str) and any(c in p for c in chars) for p in pattern.parts)
+
+
+def _scalar(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+class EqlGenerator(QueryGenerator):
+    """EQL conditions. String values group by operator: `:` (case-insensitive, wildcards),
+    `regex~` (literal `*`/`?`), and `==`/`like`/`regex` for Sigma's `cased` values."""
+
+    AND = " and "
+    OR = " or "
+    NOT = "not "
+    target = "eql"
+
+    def strings(self, match: Match) -> Fragment:
+        field = eql_field(self.named(match))
+        groups: dict[str, list[str]] = {}
+        scalars: list[str] = []
+        for value in match.values:
+            if not isinstance(value, (Pattern, str)):
+                scalars.append(f"{field} == {_scalar(value)}")
+                continue
+            pattern = full_pattern(match, value if isinstance(value, Pattern) else Pattern.literal(value))
+            if _text_has(pattern, "*?"):  # `:`/`like` cannot escape them; a regex can
+                regex = "".join(lucene_regex_literal(p) if isinstance(p, str) else
+                                (".*" if p is Wildcard.MANY else ".") for p in pattern.parts)
+                groups.setdefault("regex" if match.case_sensitive else "regex~", []).append(eql_string(regex))
+            elif not match.case_sensitive:
+                groups.setdefault(":", []).append(eql_string(pattern.text))
+            else:
+                groups.setdefault("like" if pattern.has_wildcards else "==", []).append(eql_string(pattern.text))
+        texts = [self.operator(field, op, values) for op, values in groups.items()] + scalars
+        return Fragment(texts[0]) if len(texts) == 1 else Fragment(self.OR.join(texts), "or")
+
+    match_equals = match_contains = match_startswith = match_endswith = match_wildcard = strings
+
+    @staticmethod
+    def operator(field: str, op: str, values: list[str]) -> str:
+        if len(values) == 1:
+            return f"{field} {op} {values[0]}"
+        if op == "==":
+            return f"{field} in ({', '.join(values)})"
+        return f"{field} {op} ({', '.join(values)})"
+
+    def match_regex(self, match: Match) -> Fragment:
+        field = eql_field(self.named(match))
+        ops: dict[str, list[str]] = {}
+        for value in match.values:
+            assert isinstance(value, Regex)
+            try:  # EQL's regex~ folds case itself; Lucene syntax otherwise
+                text = lucene_regex(value, caseless=False)
+            except RegexError as err:
+                raise self.unsupported(f"regular expression /{value.pattern}/: {err}", match) from None
+            caseless = "i" in value.flags or value.pattern.startswith("(?i")
+            ops.setdefault("regex~" if caseless else "regex", []).append(eql_string(text))
+        texts = [self.operator(field, op, values) for op, values in ops.items()]
+        return Fragment(texts[0]) if len(texts) == 1 else Fragment(self.OR.join(texts), "or")
+
+    def match_cidr(self, match: Match) -> Fragment:
+        field = eql_field(self.named(match))
+        return Fragment(f"cidrMatch({field}, {', '.join(eql_string(str(v)) for v in match.values)})")
+
+    def match_exists(self, match: Match) -> Fragment:
+        return Fragment(f"{eql_field(self.named(match))} != null")
+
+    def match_null(self, match: Match) -> Fragment:
+        field = eql_field(self.named(match))
+        return Fragment(f"{field} == null or {field} == \"\"", "or")
+
+    def _compare(self, match: Match, symbol: str) -> Fragment:
+        field = eql_field(self.named(match))
+        return self.any_value(match, lambda v: f"{field} {symbol} {_scalar(v)}")
+
+    def match_lt(self, match: Match) -> Fragment:
+        return self._compare(match, "<")
+
+    def match_lte(self, match: Match) -> Fragment:
+        return self._compare(match, "<=")
+
+    def match_gt(self, match: Match) -> Fragment:
+        return self._compare(match, ">")
+
+    def match_gte(self, match: Match) -> Fragment:
+        return self._compare(match, ">=")
+
+    def named(self, match: Match) -> str:
+        if match.field is None:
+            raise self.unsupported("EQL has no search without a field", match)
+        return match.field
+
+
+class _KeywordQuery(QueryGenerator):
+    """What KQL and Lucene share: `.caseless` subfields, case bookkeeping, value lists."""
+
+    LIST: ClassVar[str] = "{field}:({values})"
+    case_sensitive_fields: list[str]
+
+    def __init__(self, diagnostics: list[Diagnostic], caseless: Callable[[str], bool]) -> None:
+        super().__init__(diagnostics)
+        self.caseless = caseless
+        self.case_sensitive_fields = []
+
+    # per target
+    def quoted(self, text: str) -> str:
+        raise NotImplementedError
+
+    def wildcard(self, pattern: Pattern) -> str:
+        raise NotImplementedError
+
+    def field_name(self, name: str) -> str:
+        raise NotImplementedError
+
+    def string_field(self, match: Match) -> tuple[str | None, bool]:
+        """(field to query, lower-case the values?) for a string comparison."""
+        if match.field is None:
+            if not match.case_sensitive:
+                self.note_case("<keyword search>")
+            return None, False
+        if match.case_sensitive:
+            return match.field, False
+        if self.caseless(match.field):
+            return match.field + ".caseless", True
+        self.note_case(match.field)
+        return match.field, False
+
+    def note_case(self, field: str) -> None:
+        if field not in self.case_sensitive_fields:
+            self.case_sensitive_fields.append(field)
+
+    def strings(self, match: Match) -> Fragment:
+        field, lower = self.string_field(match)
+        values: list[str] = []
+        for value in match.values:
+            if not isinstance(value, (Pattern, str)):
+                values.append(_scalar(value))
+                continue
+            pattern = full_pattern(match, value if isinstance(value, Pattern) else Pattern.literal(value))
+            if lower:
+                pattern = Pattern(tuple(p.lower() if isinstance(p, str) else p for p in pattern.parts))
+            values.append(self.wildcard(pattern) if pattern.has_wildcards else self.quoted(pattern.text))
+        return self.values(field, values)
+
+    match_equals = match_contains = match_startswith = match_endswith = match_wildcard = strings
+
+    def values(self, field: str | None, values: list[str]) -> Fragment:
+        if field is None:
+            return Fragment(values[0]) if len(values) == 1 else Fragment(self.OR.join(values), "or")
+        name = self.field_name(field)
+        if len(values) == 1:
+            return Fragment(f"{name}:{values[0]}")
+        return Fragment(self.LIST.format(field=name, values=self.OR.join(values)))
+
+    def match_cidr(self, match: Match) -> Fragment:
+        return self.values(self.named(match), [self.quoted(str(v)) for v in match.values])
+
+    def named(self, match: Match) -> str:
+        if match.field is None:
+            raise self.unsupported(f"'{match.op.value}' needs a field", match)
+        return match.field
+
+
+class KqlGenerator(_KeywordQuery):
+    AND = " and "
+    OR = " or "
+    NOT = "not "
+    target = "kql"
+
+    def quoted(self, text: str) -> str:
+        return kql_quoted(text)
+
+    def field_name(self, name: str) -> str:
+        if not name or name[0] in JS_WHITESPACE or name[-1] in JS_WHITESPACE:
+            raise self.unsupported(f"field name {name!r} cannot be written in KQL")
+        return kql_unquoted([name])
+
+    def wildcard(self, pattern: Pattern) -> str:
+        parts = list(pattern.parts)
+        if Wildcard.ONE in parts:
+            self.warn("single-wildcard", "KQL has no single-character wildcard; '?' became '*' (broader)")
+            parts = [Wildcard.MANY if p is Wildcard.ONE else p for p in parts]
+        # Kibana trims unquoted literals: whitespace at an edge is kept only behind a '*'.
+        if isinstance(parts[0], str) and parts[0][0] in JS_WHITESPACE:
+            parts.insert(0, Wildcard.MANY)
+            self.warn("trimmed-whitespace", "KQL trims unquoted values; a leading space is matched "
+                      "after '*' (broader)")
+        if isinstance(parts[-1], str) and parts[-1][-1] in JS_WHITESPACE:
+            parts.append(Wildcard.MANY)
+            self.warn("trimmed-whitespace", "KQL trims unquoted values; a trailing space is matched "
+                      "before '*' (broader)")
+        merged: list[PatternPart] = []
+        for part in parts:  # '**' is the same as '*'
+            if not (part is Wildcard.MANY and merged and merged[-1] is Wildcard.MANY):
+                merged.append(part)
+        return kql_unquoted(merged)
+
+    def match_exists(self, match: Match) -> Fragment:
+        return Fragment(f"{self.field_name(self.named(match))}:*")
+
+    def match_null(self, match: Match) -> Fragment:
+        return Fragment(f"not {self.field_name(self.named(match))}:*", "not")
+
+    def _compare(self, match: Match, symbol: str) -> Fragment:
+        field = self.field_name(self.named(match))
+        return self.any_value(match, lambda v: f"{field} {symbol} {_scalar(v)}")
+
+    def match_lt(self, match: Match) -> Fragment:
+        return self._compare(match, "<")
+
+    def match_lte(self, match: Match) -> Fragment:
+        return self._compare(match, "<=")
+
+    def match_gt(self, match: Match) -> Fragment:
+        return self._compare(match, ">")
+
+    def match_gte(self, match: Match) -> Fragment:
+        return self._compare(match, ">=")
+
+    def match_regex(self, match: Match) -> Fragment:
+        """KQL has no regular expressions: the closest wildcard patterns, flagged when inexact."""
+        patterns: list[Pattern] = []
+        exact = True
+        for value in match.values:
+            assert isinstance(value, Regex)
+            try:
+                found, same = regex_wildcards(value)
+            except RegexError as err:
+                raise self.unsupported(f"regular expression /{value.pattern}/: {err}", match) from None
+            patterns.extend(found)
+            exact = exact and same
+        if not exact:
+            self.warn("regex-approximated",
+                      f"KQL has no regular expressions; the regex on {match.field or 'the event'} became "
+                      "wildcard patterns that match more (and, under a negation, fewer) events")
+        return self.node(patterns_match(match.field, patterns, match.case_sensitive, match.line))
+
+
+class LuceneGenerator(_KeywordQuery):
+    AND = " AND "
+    OR = " OR "
+    NOT = "NOT "
+    target = "lucene"
+
+    def quoted(self, text: str) -> str:
+        return lucene_phrase(text)
+
+    def field_name(self, name: str) -> str:
+        return lucene_field(name)
+
+    def wildcard(self, pattern: Pattern) -> str:
+        return lucene_term(pattern.parts)
+
+    def join(self, parts: list[Fragment], kind: str) -> Fragment:
+        # `a OR NOT b` is `a AND NOT b` to Lucene's boolean clauses: group a negation under OR.
+        if kind == "or":
+            parts = [Fragment(self.GROUP.format(p.text)) if p.kind == "not" else p for p in parts]
+        return super().join(parts, kind)
+
+    def match_exists(self, match: Match) -> Fragment:
+        return Fragment(f"_exists_:{self.field_name(self.named(match))}")
+
+    def match_null(self, match: Match) -> Fragment:
+        return Fragment(f"NOT _exists_:{self.field_name(self.named(match))}", "not")
+
+    _RANGES: ClassVar[dict[str, str]] = {"lt": "{{* TO {v}}}", "lte": "[* TO {v}]", "gt": "{{{v} TO *}}",
+                                         "gte": "[{v} TO *]"}
+
+    def _compare(self, match: Match) -> Fragment:
+        field = self.field_name(self.named(match))
+        template = self._RANGES[match.op.value]
+        return self.any_value(match, lambda v: f"{field}:" + template.format(v=_scalar(v)))
+
+    match_lt = match_lte = match_gt = match_gte = _compare
+
+    def match_regex(self, match: Match) -> Fragment:
+        field = self.named(match)
+        texts = []
+        for value in match.values:
+            assert isinstance(value, Regex)
+            try:  # query_string has no case-insensitive regex flag: fold case into the classes
+                texts.append("/" + lucene_regex(value, caseless="i" in value.flags) + "/")
+            except RegexError as err:
+                raise self.unsupported(f"regular expression /{value.pattern}/: {err}", match) from None
+        return self.values(field, texts)
+
+
+# ---------------------------------------------------------------------------
+# The backends
+# ---------------------------------------------------------------------------
+
+INDEX_PATTERNS = {"ecs": ("logs-endpoint.events.*",), "winlogbeat": ("winlogbeat-*",)}
+
+
+class ElasticBackend(Backend):
+    """What the three Elastic languages share: profiles, log-source conditions, exports."""
+
+    formats = ("query", "ndjson", "toml")
+    combined_formats = frozenset({"ndjson"})
+    options = (
+        OptionSpec("profile", "field names: ecs (Elastic Defend, logs-endpoint.events.*) or winlogbeat "
+                   "(winlogbeat-*, Sysmon/Security fields under winlog.event_data)", "ecs", ("ecs", "winlogbeat")),
+        OptionSpec("index", "ndjson/toml: comma-separated index patterns (default: per profile)", ()),
+        OptionSpec("interval", "ndjson/toml: how often the rule runs", "5m"),
+        OptionSpec("lookback", "ndjson/toml: extra look-back added to the interval", "1m"),
+    )
+    language: ClassVar[str]  # Kibana's name: eql, kuery, lucene
+    rule_type: ClassVar[str]  # Kibana rule type: eql or query
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.catalog: Catalog = catalog()
+
+    @property
+    def profile(self) -> str:
+        return str(self.settings["profile"])
+
+    def convert(self, rule: Rule, format: str | None = None) -> Output:
+        from sigma_wmi.backends import elastic_export  # the exports need the query, not the reverse
+
+        chosen = self.check_format(format)
+        diagnostics: list[Diagnostic] = []
+        query = self.query(rule, diagnostics)
+        if chosen == "query":
+            text = query
+        else:
+            export = elastic_export.RuleExport(rule, query, self.language, self.rule_type,
+                                               tuple(self.settings["index"]) or INDEX_PATTERNS[self.profile],
+                                               self.settings["interval"], self.settings["lookback"], diagnostics)
+            text = export.ndjson() if chosen == "ndjson" else export.toml()
+        origin = rule.origin
+        return Output(text, [replace(d, origin=d.origin or origin, target=d.target or self.name)
+                             for d in diagnostics])
+
+    def combine(self, outputs: Sequence[str], format: str | None = None) -> str:
+        if format == "toml":  # one TOML document per rule cannot share a file
+            return "\n".join(o.rstrip("\n") + "\n" for o in outputs)
+        return super().combine(outputs, format)  # ndjson and queries: one per line
+
+    # ---- the query ----
+    def query(self, rule: Rule, diagnostics: list[Diagnostic]) -> str:
+        raise NotImplementedError
+
+    def detection(self, rule: Rule, diagnostics: list[Diagnostic]) -> Expr:
+        """The rule's detection in the profile's field names."""
+        windows = rule.logsource.product in (None, "windows")
+
+        def unknown(name: str) -> str:
+            spec = self.catalog.spec(name)
+            raw = (spec.names.get("sigma") if spec else None) or name
+            if self.profile == "winlogbeat" and windows:
+                return f"winlog.event_data.{raw}"
+            _add(diagnostics, Diagnostic(
+                Level.WARNING, "unmapped-field",
+                f"field '{raw}' has no {self.profile} name in the field catalog; kept as '{raw}'"))
+            return raw
+
+        return to_profile(rule.detection, self.profile, unknown, diagnostics, self.catalog)
+
+    def source_conditions(self, rule: Rule, with_category: bool) -> list[Expr]:
+        """Log-source conditions in canonical fields, `cased` (they are exact ECS values)."""
+        source = self.catalog.logsource(rule.logsource)
+        conditions: list[Expr] = []
+        if source.ecs_category and with_category:
+            conditions.append(Match("event_category", Op.EQUALS, (Pattern.literal(source.ecs_category),), True))
+        if source.ecs_category and source.ecs_type:
+            conditions.append(Match("event_type", Op.EQUALS, (Pattern.literal(source.ecs_type),), True))
+        if not source.ecs_category and source.channel and rule.logsource.product in (None, "windows"):
+            conditions.append(Match("channel", Op.EQUALS, (Pattern.literal(source.channel),), False))
+        return conditions
+
+    def with_conditions(self, rule: Rule, detection: Expr, diagnostics: list[Diagnostic],
+                        with_category: bool) -> Expr:
+        prefix = self.source_conditions(rule, with_category)
+        if not prefix:
+            return detection
+        mapped = to_profile(And(tuple(prefix)), self.profile, lambda name: name, diagnostics, self.catalog)
+        assert isinstance(mapped, And)
+        return And(mapped.items + (detection,))
+
+
+class EqlBackend(ElasticBackend):
+    name = "eql"
+    description = "Elastic EQL: `<category> where ...`, case-insensitive ':' matching; Kibana/TOML rule export"
+    extensions = {"query": ".eql", "ndjson": ".ndjson", "toml": ".toml"}
+    language = "eql"
+    rule_type = "eql"
+
+    def query(self, rule: Rule, diagnostics: list[Diagnostic]) -> str:
+        detection = self.keywords_to_message(self.detection(rule, diagnostics), diagnostics)
+        source = self.catalog.logsource(rule.logsource)
+        category = source.ecs_category or "any"
+        if not _EQL_IDENT.match(category):
+            category = eql_string(category)
+        expr = self.with_conditions(rule, detection, diagnostics, with_category=False)
+        return f"{category} where {EqlGenerator(diagnostics).generate(expr)}"
+
+    def keywords_to_message(self, expr: Expr, diagnostics: list[Diagnostic]) -> Expr:
+        """EQL cannot search the whole event: keywords look in the catalog's event text field."""
+        field = self.catalog.name_in(self.profile, "event_message")
+        assert field is not None
+
+        def move(node: Expr) -> Expr:
+            if isinstance(node, Match):
+                if node.field is not None:
+                    return node
+                _add(diagnostics, Diagnostic(Level.INFO, "keyword-field",
+                                             f"keyword search written as a search in '{field}'"))
+                return replace(node, field=field)
+            if isinstance(node, Not):
+                return Not(move(node.item))
+            return type(node)(tuple(move(i) for i in node.items))
+
+        return move(expr)
+
+
+class _KeywordBackend(ElasticBackend):
+    generator: ClassVar[type[_KeywordQuery]]
+
+    def query(self, rule: Rule, diagnostics: list[Diagnostic]) -> str:
+        expr = self.with_conditions(rule, self.detection(rule, diagnostics), diagnostics, with_category=True)
+        generator = self.generator(diagnostics, self.caseless)
+        text = generator.generate(expr)
+        if generator.case_sensitive_fields:
+            where = "the ecs profile has no .caseless subfield for" if self.profile == "ecs" else \
+                "winlogbeat indices have no .caseless subfields; case-sensitive on"
+            _add(diagnostics, Diagnostic(
+                Level.WARNING, "case-sensitive",
+                f"keyword fields compare case-sensitively and {where} "
+                + ", ".join(generator.case_sensitive_fields)))
+        return text
+
+    def caseless(self, name: str) -> bool:
+        if self.profile != "ecs":
+            return False
+        canonical = self.catalog.from_profile("ecs", name)
+        spec = self.catalog.spec(canonical) if canonical else None
+        return bool(spec and spec.caseless)
+
+
+class KqlBackend(_KeywordBackend):
+    name = "kql"
+    description = "Kibana KQL (kuery) with .caseless subfields; Kibana/TOML rule export"
+    extensions = {"query": ".kql", "ndjson": ".ndjson", "toml": ".toml"}
+    language = "kuery"
+    rule_type = "query"
+    generator = KqlGenerator
+
+
+class LuceneBackend(_KeywordBackend):
+    name = "lucene"
+    description = "Elasticsearch Lucene query_string with .caseless subfields; Kibana/TOML rule export"
+    extensions = {"query": ".lucene", "ndjson": ".ndjson", "toml": ".toml"}
+    language = "lucene"
+    rule_type = "query"
+    generator = LuceneGenerator
+
+
+def _add(diagnostics: list[Diagnostic], diagnostic: Diagnostic) -> None:
+    if diagnostic not in diagnostics:
+        diagnostics.append(diagnostic)
+
+
+__all__ = [
+    "EqlBackend", "EqlGenerator", "KqlBackend", "KqlGenerator", "LuceneBackend", "LuceneGenerator",
+    "RegexError", "eql_field", "eql_string", "kql_quoted", "kql_unquoted", "lucene_phrase", "lucene_regex",
+    "lucene_regex_literal", "lucene_term", "regex_wildcards",
+]

@@ -17,8 +17,9 @@ import click
 from sigma_wmi import batch
 from sigma_wmi.errors import SigmaWmiError
 from sigma_wmi.output import safe_name, write_atomic, write_tree
-from sigma_wmi.readers import ReadOptions, rule_files
+from sigma_wmi.readers import ReadOptions, read_source, rule_files
 from sigma_wmi.registry import backend_class, target_names
+from sigma_wmi.rule_tests import test_command
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -188,6 +189,47 @@ def _write_report(path: Path, results: list[batch.RuleResult], jobs: list[batch.
         "rules": [r.to_report() for r in results],
     }
     write_atomic(path, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+
+
+# ---------------------------------------------------------------------------
+# docs and test
+# ---------------------------------------------------------------------------
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path, file_okay=False), default=Path("site"),
+              show_default=True, help="Site folder (replaced whole when the build succeeds).")
+@click.option("-t", "--target", "targets", multiple=True,
+              help="Targets whose queries the pages show (default: every query target).")
+@click.option("--macros", "macros_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="ESCU macros directory (default: a macros/ folder next to or above each analytic).")
+@click.option("-q", "--quiet", is_flag=True, help="No summary line.")
+def docs(paths: tuple[Path, ...], output: Path, targets: tuple[str, ...], macros_dir: Path | None,
+         quiet: bool) -> None:
+    """Build a static documentation site (HTML and Markdown pages, indexes, ATT&CK layer)."""
+    from sigma_wmi.backends.docs import build_site  # jinja2 and templates only when needed
+
+    files = _input_files(paths)
+    options = ReadOptions(macros_dir)
+    rules, errors = [], []
+    for path in files:
+        source = read_source(path, options)
+        rules.extend(source.rules)
+        if source.error:
+            errors.append(source.error)
+            click.echo(f"{source.error.origin}: error: {source.error.message} ({source.error.code})", err=True)
+    names = tuple(t.strip() for group in targets for t in group.split(",") if t.strip()) or None
+    try:
+        report = build_site(rules, output, errors=errors, targets=names)
+    except SigmaWmiError as err:
+        raise UsageError(err.message) from None
+    if not quiet:
+        click.echo(f"{report.rules} rules, {len(report.pages)} pages in {report.out_dir}"
+                   + (f"; {len(errors)} files failed to load" if errors else ""), err=True)
+    sys.exit(EXIT_FAILED if errors else EXIT_OK)
+
+
+main.add_command(test_command)
 
 
 # ---------------------------------------------------------------------------

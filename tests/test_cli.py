@@ -148,3 +148,22 @@ def test_bundled_rules_convert(tmp_path: Path) -> None:
     code, out, err = run("convert", "--no-cache", "-t", "splunk", str(rules / "sigma"))
     assert code == 0, err
     assert "scrcons.exe" in out
+
+
+def test_docs_command_builds_site(tmp_path: Path) -> None:
+    out = tmp_path / "site"
+    code, _, err = run("docs", str(SCRCONS), "-o", str(out))
+    assert code == 0, err
+    assert (out / "index.html").is_file()
+    assert any("ec1d5e28-8f3b-4188-a6f8-6e8df81dc28e" in p.name for p in out.rglob("*.html"))
+
+
+def test_docs_command_reports_bad_files(batch_dir: Path, tmp_path: Path) -> None:
+    code, _, err = run("docs", str(batch_dir), "-o", str(tmp_path / "site"))
+    assert code == 1
+    assert "bad.yml:6: error:" in err
+
+
+def test_test_command_runs_pack_rules_on_synthetic_events() -> None:
+    code, out, err = run("test", str(RULES / "sigma"), "--shared", str(RULES / "no-shared-here"))
+    assert code == 0, out + err

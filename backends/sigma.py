@@ -16,7 +16,7 @@ import yaml
 
 from sigma_wmi.backends.base import Backend, OptionSpec, Output, warning
 from sigma_wmi.catalog import Catalog, catalog, to_profile
-from sigma_wmi.errors import Diagnostic, Level
+from sigma_wmi.errors import Diagnostic, Level, UnsupportedError
 from sigma_wmi.model import And, Expr, Match, Not, Op, Or, Pattern, Regex, Rule, Wildcard, full_pattern
 
 # ---------------------------------------------------------------------------
@@ -46,6 +46,19 @@ def sigma_string(pattern: Pattern) -> str:
             else:
                 out.append(char)
     return "".join(out)
+
+
+_PCRE_HEX = re.compile(r"\\x\{([0-9A-Fa-f]{1,8})\}")
+
+
+def sigma_regex(pattern: str) -> str:
+    """A regex in the Python flavour Sigma tools compile: PCRE `\\x{202E}` → `\\U0000202e`."""
+    converted = _PCRE_HEX.sub(lambda m: "\\U" + m.group(1).lower().rjust(8, "0"), pattern)
+    try:
+        re.compile(converted)
+    except re.error as err:
+        raise UnsupportedError(f"sigma: regular expression '{pattern}' is not valid in Sigma: {err}") from None
+    return converted
 
 
 class _Detection:
@@ -119,7 +132,7 @@ class _Detection:
             shown = value if match.op is not Op.WILDCARD else full_pattern(match, value)
             return sigma_string(shown)
         if isinstance(value, Regex):
-            return value.pattern
+            return sigma_regex(value.pattern)
         if match.op is Op.FIELDREF:
             return self.field_name(str(value))
         return value

@@ -22,9 +22,9 @@ data); on Elastic Defend it passes through unchanged with an `unmapped-field` wa
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 from sigma_wmi.backends.base import Backend, OptionSpec, Output
 from sigma_wmi.backends.query import Fragment, QueryGenerator
@@ -216,7 +216,7 @@ class _Anchor:
     start: bool
 
 
-_Node = Union[_Lit, _Any, _Class, _Group, _Repeat, _Anchor]
+_Node = _Lit | _Any | _Class | _Group | _Repeat | _Anchor
 
 _SHORTHANDS = {
     "d": (("0", "9"),),
@@ -512,11 +512,19 @@ class EqlGenerator(QueryGenerator):
     NOT = "not "
     target = "eql"
 
+    def __init__(self, diagnostics: list[Diagnostic], keyword_field: Callable[[str], bool] | None = None) -> None:
+        super().__init__(diagnostics)
+        # Elasticsearch's EQL does not compare a keyword field with a number (event.code: "5861").
+        self.keyword_field = keyword_field or (lambda name: False)
+
     def strings(self, match: Match) -> Fragment:
         field = eql_field(self.named(match))
         groups: dict[str, list[str]] = {}
         scalars: list[str] = []
+        as_text = self.keyword_field(self.named(match))
         for value in match.values:
+            if isinstance(value, int) and not isinstance(value, bool) and as_text:
+                value = str(value)
             if not isinstance(value, (Pattern, str)):
                 scalars.append(f"{field} == {_scalar(value)}")
                 continue
@@ -853,7 +861,7 @@ class ElasticBackend(Backend):
                 f"field '{raw}' has no {self.profile} name in the field catalog; kept as '{raw}'"))
             return raw
 
-        return to_profile(rule.detection, self.profile, unknown, diagnostics, self.catalog)
+        return to_profile(_keywords_contain(rule.detection), self.profile, unknown, diagnostics, self.catalog)
 
     def source_conditions(self, rule: Rule, with_category: bool) -> list[Expr]:
         """Log-source conditions in canonical fields, `cased` (they are exact ECS values)."""
@@ -874,13 +882,13 @@ class ElasticBackend(Backend):
             return detection
         mapped = to_profile(And(tuple(prefix)), self.profile, lambda name: name, diagnostics, self.catalog)
         assert isinstance(mapped, And)
-        return And(mapped.items + (detection,))
+        return And((*mapped.items, detection))
 
 
 class EqlBackend(ElasticBackend):
     name = "eql"
     description = "Elastic EQL: `<category> where ...`, case-insensitive ':' matching; Kibana/TOML rule export"
-    extensions = {"query": ".eql", "ndjson": ".ndjson", "toml": ".toml"}
+    extensions: ClassVar[Mapping[str, str]] = {"query": ".eql", "ndjson": ".ndjson", "toml": ".toml"}
     language = "eql"
     rule_type = "eql"
 
@@ -891,7 +899,13 @@ class EqlBackend(ElasticBackend):
         if not _EQL_IDENT.match(category):
             category = eql_string(category)
         expr = self.with_conditions(rule, detection, diagnostics, with_category=False)
-        return f"{category} where {EqlGenerator(diagnostics).generate(expr)}"
+        return f"{category} where {EqlGenerator(diagnostics, self.keyword_field).generate(expr)}"
+
+    def keyword_field(self, name: str) -> bool:
+        """Is a profile field a keyword (string) field by the catalog?"""
+        canonical = self.catalog.from_profile(self.profile, name)
+        spec = self.catalog.spec(canonical) if canonical else None
+        return spec is not None and spec.type == "keyword"
 
     def keywords_to_message(self, expr: Expr, diagnostics: list[Diagnostic]) -> Expr:
         """EQL cannot search the whole event: keywords look in the catalog's event text field."""
@@ -939,7 +953,7 @@ class _KeywordBackend(ElasticBackend):
 class KqlBackend(_KeywordBackend):
     name = "kql"
     description = "Kibana KQL (kuery) with .caseless subfields; Kibana/TOML rule export"
-    extensions = {"query": ".kql", "ndjson": ".ndjson", "toml": ".toml"}
+    extensions: ClassVar[Mapping[str, str]] = {"query": ".kql", "ndjson": ".ndjson", "toml": ".toml"}
     language = "kuery"
     rule_type = "query"
     generator = KqlGenerator
@@ -948,10 +962,30 @@ class KqlBackend(_KeywordBackend):
 class LuceneBackend(_KeywordBackend):
     name = "lucene"
     description = "Elasticsearch Lucene query_string with .caseless subfields; Kibana/TOML rule export"
-    extensions = {"query": ".lucene", "ndjson": ".ndjson", "toml": ".toml"}
+    extensions: ClassVar[Mapping[str, str]] = {"query": ".lucene", "ndjson": ".ndjson", "toml": ".toml"}
     language = "lucene"
     rule_type = "query"
     generator = LuceneGenerator
+
+
+def _keywords_contain(expr: Expr) -> Expr:
+    """Sigma keywords match anywhere in the event: `evil` is `*evil*` on whatever field holds it."""
+    if isinstance(expr, Match):
+        if expr.field is not None or not expr.op.is_string:
+            return expr
+        many = Pattern((Wildcard.MANY,))
+        patterns = []
+        for value in expr.values:
+            if not isinstance(value, (Pattern, str)):
+                value = Pattern.literal(_scalar(value))
+            full = full_pattern(expr, value) if isinstance(value, Pattern) else Pattern.literal(value)
+            lead = bool(full.parts) and full.parts[0] is Wildcard.MANY
+            trail = bool(full.parts) and full.parts[-1] is Wildcard.MANY
+            patterns.append((Pattern(()) if lead else many) + full + (Pattern(()) if trail else many))
+        return patterns_match(None, patterns, expr.case_sensitive, expr.line)
+    if isinstance(expr, Not):
+        return Not(_keywords_contain(expr.item))
+    return type(expr)(tuple(_keywords_contain(i) for i in expr.items))
 
 
 def _add(diagnostics: list[Diagnostic], diagnostic: Diagnostic) -> None:

@@ -14,6 +14,7 @@ parts are str and WILDCARD.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,10 +97,8 @@ class _Reader:
     def start(self) -> Any:
         self.spaces()
         query = None
-        try:
+        with contextlib.suppress(_Fail):
             query = self.attempt(self.or_query)
-        except _Fail:
-            pass
         self.spaces()
         if self.pos != len(self.text):
             raise KqlSyntaxError(f"unexpected input at {self.pos}: {self.text[self.pos:self.pos + 20]!r}")

@@ -620,11 +620,12 @@ class _KeywordQuery(QueryGenerator):
 
     def string_field(self, match: Match) -> tuple[str | None, bool]:
         """(field to query, lower-case the values?) for a string comparison."""
+        texts = any(isinstance(v, (Pattern, str)) for v in match.values)
         if match.field is None:
-            if not match.case_sensitive:
+            if texts and not match.case_sensitive:
                 self.note_case("<keyword search>")
             return None, False
-        if match.case_sensitive:
+        if match.case_sensitive or not texts:
             return match.field, False
         if self.caseless(match.field):
             return match.field + ".caseless", True

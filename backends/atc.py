@@ -274,6 +274,8 @@ def attack_info(rule: Rule) -> AttackInfo:
 
 # Extra formats worth showing beside a target's default one.
 EXTRA_FORMATS: Mapping[str, tuple[str, ...]] = {"splunk": ("tstats",)}
+# Cards list these targets first (seed 000 shows Splunk right after the source rule).
+TARGET_ORDER = ("splunk",)
 # Targets that never go into a card or page: documents, not queries.
 DOCUMENT_TARGETS = frozenset({"atc"})
 SOURCE_TARGETS = {"sigma": "sigma"}  # target -> source format it would only echo
@@ -309,8 +311,9 @@ class QueryCompiler:
     def __init__(self, targets: Iterable[str] | None = None) -> None:
         from sigma_wmi.registry import backend_class, target_names
 
-        names = list(targets) if targets is not None else [
-            t for t in target_names() if t not in DOCUMENT_TARGETS]
+        names = list(targets) if targets is not None else sorted(
+            (t for t in target_names() if t not in DOCUMENT_TARGETS),
+            key=lambda t: (TARGET_ORDER.index(t) if t in TARGET_ORDER else len(TARGET_ORDER), t))
         self.backends: dict[str, Backend] = {}
         self.unavailable: dict[str, str] = {}
         for name in names:
@@ -339,6 +342,10 @@ class QueryCompiler:
                     block.diagnostics.append(Diagnostic(Level.INFO, err.code, err.message, rule.origin, name))
                 except RecursionError:
                     block.note = f"not expressible for {block.label}: the rule is nested too deeply"
+                except Exception as err:  # a broken plugin must not take the card or the site down
+                    block.note = f"target {block.label} failed: {type(err).__name__}: {err}"
+                    block.diagnostics.append(Diagnostic(Level.ERROR, "backend-failed", block.note,
+                                                        rule.origin, name))
                 else:
                     block.text = output.text.rstrip("\n")
                     block.diagnostics.extend(

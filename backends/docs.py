@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from markupsafe import Markup, escape
 
 from sigma_wmi.attack import Tactic, Technique, attack
 from sigma_wmi.backends.atc import (
@@ -45,7 +46,7 @@ TACTIC_ORDER = ("TA0043", "TA0042", "TA0001", "TA0002", "TA0003", "TA0004", "TA0
                 "TA0007", "TA0008", "TA0009", "TA0011", "TA0010", "TA0040")
 RELATED_TECHNIQUE_LIMIT = 25
 RELATED_LOGSOURCE_LIMIT = 10
-SEARCH_FIELDS = ("slug", "title", "id", "techniques", "tactics", "logsource", "level")
+SEARCH_FIELDS = ("slug", "title", "id", "techniques", "tactics", "logsource", "level", "file")
 NAVIGATOR = {"navigator": "5.1.0", "layer": "4.5"}
 SOURCE_NAMES = {"sigma": "Sigma rule", "escu": "ESCU analytic"}
 
@@ -111,6 +112,58 @@ def safe_join(root: Path, relative: str) -> Path:
 
 
 # ---------------------------------------------------------------------------
+# Text that HTML (and XML) cannot carry
+# ---------------------------------------------------------------------------
+
+# C0/C1 controls other than tab and newline, lone surrogates and non-characters are
+# parse errors in HTML and forbidden in XML, even as character references.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+_CODE_SPECIAL = re.compile("[\r\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+
+
+def _picture(char: str) -> str:
+    """A visible stand-in: the Unicode control picture (U+2400 block) where one exists."""
+    code = ord(char)
+    if code < 0x20:
+        return chr(0x2400 + code)
+    return "\u2421" if code == 0x7F else "\ufffd"
+
+
+def visible_text(value: str) -> str:
+    """Prose for a page: line ends normalized, unrepresentable characters shown as pictures."""
+    text = value.replace("\r\n", "\n").replace("\r", "\n")
+    return _CONTROL.sub(lambda m: _picture(m.group()), text)
+
+
+def code_markup(text: str) -> Markup:
+    """A query or rule for a <code> element, exact to the character: a carriage return
+    is written as a reference (parsers would turn a raw one into a newline), any other
+    unrepresentable character as a marked picture that the copy button turns back
+    into the character (site.js)."""
+    def special(match: re.Match[str]) -> str:
+        char = match.group()
+        if char == "\r":
+            return "&#13;"
+        return f'<span class="ctl" data-char="{ord(char)}">{_picture(char)}</span>'
+
+    pieces = _CODE_SPECIAL.split(text)
+    specials = [special(m) for m in _CODE_SPECIAL.finditer(text)]
+    out = [str(escape(pieces[0]))]
+    for marker, piece in zip(specials, pieces[1:], strict=True):
+        out.append(marker)
+        out.append(str(escape(piece)))
+    return Markup("".join(out))
+
+
+def _finalize(value: Any) -> Any:
+    """Every `{{ }}` of an HTML template: strings are made representable before
+    autoescape escapes them; Markup (already safe, e.g. `code_markup`) passes through."""
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return visible_text(value)
+    return value
+
+
+# ---------------------------------------------------------------------------
 # Templates
 # ---------------------------------------------------------------------------
 
@@ -119,12 +172,14 @@ def html_environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("sigma_wmi.templates", "docs"),
         autoescape=True,  # every value is HTML-escaped unless a template says otherwise
+        finalize=_finalize,
         trim_blocks=True,
         lstrip_blocks=True,
         undefined=jinja2.StrictUndefined,
     )
     env.filters["is_link"] = is_link
     env.filters["anchor"] = anchor
+    env.filters["code"] = code_markup
     return env
 
 
@@ -318,9 +373,12 @@ class SiteBuilder:
         }
 
     def search_script(self) -> str:
-        """The search index as a script (a `fetch` of JSON fails from file://)."""
+        """The search index as a script (a `fetch` of JSON fails from file://). Besides
+        titles, ids and techniques it holds the rule's file name, which names the
+        artefacts (scrcons, wmic) that titles often leave out."""
         rows = [[p.slug, p.rule.title, p.rule.id, " ".join(p.technique_ids),
-                 " ".join(t.name for t in p.attack.tactics), p.logsource, p.rule.level or ""]
+                 " ".join(t.name for t in p.attack.tactics), p.logsource, p.rule.level or "",
+                 Path(p.rule.origin.path).stem]
                 for p in self.pages]
         data = json.dumps({"fields": SEARCH_FIELDS, "rows": rows}, ensure_ascii=True, separators=(",", ":"))
         # ensure_ascii leaves '<' alone; written as \u003c the index can never close a script element.
@@ -364,7 +422,8 @@ def build_site(rules: list[Rule], out_dir: Path, *, errors: Iterable[SigmaWmiErr
         for relative in sorted(files):
             path = safe_join(staging, relative)
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(files[relative], encoding="utf-8", newline="\n")
+            # errors="replace": a lone surrogate from a rule must not abort the build
+            path.write_text(files[relative], encoding="utf-8", errors="replace", newline="\n")
         os.chmod(staging, 0o755)  # mkdtemp makes it private; a site is meant to be read
         _swap(staging, out_dir)
     except BaseException:

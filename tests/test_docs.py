@@ -212,6 +212,31 @@ def test_search_index_is_a_script_with_every_rule(site: tuple[Path, docs.SiteRep
     assert any(s.get("src") == "./assets/search-index.js" for s in index_page.iter("script"))
 
 
+def exact_text(element: ET.Element) -> str:
+    """What the copy button copies (site.js exactText): marked control pictures become
+    the characters they stand for."""
+    out = [element.text or ""]
+    for child in element:
+        if child.get("class") == "ctl":
+            out.append(chr(int(child.get("data-char", "0"))))
+        else:
+            out.append(exact_text(child))
+        out.append(child.tail or "")
+    return "".join(out)
+
+
+def test_control_characters_keep_pages_well_formed_and_copies_exact(tmp_path: Path) -> None:
+    value = "a\x0bb\r\nc\x00d\x7fe\x0cf"
+    rule = Rule(id="ctl", title="Title with \x0b tab\x1b", detection=_match(value), logsource=PROC,
+                description="line\r\nnext\x08", source_text=f"title: x\nvalue: {value}\n")
+    out = tmp_path / "site"
+    build_site([rule], out, targets=("splunk",))
+    root = parse_xml(out / "rules" / "ctl.html")  # raises if any character is not representable
+    assert exact_text(by_id(root, "code-splunk")) == compile_rule(rule, "splunk").text
+    assert exact_text(by_id(root, "code-source")) == rule.source_text
+    assert text_of(next(root.iter("h1"))) == "Title with \u240b tab\u241b"
+
+
 def test_build_is_deterministic(tmp_path: Path) -> None:
     first, second = tmp_path / "a", tmp_path / "b"
     build_site(small_rules(), first, targets=("splunk",))

@@ -24,11 +24,27 @@
     });
   }
 
+  // The exact text of a code element: characters HTML cannot carry are written as
+  // <span class="ctl" data-char="N"> pictures (see docs.py code_markup).
+  function exactText(node) {
+    var out = "";
+    node.childNodes.forEach(function (child) {
+      if (child.nodeType === Node.TEXT_NODE) {
+        out += child.nodeValue;
+      } else if (child.classList && child.classList.contains("ctl")) {
+        out += String.fromCharCode(parseInt(child.getAttribute("data-char"), 10));
+      } else {
+        out += exactText(child);
+      }
+    });
+    return out;
+  }
+
   document.querySelectorAll("button.copy").forEach(function (button) {
     button.addEventListener("click", function () {
       var source = document.getElementById(button.getAttribute("data-copy"));
       if (!source) { return; }
-      copyText(source.textContent).then(function () {
+      copyText(exactText(source)).then(function () {
         button.textContent = "Copied";
         button.setAttribute("data-copied", "true");
       }, function () {
@@ -45,7 +61,7 @@
   var col = {};
   fields.forEach(function (name, i) { col[name] = i; });
   var haystacks = index.rows.map(function (row) {
-    return [row[col.title], row[col.id], row[col.techniques], row[col.tactics], row[col.logsource]]
+    return [row[col.title], row[col.id], row[col.techniques], row[col.tactics], row[col.logsource], row[col.file]]
       .join(" ").toLowerCase();
   });
   var results = document.getElementById("search-results");

@@ -153,8 +153,9 @@ def _kql_keyword_at(chars: list[str | None], i: int) -> str | None:
     return None
 
 
-# Lucene query_string (classic query parser): a backslash escapes any character.
-_LUCENE_RESERVED = frozenset('+-=&|><!(){}[]^"~*?:\\/')
+# Lucene query_string (classic query parser): a backslash escapes any character, so
+# escaping one more than needed is harmless; `'` starts a string in some Lucene readers.
+_LUCENE_RESERVED = frozenset('+-=&|><!(){}[]^"~*?:\\/\'')
 
 
 def lucene_term(parts: Sequence[str | Wildcard]) -> str:
@@ -404,7 +405,8 @@ def _swapped(char: str) -> str | None:
 
 
 def _lucene_char(char: str) -> str:
-    return char if char.isalnum() else "\\" + char
+    # Whitespace is literal in Lucene regex; left raw, an escaped newline is not needed.
+    return char if char.isalnum() or char.isspace() else "\\" + char
 
 
 def _lucene_node(node: _Node, caseless: bool) -> str:
@@ -756,6 +758,9 @@ class LuceneGenerator(_KeywordQuery):
         return lucene_field(name)
 
     def wildcard(self, pattern: Pattern) -> str:
+        if _text_has(pattern, "\n"):  # a term cannot hold a newline readably; a regex can, exactly
+            return "/" + "".join(lucene_regex_literal(p) if isinstance(p, str) else
+                                 (".*" if p is Wildcard.MANY else ".") for p in pattern.parts) + "/"
         return lucene_term(pattern.parts)
 
     def join(self, parts: list[Fragment], kind: str) -> Fragment:

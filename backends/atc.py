@@ -260,8 +260,8 @@ def attack_info(rule: Rule) -> AttackInfo:
         if tactic is not None and tactic not in tactics:
             tactics.append(tactic)
     if not tactics:
-        for tech in techniques:
-            for tid in tech.tactics:
+        for current in techniques:
+            for tid in current.tactics:
                 tactic = table.tactic(tid)
                 if tactic is not None and tactic not in tactics:
                     tactics.append(tactic)
@@ -414,7 +414,7 @@ class AtcBackend(Backend):
     description = "ATC detection-rule card (Markdown): metadata table, source rule, query per target"
     formats = ("markdown",)
     extensions: ClassVar[Mapping[str, str]] = {"markdown": ".md"}
-    combined_formats = frozenset()
+    combined_formats: ClassVar[frozenset[str]] = frozenset()
     options = (
         OptionSpec("targets", "comma-separated targets whose queries go into the card (default: all)", ()),
         OptionSpec("data_needed_base", "link base for Data Needed pages", "../Data_Needed"),

@@ -335,7 +335,7 @@ class SiteBuilder:
         """ATT&CK Navigator layer (format 4.5): one entry per covered technique, scored
         by the number of rules, the rule titles as comment."""
         table = attack()
-        entries = []
+        entries: list[dict[str, Any]] = []
         for tid in sorted(self.by_technique):
             pages = self.by_technique[tid]
             entries.append({

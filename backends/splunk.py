@@ -40,17 +40,17 @@ def spl_string(text: str) -> str:
     return '"' + text.translate(_SPL_QUOTED) + '"'
 
 
-_SIMPLE_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-{}]*$")
+_SIMPLE_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-{}]*")
 
 
 def search_field(name: str) -> str:
     """A field name on the left of `=` in a search; quoted when it is not a plain word."""
-    return name if _SIMPLE_FIELD.match(name) else spl_string(name)
+    return name if _SIMPLE_FIELD.fullmatch(name) else spl_string(name)
 
 
 def eval_field(name: str) -> str:
     """A field name in an eval expression: single quotes unless it is a plain identifier."""
-    if re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):  # fullmatch: `$` would accept a trailing newline
         return name
     return "'" + name.replace("\\", "\\\\").replace("'", "\\'") + "'"
 

@@ -226,3 +226,11 @@ def test_savedsearches_stanza(scrcons_rule_path) -> None:
     description = next(line for line in lines if line.startswith("description = "))
     assert description.endswith("\\")
     assert "alert.severity = 3" in lines
+
+
+@pytest.mark.parametrize("name", ["A\n", "Image\n", "a b", 'x"y', "x=y", "x|y"])
+def test_unusual_field_names_are_quoted(name: str) -> None:
+    # Found by the long-mode property run: `$` in a regex accepted "A\n" as a plain word.
+    rule = Rule(id="x", title="t", detection=Match(name, Op.EQUALS, (Pattern.literal("v"),)))
+    tokens = tokenize(SplunkBackend().convert(rule, "raw").text)
+    assert tokens == [Token("string", name), Token("op", "="), Token("string", "v")]

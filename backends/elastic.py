@@ -123,7 +123,7 @@ def kql_unquoted(parts: Sequence[str | Wildcard]) -> str:
             out.append("*")
             i += 1
             continue
-        word = _kql_keyword_at(chars, i)
+        word = _kql_keyword_at(chars, i) if char in "oaONnA" else None
         if word:
             out.append("\\u006e" + word[1:] if word[0] == "n" else "\\" + word)
             i += len(word)
@@ -678,6 +678,12 @@ class KqlGenerator(_KeywordQuery):
 
     def quoted(self, text: str) -> str:
         return kql_quoted(text)
+
+    def not_node(self, expr: Not) -> Fragment:
+        # The kuery grammar reads `not` before a sub-query, never before another `not`.
+        inner = self.node(expr.item)
+        text = inner.text if inner.kind == "atom" else self.GROUP.format(inner.text)
+        return Fragment(self.NOT + text, "not")
 
     def field_name(self, name: str) -> str:
         if not name or name[0] in JS_WHITESPACE or name[-1] in JS_WHITESPACE:

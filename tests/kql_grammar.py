@@ -242,6 +242,10 @@ class _Reader:
         self.lit('"')
         chars = []
         while True:
+            if self.text[self.pos:self.pos + 1] not in ("\\", '"', ""):  # fast path: a plain character
+                chars.append(self.text[self.pos])
+                self.pos += 1
+                continue
             try:
                 chars.append(self.choice(self.escaped_whitespace, self.escaped_unicode, self.quoted_escape,
                                          self.quoted_plain))
@@ -295,6 +299,8 @@ class _Reader:
         return {"null": None, "true": True, "false": False}.get(sequence, sequence)
 
     def unquoted_character(self) -> Any:
+        if self.text[self.pos:self.pos + 1] not in ("\\", "*"):  # every other alternative starts so
+            return self.plain_character()
         return self.choice(self.escaped_whitespace, self.escaped_special, self.escaped_unicode,
                            self.escaped_keyword, self.wildcard, self.plain_character)
 
@@ -305,7 +311,8 @@ class _Reader:
     def plain_character(self) -> str:
         if self.pos >= len(self.text) or self.text[self.pos] in SPECIAL:
             raise _Fail
-        if self.peek_ok(self.keyword):
+        # Or/And begin with a Space, Not with an n: only there can the look-ahead succeed.
+        if self.text[self.pos] in SPACE + "nN" and self.peek_ok(self.keyword):
             raise _Fail
         self.pos += 1
         return self.text[self.pos - 1]

@@ -330,7 +330,8 @@ def read_escu(doc: dict[str, Any], text: str, path: str, macros_dir: Path | None
     search_origin = origin.at(locate(text, ("search",)) or origin.line)
     imported = import_search(search, macro_lib.MacroLibrary(directory), search_origin)
 
-    tags = doc.get("tags") if isinstance(doc.get("tags"), dict) else {}
+    raw_tags = doc.get("tags")
+    tags: dict[str, Any] = raw_tags if isinstance(raw_tags, dict) else {}
     techniques, tactics, attack_notes = _attack(tags.get("mitre_attack_id"), origin)
     extras = {key: value for key, value in doc.items() if key not in _RULE_KEYS}
     extras["spl"] = dict(imported.metadata, where_exact=imported.where_exact, partial=imported.partial)

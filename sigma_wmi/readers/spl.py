@@ -214,7 +214,8 @@ def _parse(grammar: str, start: str, text: str) -> Tree[Any]:
     try:
         return _parser(grammar, start).parse(text)
     except UnexpectedCharacters as err:
-        raise SplError(f"unexpected character {text[err.pos_in_stream]!r}", err.column) from None
+        shown = text[err.pos_in_stream] if err.pos_in_stream is not None else "?"
+        raise SplError(f"unexpected character {shown!r}", err.column) from None
     except UnexpectedEOF:
         raise SplError("unexpected end of expression (unbalanced parentheses or a dangling operator?)",
                        len(text) + 1) from None

@@ -26,6 +26,7 @@ from sigma_wmi.model import (
     Rule,
     Wildcard,
     full_pattern,
+    matches,
     walk,
 )
 
@@ -371,7 +372,15 @@ class SplunkBackend(Backend):
         where_parts = [c for c in conjuncts if search.searchable(c)]
         post = [c for c in conjuncts if not search.searchable(c)]
         condition = search.join([search.node(c) for c in where_parts], "and").text if where_parts else ""
-        by = self.settings["by"] or DEFAULT_BY.get(node, ("dest",))
+        by = list(self.settings["by"] or DEFAULT_BY.get(node, ("dest",)))
+        # A `| where` after tstats only sees fields the search split by: add the ones it tests.
+        for conjunct in post:
+            for match in matches(conjunct):
+                names = [match.field] + ([str(v) for v in match.values] if match.op is Op.FIELDREF else [])
+                for name in names:
+                    bare = name.split(".", 1)[1] if name and name.startswith(node + ".") else name
+                    if bare and bare not in by:
+                        by.append(bare)
         macros = self.settings["expand_macros"]
         summaries = ESCU_MACROS["security_content_summariesonly"] if macros else "`security_content_summariesonly`"
         query = (f"| tstats {summaries} count min(_time) as firstTime max(_time) as lastTime "

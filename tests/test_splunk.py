@@ -234,3 +234,12 @@ def test_unusual_field_names_are_quoted(name: str) -> None:
     rule = Rule(id="x", title="t", detection=Match(name, Op.EQUALS, (Pattern.literal("v"),)))
     tokens = tokenize(SplunkBackend().convert(rule, "raw").text)
     assert tokens == [Token("string", name), Token("op", "="), Token("string", "v")]
+
+
+def test_tstats_where_fields_are_in_the_by_clause() -> None:
+    # After tstats only split-by fields exist; a post-filter on anything else never matches.
+    rule = sigma_rule("sel:\n  Image|endswith|cased: '\\Scrcons.exe'\ncondition: sel")
+    text = SplunkBackend().convert(rule, "tstats").text
+    by_clause = text.split(" by ")[1].split(" | ")[0].split()
+    assert "Processes.process_path" in by_clause
+    assert text.endswith('| where match(process_path, "^.*\\\\\\\\Scrcons\\\\.exe$")')

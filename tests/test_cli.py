@@ -127,14 +127,17 @@ def test_write_tree_refuses_paths_outside_root(tmp_path: Path) -> None:
     assert not (tmp_path / "escape.txt").exists() and not (root / "ok.txt").exists()
 
 
-def test_duplicate_ids_do_not_overwrite(tmp_path: Path) -> None:
+def test_same_file_names_without_ids_do_not_overwrite(tmp_path: Path) -> None:
     folder = tmp_path / "rules"
-    folder.mkdir()
-    (folder / "a.yml").write_text(GOOD.format(n=1))
-    (folder / "b.yml").write_text(GOOD.format(n=1).replace("x1.exe", "other.exe"))
+    for sub, exe in (("x", "one.exe"), ("y", "two.exe")):
+        (folder / sub).mkdir(parents=True)
+        text = GOOD.format(n=1).replace("id: 00000000-0000-0000-0000-000000000001\n", "")
+        (folder / sub / "a.yml").write_text(text.replace("x1.exe", exe))
     out = tmp_path / "out"
-    run("convert", "--no-cache", "-o", str(out), str(folder))
-    assert len(list(out.rglob("*.spl"))) == 2
+    assert run("convert", "--no-cache", "-o", str(out), str(folder))[0] == 0
+    written = sorted(p.name for p in out.rglob("*.spl"))
+    assert written == ["a-2.spl", "a.spl"]
+    assert "two.exe" in (out / "splunk-raw" / "a-2.spl").read_text()
 
 
 def test_list_targets_shows_splunk() -> None:

@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sigma_wmi.api import compile_rule, load
-from sigma_wmi.backends.elastic import EqlBackend, EqlGenerator, eql_field, eql_string, lucene_regex
+from sigma_wmi.backends.elastic import EqlBackend, EqlGenerator, eql_field, eql_string
+from sigma_wmi.backends.elastic_regex import lucene_regex
 from sigma_wmi.errors import Level, SigmaWmiError, UnsupportedError
 from sigma_wmi.model import Match, Op, Pattern, Regex, Wildcard
 
@@ -261,7 +262,7 @@ def test_lucene_regex(pattern: str, flags: str, expected: str) -> None:
 @pytest.mark.parametrize("pattern", ["a\\bb", "(a)\\1", "a(?<=b)", "a++", "[[:alpha:]]", "x^y", "(unclosed",
                                      "[\\D]", "*a"])
 def test_lucene_regex_rejects_what_it_cannot_express(pattern: str) -> None:
-    from sigma_wmi.backends.elastic import RegexError
+    from sigma_wmi.backends.elastic_regex import RegexError
     with pytest.raises(RegexError):
         lucene_regex(Regex(pattern), caseless=False)
 

@@ -201,6 +201,7 @@ class EqlGenerator(QueryGenerator):
     AND = " and "
     OR = " or "
     NOT = "not "
+    COMPARE = "{field} {op} {value}"
     target = "eql"
 
     def __init__(self, diagnostics: list[Diagnostic], keyword_field: Callable[[str], bool] | None = None) -> None:
@@ -266,21 +267,11 @@ class EqlGenerator(QueryGenerator):
         field = eql_field(self.named(match))
         return Fragment(f"{field} == null or {field} == \"\"", "or")
 
-    def _compare(self, match: Match, symbol: str) -> Fragment:
-        field = eql_field(self.named(match))
-        return self.any_value(match, lambda v: f"{field} {symbol} {_scalar(v)}")
+    def compare_field(self, match: Match) -> str:
+        return eql_field(self.named(match))
 
-    def match_lt(self, match: Match) -> Fragment:
-        return self._compare(match, "<")
-
-    def match_lte(self, match: Match) -> Fragment:
-        return self._compare(match, "<=")
-
-    def match_gt(self, match: Match) -> Fragment:
-        return self._compare(match, ">")
-
-    def match_gte(self, match: Match) -> Fragment:
-        return self._compare(match, ">=")
+    def number(self, value: object) -> str:
+        return _scalar(value)
 
     def named(self, match: Match) -> str:
         if match.field is None:
@@ -292,6 +283,7 @@ class _KeywordQuery(QueryGenerator):
     """What KQL and Lucene share: `.caseless` subfields, case bookkeeping, value lists."""
 
     LIST: ClassVar[str] = "{field}:({values})"
+    COMPARE = "{field} {op} {value}"
     case_sensitive_fields: list[str]
 
     def __init__(self, diagnostics: list[Diagnostic], caseless: Callable[[str], bool]) -> None:
@@ -353,12 +345,6 @@ class _KeywordQuery(QueryGenerator):
     def match_cidr(self, match: Match) -> Fragment:
         return self.values(self.named(match), [self.quoted(str(v)) for v in match.values])
 
-    def named(self, match: Match) -> str:
-        if match.field is None:
-            raise self.unsupported(f"'{match.op.value}' needs a field", match)
-        return match.field
-
-
 class KqlGenerator(_KeywordQuery):
     AND = " and "
     OR = " or "
@@ -405,21 +391,11 @@ class KqlGenerator(_KeywordQuery):
     def match_null(self, match: Match) -> Fragment:
         return Fragment(f"not {self.field_name(self.named(match))}:*", "not")
 
-    def _compare(self, match: Match, symbol: str) -> Fragment:
-        field = self.field_name(self.named(match))
-        return self.any_value(match, lambda v: f"{field} {symbol} {_scalar(v)}")
+    def compare_field(self, match: Match) -> str:
+        return self.field_name(self.named(match))
 
-    def match_lt(self, match: Match) -> Fragment:
-        return self._compare(match, "<")
-
-    def match_lte(self, match: Match) -> Fragment:
-        return self._compare(match, "<=")
-
-    def match_gt(self, match: Match) -> Fragment:
-        return self._compare(match, ">")
-
-    def match_gte(self, match: Match) -> Fragment:
-        return self._compare(match, ">=")
+    def number(self, value: object) -> str:
+        return _scalar(value)
 
     def match_regex(self, match: Match) -> Fragment:
         """KQL has no regular expressions: the closest wildcard patterns, flagged when inexact."""

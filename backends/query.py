@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from sigma_wmi.errors import Diagnostic, Level, UnsupportedError
-from sigma_wmi.model import And, Expr, Match, Not, Or
+from sigma_wmi.model import And, Expr, Match, Not, Op, Or
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +28,8 @@ class QueryGenerator:
     OR: ClassVar[str] = " OR "
     NOT: ClassVar[str] = "NOT "
     GROUP: ClassVar[str] = "({})"
+    COMPARE: ClassVar[str] = "{field}{op}{value}"  # numeric comparison
+    COMPARE_SYMBOLS: ClassVar[dict[Op, str]] = {Op.LT: "<", Op.LTE: "<=", Op.GT: ">", Op.GTE: ">="}
     target: ClassVar[str] = "query"
 
     def __init__(self, diagnostics: list[Diagnostic] | None = None) -> None:
@@ -72,6 +74,37 @@ class QueryGenerator:
             raise self.unsupported(f"operator '{match.op.value}' is not supported", match)
         result: Fragment = method(match)
         return result
+
+    def compare(self, match: Match) -> Fragment:
+        field = self.compare_field(match)
+        symbol = self.COMPARE_SYMBOLS[match.op]
+        return self.any_value(match, lambda v: self.COMPARE.format(field=field, op=symbol,
+                                                                   value=self.number(v)))
+
+    def match_lt(self, match: Match) -> Fragment:
+        return self.compare(match)
+
+    def match_lte(self, match: Match) -> Fragment:
+        return self.compare(match)
+
+    def match_gt(self, match: Match) -> Fragment:
+        return self.compare(match)
+
+    def match_gte(self, match: Match) -> Fragment:
+        return self.compare(match)
+
+    def compare_field(self, match: Match) -> str:
+        """The field as the target writes it on the left of a comparison."""
+        return self.named(match)
+
+    def number(self, value: object) -> str:
+        return str(value)
+
+    def named(self, match: Match) -> str:
+        """The match's field; an operator that needs one cannot be a keyword search."""
+        if match.field is None:
+            raise self.unsupported(f"'{match.op.value}' needs a field", match)
+        return match.field
 
     def any_value(self, match: Match, render: Callable[[object], str]) -> Fragment:
         """OR over a match's values, each rendered by `render`."""

@@ -122,26 +122,8 @@ class SplunkSearch(QueryGenerator):
     def match_null(self, match: Match) -> Fragment:
         return Fragment(f"NOT {search_field(self.named(match))}=*", "not")
 
-    def _compare(self, match: Match, symbol: str) -> Fragment:
-        field = search_field(self.named(match))
-        return self.any_value(match, lambda v: f"{field}{symbol}{v}")
-
-    def match_lt(self, match: Match) -> Fragment:
-        return self._compare(match, "<")
-
-    def match_lte(self, match: Match) -> Fragment:
-        return self._compare(match, "<=")
-
-    def match_gt(self, match: Match) -> Fragment:
-        return self._compare(match, ">")
-
-    def match_gte(self, match: Match) -> Fragment:
-        return self._compare(match, ">=")
-
-    def named(self, match: Match) -> str:
-        if match.field is None:
-            raise self.unsupported(f"'{match.op.value}' needs a field", match)
-        return match.field
+    def compare_field(self, match: Match) -> str:
+        return search_field(self.named(match))
 
 
 class SplunkEval(QueryGenerator):
@@ -210,21 +192,8 @@ class SplunkEval(QueryGenerator):
 
         return self.any_value(match, render)
 
-    def _compare(self, match: Match, symbol: str) -> Fragment:
-        field = self.ref(match)
-        return self.any_value(match, lambda v: f"{field}{symbol}{v}")
-
-    def match_lt(self, match: Match) -> Fragment:
-        return self._compare(match, "<")
-
-    def match_lte(self, match: Match) -> Fragment:
-        return self._compare(match, "<=")
-
-    def match_gt(self, match: Match) -> Fragment:
-        return self._compare(match, ">")
-
-    def match_gte(self, match: Match) -> Fragment:
-        return self._compare(match, ">=")
+    def compare_field(self, match: Match) -> str:
+        return self.ref(match)
 
 
 # ---------------------------------------------------------------------------

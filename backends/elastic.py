@@ -345,6 +345,7 @@ class _KeywordQuery(QueryGenerator):
     def match_cidr(self, match: Match) -> Fragment:
         return self.values(self.named(match), [self.quoted(str(v)) for v in match.values])
 
+
 class KqlGenerator(_KeywordQuery):
     AND = " and "
     OR = " or "

@@ -216,7 +216,7 @@ def canonical_event(raw: Mapping[str, Any]) -> Event:
     Fields the catalog does not know keep their raw names."""
     flat = _flatten(raw)
     profile = raw_profile(flat)
-    cat = catalog()
+    numbers = _number_fields()
     if str(flat.get("Channel", "")).lower() == _WMI_ACTIVITY_CHANNEL.lower():
         _recover_from_message(flat)
     out: Event = {}
@@ -227,14 +227,23 @@ def canonical_event(raw: Mapping[str, Any]) -> Event:
         if key.startswith("@"):
             out[key] = value
             continue
-        name = _canonical_name(key, profile, cat)
+        name = _canonical_name(key, profile)
         if out.get(name) is None:  # the first non-null value wins (nested and flat copies)
-            out[name] = _typed(name, value, cat)
-    _derive(out, cat)
+            out[name] = _parse_int(value) if name in numbers and isinstance(value, str) else value
+    for name, source in _derivations():
+        if out.get(name) is None:
+            path = out.get(source)
+            if isinstance(path, str) and path:
+                out[name] = ntpath.basename(path)
     return out
 
 
-def _canonical_name(key: str, profile: str, cat: Catalog) -> str:
+@functools.lru_cache(maxsize=8192)
+def _canonical_name(key: str, profile: str) -> str:
+    return _lookup_name(key, profile, catalog())
+
+
+def _lookup_name(key: str, profile: str, cat: Catalog) -> str:
     for prefix in ("winlog.event_data.", "winlog.user_data."):
         if key.startswith(prefix):
             key = key[len(prefix):]
@@ -251,13 +260,6 @@ def _number_fields() -> frozenset[str]:
     return frozenset(name for name, spec in cat.fields.items() if spec.type == "number") | {"event_id"}
 
 
-def _typed(name: str, value: Any, cat: Catalog) -> Any:
-    """Numbers arrive as ints (EVTX), decimal strings (nxlog) or hex strings (4688 ids)."""
-    if name in _number_fields() and isinstance(value, str):
-        return _parse_int(value)
-    return value
-
-
 def _parse_int(text: str) -> int | str:
     stripped = text.strip()
     try:
@@ -268,13 +270,11 @@ def _parse_int(text: str) -> int | str:
         return text
 
 
-def _derive(event: Event, cat: Catalog) -> None:
-    for name, spec in cat.fields.items():
-        if spec.derive is None or event.get(name) is not None:
-            continue
-        source = event.get(spec.derive.source)
-        if spec.derive.how == "basename" and isinstance(source, str) and source:
-            event[name] = ntpath.basename(source)
+@functools.cache
+def _derivations() -> tuple[tuple[str, str], ...]:
+    """(derived field, path field) for every basename derivation in the catalog."""
+    return tuple((name, spec.derive.source) for name, spec in catalog().fields.items()
+                 if spec.derive is not None and spec.derive.how == "basename")
 
 
 def _recover_from_message(event: Event) -> None:
@@ -305,6 +305,8 @@ def parse_message_fields(message: str) -> dict[str, str]:
 
 
 def _flatten(raw: Mapping[str, Any], prefix: str = "") -> Event:
+    if not prefix and not any(isinstance(v, dict) for v in raw.values()):
+        return dict(raw)  # the common case: already flat
     flat: Event = {}
     for key, value in raw.items():
         name = f"{prefix}{key}"

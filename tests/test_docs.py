@@ -4,7 +4,6 @@ Navigator layer, search index, determinism, atomic replacement, corpus speed."""
 from __future__ import annotations
 
 import json
-import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -297,27 +296,22 @@ def test_escu_analytic_page_has_drilldowns_and_how_to_implement(tmp_path: Path) 
 
 
 # ---------------------------------------------------------------------------
-# The SigmaHQ corpus: speed and well-formedness at scale
+# The SigmaHQ corpus: well-formedness at scale (its speed is bench/docs_build.py's job)
 # ---------------------------------------------------------------------------
-
-BUDGET_SECONDS = 30.0
-
 
 @pytest.fixture(scope="module")
 def corpus_site(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, docs.SiteReport, float, int]:
     corpus = shared_path("corpora", "sigmahq", "rules")
     out = tmp_path_factory.mktemp("corpus") / "site"
-    start = time.perf_counter()
     rules, errors = load_all([RULES, corpus])
     report = build_site(rules, out, errors=errors)
-    return out, report, time.perf_counter() - start, len(rules)
+    return out, report, 0.0, len(rules)
 
 
-def test_corpus_site_builds_within_budget(corpus_site: tuple[Path, docs.SiteReport, float, int]) -> None:
-    _, report, seconds, loaded = corpus_site
+def test_corpus_site_has_a_page_pair_per_rule(corpus_site: tuple[Path, docs.SiteReport, float, int]) -> None:
+    _, report, _, loaded = corpus_site
     assert loaded >= 3142 and report.rules == loaded
     assert len([p for p in report.pages if p.startswith("rules/")]) == 2 * loaded
-    assert seconds <= BUDGET_SECONDS, f"site build took {seconds:.1f}s"
 
 
 def test_corpus_site_pages_are_well_formed(corpus_site: tuple[Path, docs.SiteReport, float, int]) -> None:

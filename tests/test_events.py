@@ -32,9 +32,9 @@ def by_record(path: Path) -> dict[str, dict]:
 
 def test_jsonl_events_carry_file_and_line() -> None:
     events = list(read_events(SYNTHETIC))
-    assert len(events) == 27
+    assert len(events) == 28
     assert events[0]["@file"] == str(SYNTHETIC) and events[0]["@line"] == 1
-    assert events[-1]["@line"] == 27
+    assert events[-1]["@line"] == 28
 
 
 def test_json_file_with_a_list(tmp_path: Path) -> None:

@@ -202,6 +202,7 @@ class EqlGenerator(QueryGenerator):
     OR = " or "
     NOT = "not "
     COMPARE = "{field} {op} {value}"
+    NULL_IS_UNKNOWN = True
     target = "eql"
 
     def __init__(self, diagnostics: list[Diagnostic], keyword_field: Callable[[str], bool] | None = None) -> None:
@@ -261,7 +262,10 @@ class EqlGenerator(QueryGenerator):
         return Fragment(f"cidrMatch({field}, {', '.join(eql_string(str(v)) for v in match.values)})")
 
     def match_exists(self, match: Match) -> Fragment:
-        return Fragment(f"{eql_field(self.named(match))} != null")
+        return Fragment(self.present(match))
+
+    def present(self, match: Match) -> str:
+        return f"{eql_field(self.named(match))} != null"
 
     def match_null(self, match: Match) -> Fragment:
         field = eql_field(self.named(match))
@@ -549,8 +553,14 @@ class ElasticBackend(Backend):
             conditions.append(Match("event_category", Op.EQUALS, (Pattern.literal(source.ecs_category),), True))
         if source.ecs_category and source.ecs_type:
             conditions.append(Match("event_type", Op.EQUALS, (Pattern.literal(source.ecs_type),), True))
-        if not source.ecs_category and source.channel and rule.logsource.product in (None, "windows"):
-            conditions.append(Match("channel", Op.EQUALS, (Pattern.literal(source.channel),), False))
+        if not source.ecs_category and rule.logsource.product in (None, "windows"):
+            # No ECS category (Sysmon WMI events, PowerShell logs): the Windows channel and event ids.
+            channel = source.channel or ("Microsoft-Windows-Sysmon/Operational" if source.sysmon_event_ids else None)
+            event_ids = source.event_ids or source.sysmon_event_ids
+            if channel:
+                conditions.append(Match("channel", Op.EQUALS, (Pattern.literal(channel),), False))
+                if event_ids:
+                    conditions.append(Match("event_id", Op.EQUALS, event_ids))
         return conditions
 
     def with_conditions(self, rule: Rule, detection: Expr, diagnostics: list[Diagnostic],

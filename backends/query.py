@@ -31,9 +31,14 @@ class QueryGenerator:
     COMPARE: ClassVar[str] = "{field}{op}{value}"  # numeric comparison
     COMPARE_SYMBOLS: ClassVar[dict[Op, str]] = {Op.LT: "<", Op.LTE: "<=", Op.GT: ">", Op.GTE: ">="}
     target: ClassVar[str] = "query"
+    # Three-valued targets (EQL, Splunk eval) make a test on a missing field null, and
+    # `not null` is null, so `not f : "x"` would drop events without f. Sigma says such an
+    # event does not match the test, so under a negation each test also asserts presence.
+    NULL_IS_UNKNOWN: ClassVar[bool] = False
 
     def __init__(self, diagnostics: list[Diagnostic] | None = None) -> None:
         self.diagnostics: list[Diagnostic] = diagnostics if diagnostics is not None else []
+        self._negated = 0
 
     # ---- entry point ----
     def generate(self, expr: Expr) -> str:
@@ -51,7 +56,11 @@ class QueryGenerator:
         return self.join([self.node(item) for item in expr.items], "or")
 
     def not_node(self, expr: Not) -> Fragment:
-        inner = self.node(expr.item)
+        self._negated += 1
+        try:
+            inner = self.node(expr.item)
+        finally:
+            self._negated -= 1
         text = inner.text if inner.kind in ("atom", "not") else self.GROUP.format(inner.text)
         return Fragment(self.NOT + text, "not")
 
@@ -73,7 +82,14 @@ class QueryGenerator:
         if method is None:
             raise self.unsupported(f"operator '{match.op.value}' is not supported", match)
         result: Fragment = method(match)
+        if self.NULL_IS_UNKNOWN and self._negated and match.field is not None \
+                and match.op not in (Op.EXISTS, Op.NULL):
+            return self.join([Fragment(self.present(match)), result], "and")
         return result
+
+    def present(self, match: Match) -> str:
+        """A test that the match's field is present (for NULL_IS_UNKNOWN targets)."""
+        raise NotImplementedError
 
     def compare(self, match: Match) -> Fragment:
         field = self.compare_field(match)

@@ -132,6 +132,7 @@ class SplunkEval(QueryGenerator):
     AND = " AND "
     OR = " OR "
     NOT = "NOT "
+    NULL_IS_UNKNOWN = True
     target = "splunk"
 
     def __init__(self, diagnostics: list[Diagnostic], field_name: Any = None) -> None:
@@ -175,7 +176,10 @@ class SplunkEval(QueryGenerator):
         return self.any_value(match, lambda v: f"cidrmatch({spl_string(str(v))}, {field})")
 
     def match_exists(self, match: Match) -> Fragment:
-        return Fragment(f"isnotnull({self.ref(match)})")
+        return Fragment(self.present(match))
+
+    def present(self, match: Match) -> str:
+        return f"isnotnull({self.ref(match)})"
 
     def match_null(self, match: Match) -> Fragment:
         field = self.ref(match)

@@ -179,7 +179,8 @@ GOLDEN = [
     ("sel: {CommandLine|exists: true}\ncondition: sel",
      P + "process.command_line != null"),
     ("a: {Image|endswith: '\\x.exe'}\nb: {CommandLine|contains: y}\ncondition: a and not b",
-     P + 'process.executable : "*\\\\x.exe" and not process.command_line : "*y*"'),
+     # under `not`, a test also asserts presence: EQL's `not null` would drop events without the field
+     P + 'process.executable : "*\\\\x.exe" and not (process.command_line != null and process.command_line : "*y*")'),
     ("a: {Image|endswith: '\\x.exe'}\nb: {CommandLine|contains: y}\ncondition: a or b",
      P + '(process.executable : "*\\\\x.exe" or process.command_line : "*y*")'),
     ("sel: {Image: 'C:\\a \"q\".exe'}\ncondition: sel",

@@ -243,3 +243,9 @@ def test_tstats_where_fields_are_in_the_by_clause() -> None:
     by_clause = text.split(" by ")[1].split(" | ")[0].split()
     assert "Processes.process_path" in by_clause
     assert text.endswith('| where match(process_path, "^.*\\\\\\\\Scrcons\\\\.exe$")')
+
+
+def test_negated_where_test_keeps_events_without_the_field() -> None:
+    # eval's `NOT match(null, ...)` is null, which `| where` drops; Sigma's `not` keeps the event.
+    rule = sigma_rule("sel:\n  Image: a\nfilter:\n  CommandLine|re: 'x+'\ncondition: sel and not filter")
+    assert raw(rule).endswith('Image="a" | where NOT (isnotnull(CommandLine) AND match(CommandLine, "x+"))')

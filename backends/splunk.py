@@ -13,8 +13,8 @@ from typing import Any, ClassVar
 
 from sigma_wmi.backends.base import Backend, OptionSpec, Output, info
 from sigma_wmi.backends.query import Fragment, QueryGenerator
-from sigma_wmi.catalog import Catalog, LogSourceInfo, catalog, to_profile
-from sigma_wmi.errors import Diagnostic, UnsupportedError
+from sigma_wmi.catalog import Catalog, LogSourceInfo, catalog, to_profile, without_absent_fields
+from sigma_wmi.errors import Diagnostic, Level, UnsupportedError
 from sigma_wmi.model import (
     And,
     Expr,
@@ -269,10 +269,37 @@ class SplunkBackend(Backend):
     def raw(self, rule: Rule, diagnostics: list[Diagnostic]) -> str:
         source = self.catalog.logsource(rule.logsource)
         profile = self.raw_profile(rule, source)
-        detection = to_profile(rule.detection, ("splunk", profile), self._unknown_raw(rule, profile), diagnostics,
+        detection = self._drop_absent(rule, profile, diagnostics)
+        detection = to_profile(detection, ("splunk", profile), self._unknown_raw(rule, profile), diagnostics,
                                self.catalog)
         prefix = self.source_condition(rule, source, profile, diagnostics)
         return self.search_and_where(detection, prefix, diagnostics)
+
+    def _drop_absent(self, rule: Rule, profile: str, diagnostics: list[Diagnostic]) -> Expr:
+        """A Sysmon-style rule on 4688 events: tests on fields 4688 lacks can never hold."""
+        if profile != "security" or rule.logsource.service == "security":
+            return rule.detection
+
+        def absent(name: str) -> bool:
+            spec = self.catalog.spec(name)
+            if spec is None or spec.names.get("security"):
+                return False
+            return not (spec.derive and self.catalog.name_in("security", spec.derive.source))
+
+        missing = sorted({m.field for m in matches(rule.detection) if m.field and absent(m.field)})
+        if not missing:
+            return rule.detection
+        names = ", ".join(self.catalog.name_in("sigma", f) or f for f in missing)
+        decided = without_absent_fields(rule.detection, absent)
+        if decided is False:
+            raise UnsupportedError(f"splunk: the rule cannot match Security 4688 events, which have no {names}")
+        if decided is True:
+            raise UnsupportedError(f"splunk: without {names} (absent from Security 4688 events) the rule "
+                                   "would match every process creation")
+        diagnostics.append(Diagnostic(Level.WARNING, "absent-field",
+                                      f"conditions on {names} dropped: Security 4688 events never have them, "
+                                      "so those branches can never match there", target="splunk"))
+        return decided
 
     def _unknown_raw(self, rule: Rule, profile: str) -> Any:
         # Rules written against Security-log services already use that log's names; only a

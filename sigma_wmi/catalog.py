@@ -262,3 +262,29 @@ def _basename_match(match: Match, path_field: str, diagnostics: list[Diagnostic]
             f"{match.field} is matched on {path_field}; the pattern may also match a directory name",
         ))
     return patterns_match(path_field, values, match.case_sensitive, match.line)
+
+
+def without_absent_fields(expr: Expr, absent: Callable[[str], bool]) -> Expr | bool:
+    """The tree with every test on an `absent` field decided: such a field is never
+    present, so a test on it is false (and `null` true). Returns a bool when the whole
+    tree is decided. Used where a profile lacks a field the rule names (4688 has no
+    OriginalFileName): an OR branch on it can be dropped instead of failing the rule."""
+    if isinstance(expr, Match):
+        if expr.field is None or not absent(expr.field):
+            return expr
+        return expr.op is Op.NULL
+    if isinstance(expr, Not):
+        inner = without_absent_fields(expr.item, absent)
+        return (not inner) if isinstance(inner, bool) else Not(inner)
+    is_and = isinstance(expr, And)
+    kept: list[Expr] = []
+    for item in expr.items:
+        decided = without_absent_fields(item, absent)
+        if isinstance(decided, bool):
+            if decided != is_and:  # False in an AND, True in an OR decides the whole group
+                return decided
+            continue
+        kept.append(decided)
+    if not kept:
+        return is_and
+    return kept[0] if len(kept) == 1 else (And(tuple(kept)) if is_and else Or(tuple(kept)))

@@ -66,8 +66,23 @@ def test_security_profile_refuses_fields_4688_lacks() -> None:
             ParentCommandLine|contains: foo
         condition: sel
     """)
-    with pytest.raises(UnsupportedError, match=r"ParentCommandLine.*4688"):
+    with pytest.raises(UnsupportedError, match=r"cannot match Security 4688 events, which have no ParentCommandLine"):
         raw(rule, profile="security")
+
+
+def test_security_profile_drops_or_branches_4688_cannot_have() -> None:
+    rule = sigma_rule("""
+        sel:
+            - Image|endswith: '\\mofcomp.exe'
+            - OriginalFileName: mofcomp.exe
+        filter:
+            ParentCommandLine|contains: setup
+        condition: sel and not filter
+    """)
+    output = SplunkBackend(profile="security").convert(rule, "raw")
+    assert output.text == r'source="XmlWinEventLog:Security" EventCode=4688 NewProcessName="*\\mofcomp.exe"'
+    assert [d.code for d in output.diagnostics] == ["absent-field"]
+    assert "OriginalFileName" in output.diagnostics[0].message and "ParentCommandLine" in output.diagnostics[0].message
 
 
 def test_source_template_is_configurable(scrcons_rule_path) -> None:

@@ -125,6 +125,10 @@ class Catalog:
             raw_profile=entry.get("raw_profile"),
         )
 
+    def categories(self) -> list[str]:
+        """Every Sigma log-source category the table describes, in file order."""
+        return list(self._categories)
+
     def datamodel_logsource(self, datamodel: str) -> LogSource | None:
         """The Sigma log source of a CIM data model node (Endpoint.Processes → process_creation)."""
         for category, entry in self._categories.items():

@@ -330,8 +330,7 @@ def _ecs_categories() -> dict[tuple[str, int], tuple[str | None, str | None]]:
     """(profile, event id) → (event.category, event.type), from logsources.yaml."""
     cat = catalog()
     table: dict[tuple[str, int], tuple[str | None, str | None]] = {}
-    # The catalog exposes categories only by name; its table is the source of truth.
-    for category in cat._categories:
+    for category in cat.categories():
         info = cat.logsource(LogSource(product="windows", category=category))
         if not info.ecs_category:
             continue

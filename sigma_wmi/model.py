@@ -282,11 +282,20 @@ def normalize(expr: Expr) -> Expr:
             flat.extend(item.items)  # type: ignore[union-attr]
         else:
             flat.append(item)
-    if kind is Or:
-        flat = _merge_values(flat)
+    flat = _merge_values(flat) if kind is Or else _drop_implied_exists(flat)
     if len(flat) == 1:
         return flat[0]
     return kind(tuple(flat))
+
+
+def _drop_implied_exists(items: list[Expr]) -> list[Expr]:
+    """In an AND, `f exists` next to a test on f says nothing more (a test on a missing
+    field is false), so `NOT (isnotnull(f) AND f=x)` and `NOT f=x` read back equal."""
+    tested = {item.field for item in items
+              if isinstance(item, Match) and item.field is not None and item.op not in (Op.EXISTS, Op.NULL)}
+    kept = [item for item in items
+            if not (isinstance(item, Match) and item.op is Op.EXISTS and item.field in tested)]
+    return kept or items
 
 
 def _merge_values(items: list[Expr]) -> list[Expr]:

@@ -1,14 +1,17 @@
 """Injection, fuzzing and determinism for the core (Sigma reader, Splunk output).
 
-Long mode: SIGMA_WMI_LONG=1 runs 100,000 examples per property (see bench/robustness.sh).
+Long mode: SIGMA_WMI_LONG=1 runs 100,000 examples per property (bench/long_properties.sh runs them all).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
 
 import yaml
@@ -139,3 +142,100 @@ def test_output_is_byte_identical_across_processes(tmp_path: Path) -> None:
                        env={**os.environ, "PYTHONHASHSEED": seed}, check=False, capture_output=True)
         outputs.append(out.read_bytes())
     assert outputs[0] == outputs[1] and outputs[0]
+
+
+# ---- Markdown table cells and HTML pages ----
+
+def _markdown_table_cells(markdown: str) -> list[list[str]]:
+    from markdown_it import MarkdownIt
+
+    tokens = MarkdownIt("commonmark").enable("table").parse(markdown)
+    rows: list[list[str]] = []
+    for token in tokens:
+        if token.type == "tr_open":
+            rows.append([])
+        elif token.type == "inline" and rows:
+            # the only HTML a cell may carry is the line break md_cell writes for a newline
+            html = [c.content for c in token.children or [] if c.type in ("html_inline", "html_block")]
+            assert all(re.fullmatch(r"<br\s*/?>", tag) for tag in html), html
+            rows[-1].append(token.content)
+    return rows
+
+
+@PROFILE
+@given(text)
+def test_markdown_cells_cannot_break_out(value: str) -> None:
+    from sigma_wmi.backends.atc import md_cell
+
+    rows = _markdown_table_cells(f"| k | v |\n|---|---|\n| x | {md_cell(value)} |\n")
+    assert len(rows) == 2 and len(rows[1]) == 2 and rows[1][0] == "x"
+
+
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: set[tuple[str, tuple[str, ...]]] = set()
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.add((tag, tuple(sorted(name for name, _ in attrs))))
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def _rule_page(title: str, description: str) -> tuple[_Tags, str]:
+    from sigma_wmi.backends.docs import SiteBuilder
+
+    rule = Rule(id="11111111-2222-3333-4444-555555555555", title=title, description=description,
+                detection=Match("process_path", Op.EQUALS, (Pattern.literal(description),)),
+                logsource=LogSource("windows", "process_creation"))
+    pages = SiteBuilder([rule], [], ("splunk",)).render()
+    parser = _Tags()
+    parser.feed(pages["rules/11111111-2222-3333-4444-555555555555.html"])
+    return parser, pages["assets/search-index.js"]
+
+
+# Control characters are shown as marked-up symbols in code blocks, by design.
+BASELINE_TAGS = _rule_page("Title", "First paragraph.\n\nSecond\x08 paragraph.")[0].tags
+
+
+@PROFILE
+@given(text.filter(lambda s: s.strip()), text.filter(lambda s: s.strip()))
+def test_html_pages_cannot_break_out(title: str, description: str) -> None:
+    """Hostile titles and descriptions add no element or attribute the page does not have anyway,
+    and the search index stays one JSON document (no `</script>`, no raw U+2028)."""
+    parser, index = _rule_page(title, description)
+    assert parser.tags <= BASELINE_TAGS
+    prefix = "window.SIGMA_WMI_INDEX = "
+    assert index.startswith(prefix) and "</" not in index
+    document = json.loads(index[len(prefix):].rstrip().rstrip(";"))
+    assert document["rows"][0][1] == title
+
+
+# ---- the SPL parser and the ESCU reader: only their own error type escapes ----
+
+# SPL-shaped text: tokens joined by nothing or spaces, so keywords and operators collide
+spl_text = st.lists(st.sampled_from([*'abcfx_.=!<>()"\\*, |`$[]', "NOT ", " OR ", " AND ", " IN ", "where ",
+                                     "search ", "tstats ", "match(", "like("]), max_size=25).map("".join)
+
+
+@PROFILE
+@given(st.one_of(text, spl_text))
+def test_spl_parser_fuzz(source: str) -> None:
+    from sigma_wmi.readers.spl import parse_splunk_search
+
+    with contextlib.suppress(SigmaWmiError):
+        parse_splunk_search(source)
+
+
+@PROFILE
+@given(st.one_of(text, spl_text), st.one_of(st.none(), yaml_values))
+def test_escu_reader_fuzz(where: str, extra: object) -> None:
+    from sigma_wmi.readers.escu import read_escu
+
+    doc = {"name": "fuzz", "id": "00000000-0000-0000-0000-000000000000", "tags": extra,
+           "search": "| tstats count from datamodel=Endpoint.Processes where " + where
+                     + " by Processes.dest | `drop_dm_object_name(Processes)`"}
+    with contextlib.suppress(SigmaWmiError):
+        read_escu(doc, "", "fuzz.yml")

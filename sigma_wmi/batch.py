@@ -120,6 +120,11 @@ def convert_file(path: Path, jobs: list[Job], read_options: ReadOptions) -> list
                 diagnostics.append(Diagnostic(Level.ERROR, "too-deep", "condition nested too deeply",
                                               rule.origin, job.target))
                 continue
+            except Exception as err:  # a backend bug must cost one rule, not the batch
+                diagnostics.append(Diagnostic(Level.ERROR, "internal-error",
+                                              f"{job.target} failed: {type(err).__name__}: {err}",
+                                              rule.origin, job.target))
+                continue
             outputs[job.key] = output.text
             diagnostics.extend(_located(d, rule.origin, job.target) for d in output.diagnostics)
         results.append(RuleResult(
@@ -171,10 +176,12 @@ class Cache:
         self.directory = directory
         from sigma_wmi import __version__
 
+        macros = _directory_fingerprint(read_options.macros_dir) if read_options.macros_dir else ""
         salt = json.dumps([CACHE_SCHEMA, __version__, _package_fingerprint(),
                            [(j.target, j.format, [list(o) for o in j.options]) for j in jobs],
-                           str(read_options.macros_dir)], default=str)
+                           str(read_options.macros_dir), macros], default=str)
         self.salt = hashlib.sha256(salt.encode()).hexdigest()
+        self._macro_prints: dict[Path, str] = {}
 
     def key(self, path: Path) -> str | None:
         try:
@@ -184,15 +191,21 @@ class Cache:
         digest = hashlib.sha256(self.salt.encode())
         digest.update(str(path).encode())  # reports name the path, so it is part of the result
         digest.update(content)
-        digest.update(_macros_fingerprint(path.parent).encode())
+        digest.update(self._macros(path.resolve().parent).encode())
         return digest.hexdigest()
+
+    def _macros(self, directory: Path) -> str:
+        # per run, not per process: a long-lived caller (tests, a server) sees macro edits
+        if directory not in self._macro_prints:
+            self._macro_prints[directory] = _macros_fingerprint(directory)
+        return self._macro_prints[directory]
 
     def get(self, key: str) -> list[RuleResult] | None:
         try:
             data = json.loads((self.directory / key[:2] / f"{key}.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            results = [RuleResult(**item) for item in data]
+        except (OSError, ValueError, TypeError):  # unreadable or foreign: recompute
             return None
-        results = [RuleResult(**item) for item in data]
         for result in results:
             result.cached = True
         return results
@@ -210,27 +223,37 @@ class Cache:
 
 @cache
 def _package_fingerprint() -> str:
-    """Hash of the package's own data files (catalog, ATT&CK), so editing them invalidates the cache."""
+    """Hash of the installed package itself (code, catalog, ATT&CK, templates), so editing any
+    of it, in an editable install too, invalidates the cache."""
+    root = Path(__file__).parent
+    roots = [root]
+    from sigma_wmi import backends, templates  # mapped from other folders in an editable install
+
+    roots += [Path(p) for module in (backends, templates) for p in module.__path__]
     digest = hashlib.sha256()
-    data = Path(__file__).parent / "data"
-    for item in sorted(data.glob("*")):
-        if item.is_file():
+    for base in roots:
+        for item in sorted(base.rglob("*")):
+            if item.is_file() and "__pycache__" not in item.parts and item.suffix != ".pyc":
+                digest.update(str(item.relative_to(base)).encode())
+                digest.update(item.read_bytes())
+    return digest.hexdigest()
+
+
+def _directory_fingerprint(directory: Path) -> str:
+    digest = hashlib.sha256()
+    for item in sorted(directory.glob("*")):
+        if item.suffix in (".yml", ".yaml") and item.is_file():
             digest.update(item.name.encode())
             digest.update(item.read_bytes())
     return digest.hexdigest()
 
 
-@cache
 def _macros_fingerprint(directory: Path) -> str:
     """ESCU analytics depend on `macros/` next to or above them; their content is part of the key."""
     for parent in (directory, *directory.parents):
         macros = parent / "macros"
         if macros.is_dir():
-            digest = hashlib.sha256()
-            for item in sorted(macros.glob("*.yml")):
-                digest.update(item.name.encode())
-                digest.update(item.read_bytes())
-            return digest.hexdigest()
+            return _directory_fingerprint(macros)
     return ""
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -170,3 +171,31 @@ def test_docs_command_reports_bad_files(batch_dir: Path, tmp_path: Path) -> None
 def test_test_command_runs_pack_rules_on_synthetic_events() -> None:
     code, out, err = run("test", str(RULES / "sigma"), "--shared", str(RULES / "no-shared-here"))
     assert code == 0, out + err
+
+
+def test_outputs_follow_the_umask(tmp_path: Path) -> None:
+    out = tmp_path / "q.spl"
+    old = os.umask(0o022)
+    try:
+        assert run("convert", "--no-cache", "-o", str(out), str(SCRCONS))[0] == 0
+    finally:
+        os.umask(old)
+    assert out.stat().st_mode & 0o777 == 0o644
+
+
+def test_cache_notices_macro_edits_and_survives_foreign_entries(tmp_path: Path) -> None:
+    root = tmp_path / "content"
+    (root / "detections").mkdir(parents=True)
+    (root / "macros").mkdir()
+    (root / "macros" / "my_proc.yaml").write_text("name: my_proc\ndefinition: Processes.process_name=first.exe\n")
+    (root / "detections" / "d.yml").write_text(
+        "name: Macro user\nid: 5d1f0c5e-1111-4222-8333-944444444444\nsearch: '| tstats count from "
+        "datamodel=Endpoint.Processes where `my_proc` by Processes.dest | `drop_dm_object_name(Processes)`'\n")
+    cache = tmp_path / "cache"
+    first = run("convert", "--cache-dir", str(cache), str(root / "detections"))
+    assert "first.exe" in first[1], first
+    (root / "macros" / "my_proc.yaml").write_text("name: my_proc\ndefinition: Processes.process_name=second.exe\n")
+    assert "second.exe" in run("convert", "--cache-dir", str(cache), str(root / "detections"))[1]
+    for entry in cache.rglob("*.json"):
+        entry.write_text('{"not": "a list of results"}')
+    assert "second.exe" in run("convert", "--cache-dir", str(cache), str(root / "detections"))[1]

@@ -53,7 +53,6 @@ class MacroLibrary:
 
     def __init__(self, directory: Path | None) -> None:
         self.directory = directory
-        self._index: dict[str, Path] | None = None
 
     def get(self, name: str, arity: int) -> Macro | None:
         if self.directory is None:
@@ -61,7 +60,6 @@ class MacroLibrary:
         return _load_macro(self.directory, name, arity)
 
 
-@functools.lru_cache(maxsize=4096)
 def _load_macro(directory: Path, name: str, arity: int) -> Macro | None:
     candidates = [directory / f"{name}.yml", directory / f"{name}.yaml"]
     for path in candidates:
@@ -76,8 +74,12 @@ def _load_macro(directory: Path, name: str, arity: int) -> Macro | None:
     return None
 
 
-@functools.lru_cache(maxsize=16)
 def _all_macros(directory: Path) -> tuple[Macro, ...]:
+    return _all_macros_at(directory, directory.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _all_macros_at(directory: Path, _stamp: int) -> tuple[Macro, ...]:
     found = []
     for path in sorted(directory.glob("*.y*ml")):
         macro = _read_macro(path)
@@ -87,6 +89,16 @@ def _all_macros(directory: Path) -> tuple[Macro, ...]:
 
 
 def _read_macro(path: Path) -> Macro | None:
+    # cached by modification stamp: a long-lived process (a server, a test run) sees edits
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return _read_macro_at(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=4096)
+def _read_macro_at(path: Path, _mtime: int, _size: int) -> Macro | None:
     try:
         doc = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
     except (OSError, UnicodeDecodeError, yaml.YAMLError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import yaml
@@ -110,7 +111,9 @@ class _Detection:
         return f" {kind} ".join(texts)
 
     def key(self, match: Match) -> str:
-        name = str(match.field)
+        name = match.field or ""  # keywords with a modifier are written as `|re:` and the like
+        if "|" in name:
+            raise UnsupportedError(f"sigma: field name '{name}' contains '|', which Sigma reads as a modifier")
         if match.op in self.STRING_MODIFIERS:
             return name + self.STRING_MODIFIERS[match.op] + ("|cased" if match.case_sensitive and any(
                 isinstance(v, Pattern) for v in match.values) else "")
@@ -138,7 +141,7 @@ class _Detection:
         return value
 
     def selection(self, items: list[Match]) -> Any:
-        if len(items) == 1 and items[0].field is None:  # keywords: a plain list of values
+        if len(items) == 1 and items[0].field is None and items[0].op.is_string:  # keywords: a plain list
             match = items[0]
             return [sigma_string(full_pattern(match, v)) if isinstance(v, Pattern) else v for v in match.values]
         body: dict[str, Any] = {}
@@ -177,7 +180,8 @@ class SigmaBackend(Backend):
         self.check_format(format)
         diagnostics: list[Diagnostic] = []
         doc = self.document(rule, diagnostics)
-        header = "".join(f"# {d.level.value}: {d.message}\n" for d in rule.diagnostics
+        # one comment line per diagnostic: a message may quote multi-line input
+        header = "".join(f"# {d.level.value}: {' '.join(d.message.split())}\n" for d in rule.diagnostics
                          if d.level is not Level.INFO)
         text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=100, default_flow_style=False)
         return Output(header + text, diagnostics)
@@ -245,7 +249,26 @@ class SigmaBackend(Backend):
                 f"field '{name}' has no Sigma taxonomy name; written as '{name}'", target=self.name))
             return name
 
-        expr = to_profile(rule.detection, "sigma", unknown, diagnostics, self.catalog)
+        expr = _split_regex_flags(to_profile(rule.detection, "sigma", unknown, diagnostics, self.catalog))
         builder = _Detection(self.field_name)
         condition, _ = builder.condition(expr)
         return {**builder.selections, "condition": condition}
+
+
+def _split_regex_flags(expr: Expr) -> Expr:
+    """A `|re` key carries one flag set; regex values with different flags become an OR."""
+    if isinstance(expr, Match):
+        if expr.op is not Op.REGEX:
+            return expr
+        groups: dict[frozenset[str], list[Regex]] = {}
+        for value in expr.values:
+            assert isinstance(value, Regex)
+            groups.setdefault(value.flags, []).append(value)
+        if len(groups) == 1:
+            return expr
+        return Or(tuple(replace(expr, values=tuple(values)) for values in groups.values()))
+    if isinstance(expr, Not):
+        return Not(_split_regex_flags(expr.item))
+    if isinstance(expr, And):
+        return And(tuple(_split_regex_flags(i) for i in expr.items))
+    return Or(tuple(_split_regex_flags(i) for i in expr.items))

@@ -9,13 +9,14 @@ import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sigma.collection import SigmaCollection
 from sigma.rule import SigmaRule
 from sigma.types import SigmaString, SpecialChars
 
 from sigma_wmi.api import compile_rule
-from sigma_wmi.backends.sigma import sigma_regex, sigma_string
-from sigma_wmi.errors import SigmaWmiError
-from sigma_wmi.model import Pattern, Wildcard, string_match
+from sigma_wmi.backends.sigma import SigmaBackend, sigma_regex, sigma_string
+from sigma_wmi.errors import Diagnostic, Level, SigmaWmiError, UnsupportedError
+from sigma_wmi.model import LogSource, Match, Op, Pattern, Regex, Rule, Wildcard, string_match
 from sigma_wmi.readers import read_file, read_text_rules
 from tests.conftest import RULES, shared_path
 
@@ -108,3 +109,39 @@ def test_corpus_converts_and_pysigma_parses_back() -> None:
         assert back.logsource == rule.logsource
         converted += 1
     assert converted > 400
+
+
+# ---- found in review ----
+
+def test_diagnostics_in_the_header_cannot_inject_yaml() -> None:
+    rule = Rule(id="x", title="t", detection=Match("process_path", Op.EQUALS, (Pattern.literal("a"),)),
+                logsource=LogSource("windows", "process_creation"),
+                diagnostics=(Diagnostic(Level.WARNING, "partial-import", "line one\ninjected: true #"),))
+    text = SigmaBackend().convert(rule).text
+    assert "injected" not in yaml.safe_load(text)
+    assert text.splitlines()[0] == "# warning: line one injected: true #"
+
+
+def test_keyword_regex_is_written_as_a_modifier_key() -> None:
+    rule = Rule(id="5d1f0c5e-1111-4222-8333-944444444444", title="t",
+                detection=Match(None, Op.REGEX, (Regex("evil.*payload"),), True),
+                logsource=LogSource("windows", "process_creation"))
+    text = SigmaBackend().convert(rule).text
+    assert SigmaCollection.from_yaml(text).rules[0].title == "t"
+    assert "'|re': evil.*payload" in text
+
+
+def test_field_names_with_pipes_are_refused() -> None:
+    rule = Rule(id="x", title="t", detection=Match("x|re", Op.EQUALS, (Pattern.literal("a"),)),
+                logsource=LogSource("windows", "process_creation"))
+    with pytest.raises(UnsupportedError, match=r"contains '\|'"):
+        SigmaBackend().convert(rule)
+
+
+def test_regex_values_keep_their_own_flags() -> None:
+    rule = Rule(id="x", title="t", detection=Match("command_line", Op.REGEX,
+                                                   (Regex("a.b", frozenset("s")), Regex("c.d")), True),
+                logsource=LogSource("windows", "process_creation"))
+    detection = yaml.safe_load(SigmaBackend().convert(rule).text)["detection"]
+    keys = sorted(k for body in detection.values() if isinstance(body, dict) for k in body)
+    assert keys == ["CommandLine|re", "CommandLine|re|s"]

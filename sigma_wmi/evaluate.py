@@ -38,13 +38,14 @@ from sigma_wmi.model import (
     Rule,
     Wildcard,
     full_pattern,
+    matches,
 )
 
 Event = Mapping[str, Any]
 Predicate = Callable[[Event], bool]
 _StrTest = Callable[[str], bool]
 
-_REGEX_FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL}
+_REGEX_FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE}
 _COMPARE: dict[Op, Callable[[float, float], bool]] = {
     Op.LT: lambda a, b: a < b,
     Op.LTE: lambda a, b: a <= b,
@@ -65,9 +66,14 @@ def _always(_: Event) -> bool:
 # Trees
 # ---------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=4096)
 def compile_expr(expr: Expr) -> Predicate:
     """A predicate over canonical events for an expression tree (cached per tree)."""
+    # The cache key carries the value types: True == 1 == 1.0 in Python, not in an event.
+    return _compile_cached(expr, tuple(type(v) for m in matches(expr) for v in m.values))
+
+
+@functools.lru_cache(maxsize=4096)
+def _compile_cached(expr: Expr, _types: tuple[type, ...]) -> Predicate:
     if isinstance(expr, Match):
         return _compile_match(expr)
     if isinstance(expr, Not):
@@ -226,8 +232,12 @@ def _equality_test(match: Match, keyword: bool = False) -> Callable[[Any], bool]
             whole = full_pattern(match, value)
             patterns.append(Pattern((Wildcard.MANY, *whole.parts, Wildcard.MANY)) if keyword else whole)
         elif isinstance(value, bool):
-            patterns.append(Pattern.literal("true" if value else "false"))
+            text = "true" if value else "false"
+            patterns.append(Pattern((Wildcard.MANY, text, Wildcard.MANY)) if keyword else Pattern.literal(text))
         elif isinstance(value, (int, float)):
+            if keyword:  # a keyword is text anywhere in the event, numbers too
+                patterns.append(Pattern((Wildcard.MANY, _number_text(value), Wildcard.MANY)))
+                continue
             numbers.add(float(value))
             patterns.append(Pattern.literal(_number_text(value)))
         elif isinstance(value, str):

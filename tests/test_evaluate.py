@@ -223,3 +223,20 @@ def test_hits_applies_the_logsource() -> None:
         {"channel": "Microsoft-Windows-Sysmon/Operational", "event_id": 7, "process_path": SCRCONS},
     ]
     assert hits(rule, events) == events[:1]
+
+
+# ---- found in review ----
+
+def test_true_and_one_compile_to_different_tests() -> None:
+    assert evaluate(Match("f", Op.EQUALS, (True,)), {"f": "true"})
+    assert evaluate(Match("f", Op.EQUALS, (1,)), {"f": 1})
+    assert not evaluate(Match("f", Op.EQUALS, (1,)), {"f": "true"})
+
+
+def test_numeric_keywords_match_as_text_anywhere() -> None:
+    assert evaluate(Match(None, Op.EQUALS, (5,)), {"command_line": "abc 5 def"})
+
+
+def test_verbose_regex_flag() -> None:
+    regex = Match("f", Op.REGEX, (Regex("a b", frozenset("x")),), True)
+    assert evaluate(regex, {"f": "ab"}) and not evaluate(regex, {"f": "a b"})

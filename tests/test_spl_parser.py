@@ -155,7 +155,10 @@ WHERE = [
     ('match(x, "(?i)^ab.*$")', string_match("x", Pattern(("ab", MANY)))),
     ('match(x, "^a\\\\.b$")', eq("x", "a.b", True)),
     ('match(x, "\\d+")', Match("x", Op.REGEX, (Regex("\\d+"),), case_sensitive=True)),
-    ('NOT match(x, "(?i)a|b")', Not(Match("x", Op.REGEX, (Regex("a|b", frozenset("i")),)))),
+    # eval's NOT of a test on a missing field is null, which `| where` drops: x must exist
+    ('NOT match(x, "(?i)a|b")', And((exists("x"), Not(Match("x", Op.REGEX, (Regex("a|b", frozenset("i")),)))))),
+    ('NOT (isnotnull(x) AND match(x, "a"))', Not(Match("x", Op.REGEX, (Regex("a"),), True))),
+    ('upper(x)=="ABC"', Match("x", Op.EQUALS, (Pattern.literal("ABC"),))),
     ("isnull(x) AND isnotnull(y)", And((Not(exists("x")), exists("y")))),
     ("x != y", And((exists("x"), exists("y"), Not(Match("x", Op.FIELDREF, ("y",), True))))),
     ("lower(x)==lower(y)", Match("x", Op.FIELDREF, ("y",))),
@@ -248,3 +251,10 @@ def test_parse_splunk_search_where_and_security_profile() -> None:
 def test_parse_splunk_search_rejects_transforming_stages() -> None:
     with pytest.raises(SigmaWmiError):
         parse_splunk_search("a=1 | eval b=2")
+
+
+@pytest.mark.parametrize("text", ['upper(x)=="abc"', 'like(lower(x), "%ABC%")', 'lower(x)=="Abc"'])
+def test_folded_fields_compared_with_impossible_text_are_refused(text: str) -> None:
+    # upper(x) can never equal "abc": reading it as a case-insensitive match would be wrong
+    with pytest.raises(SigmaWmiError, match=r"not (upper|lower) case"):
+        parse_where(text)

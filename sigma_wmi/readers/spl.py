@@ -45,6 +45,7 @@ from sigma_wmi.model import (
     Wildcard,
     all_of,
     any_of,
+    matches,
     normalize,
     patterns_match,
     string_match,
@@ -357,39 +358,58 @@ class _EvalToModel(Transformer[Token, Any]):
         return all_of([self.condition(i) for i in items])
 
     def negate(self, item: Any) -> Expr:
-        return Not(self.condition(item))
+        # In eval a test on a missing field is null and `NOT null` is null, which `| where`
+        # drops: NOT keeps only events that have the fields, unless the test already says so
+        # (`NOT (isnotnull(f) AND ...)`, what our Splunk backend writes for Sigma's `not`).
+        condition = self.condition(item)
+        tested = sorted({m.field for m in matches(condition)
+                         if m.field is not None and m.op not in (Op.EXISTS, Op.NULL)})
+        guarded = {m.field for m in (condition.items if isinstance(condition, And) else ())
+                   if isinstance(m, Match) and m.op is Op.EXISTS}
+        unguarded = [f for f in tested if f not in guarded]
+        return differs(condition, unguarded) if unguarded else Not(condition)
 
     def compare(self, left: Any, op: Token, right: Any) -> Expr:
         symbol = "==" if str(op) == "=" else str(op)
         if isinstance(left, _Literal) and not isinstance(right, _Literal):
             left, right = right, left
             symbol = {"<": ">", ">": "<", "<=": ">=", ">=": "<="}.get(symbol, symbol)
-        ref, caseless = self.reference(left)
+        ref, fold = self.reference(left)
         if isinstance(right, _Literal):
-            return self.compare_literal(ref, symbol, right.value, caseless)
-        other, other_caseless = self.reference(right)
-        if symbol not in ("==", "!=") or caseless != other_caseless:
+            return self.compare_literal(ref, symbol, right.value, fold)
+        other, other_fold = self.reference(right)
+        caseless = fold is not None
+        if symbol not in ("==", "!=") or fold != other_fold:
             raise SplUnsupported(f"comparison '{symbol}' between two fields")
         same = Match(ref, Op.FIELDREF, (other,), case_sensitive=not caseless)
         return same if symbol == "==" else differs(same, [ref, other])
 
-    def reference(self, operand: Any) -> tuple[str, bool]:
-        """A field operand, or `lower(field)` (a case-insensitive comparison)."""
+    def reference(self, operand: Any) -> tuple[str, str | None]:
+        """A field operand and the case folding applied to it: None, "lower" or "upper"
+        (`lower(f)` compared with lower-case text is a case-insensitive test)."""
         if isinstance(operand, _Field):
-            return operand.name, False
+            return operand.name, None
         if isinstance(operand, _Call) and operand.name in ("lower", "upper") and len(operand.args) == 1 \
                 and isinstance(operand.args[0], _Field):
-            return operand.args[0].name, True
+            return operand.args[0].name, operand.name
         raise SplUnsupported(f"expression {_describe(operand)} is not a field")
 
-    def compare_literal(self, field: str, symbol: str, value: str | int | float, caseless: bool) -> Expr:
+    @staticmethod
+    def folded(field: str, fold: str | None, text: str) -> bool:
+        """Is the comparison case-insensitive? Refuses text the folded field can never equal."""
+        if fold is None:
+            return False
+        if text != (text.lower() if fold == "lower" else text.upper()):
+            raise SplUnsupported(f"{fold}({field}) compared with '{text}', which is not {fold} case")
+        return True
+
+    def compare_literal(self, field: str, symbol: str, value: str | int | float, fold: str | None) -> Expr:
         if symbol in ("<", "<=", ">", ">="):
             if isinstance(value, str):
                 raise SplUnsupported(f"'{field} {symbol} \"{value}\"' compares strings")
             return Match(field, {"<": Op.LT, "<=": Op.LTE, ">": Op.GT, ">=": Op.GTE}[symbol], (value,))
         if isinstance(value, str):
-            if caseless and value != value.lower():
-                raise SplUnsupported(f"lower({field}) compared with '{value}', which is not lower case")
+            caseless = self.folded(field, fold, value)
             condition: Expr = string_match(field, Pattern.literal(value), case_sensitive=not caseless)
         else:
             condition = Match(field, Op.EQUALS, (value,))
@@ -408,7 +428,8 @@ class _EvalToModel(Transformer[Token, Any]):
         raise SplUnsupported(f"{_describe(item)} is not a condition")
 
     def call_match(self, subject: Any, regex: Any) -> Expr:
-        field, caseless = self.reference(subject)
+        field, fold = self.reference(subject)
+        caseless = fold is not None
         if not isinstance(regex, _Literal) or not isinstance(regex.value, str):
             raise SplUnsupported("match() with a computed regular expression")
         parsed = split_regex(regex.value)
@@ -417,9 +438,10 @@ class _EvalToModel(Transformer[Token, Any]):
         return regex_match(field, parsed)
 
     def call_like(self, subject: Any, pattern: Any) -> Expr:
-        field, caseless = self.reference(subject)
+        field, fold = self.reference(subject)
         if not isinstance(pattern, _Literal) or not isinstance(pattern.value, str):
             raise SplUnsupported("like() with a computed pattern")
+        caseless = self.folded(field, fold, pattern.value)
         return string_match(field, like_pattern(pattern.value), case_sensitive=not caseless)
 
     def call_isnull(self, subject: Any) -> Expr:

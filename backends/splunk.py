@@ -447,6 +447,7 @@ def _prefix_fields(expr: Expr, prefix: str) -> Expr:
 
 
 def _conf(key: str, value: str) -> str:
-    """A .conf `key = value` line; newlines become backslash continuations."""
+    """A .conf `key = value` line; newlines become backslash continuations. A line that
+    itself ends in a backslash gets a space after it, so it is not read as a continuation."""
     lines = str(value).splitlines() or [""]
-    return f"{key} = " + " \\\n".join(line.rstrip("\\") for line in lines)
+    return f"{key} = " + " \\\n".join(line + " " if line.endswith("\\") else line for line in lines)

@@ -349,10 +349,7 @@ def test_escu_like_rule_gets_a_card() -> None:
 
 
 def test_real_escu_analytic_gets_a_card() -> None:
-    try:
-        rules = load(RULES / "escu")
-    except SigmaWmiError as err:
-        pytest.skip(f"ESCU reader not available yet: {err}")
+    rules = load(RULES / "escu")
     text = card(rules[0])
     rows = {row[0]: row[1] for row in table_rows(text)}
     assert rows["Title"] == "Script Execution via WMI"

@@ -258,3 +258,10 @@ def test_folded_fields_compared_with_impossible_text_are_refused(text: str) -> N
     # upper(x) can never equal "abc": reading it as a case-insensitive match would be wrong
     with pytest.raises(SigmaWmiError, match=r"not (upper|lower) case"):
         parse_where(text)
+
+
+@pytest.mark.parametrize("text", ["match()", "like(x)", "cidrmatch(x)", 'isnull(x, "y")'])
+def test_wrong_argument_counts_are_errors_not_crashes(text: str) -> None:
+    # found by the fuzz property: `| where match()` raised a TypeError
+    with pytest.raises(SigmaWmiError, match="arguments"):
+        parse_where(text)

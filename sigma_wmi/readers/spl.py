@@ -21,6 +21,7 @@ the second true), so `f!=v` reads as `f exists AND NOT f=v`.
 from __future__ import annotations
 
 import functools
+import inspect
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -422,6 +423,9 @@ class _EvalToModel(Transformer[Token, Any]):
         if isinstance(item, _Call):
             method = getattr(self, f"call_{item.name}", None)
             if method is not None:
+                arity = len(inspect.signature(method).parameters)
+                if len(item.args) != arity:  # found by fuzzing: `| where match()`
+                    raise SplUnsupported(f"{item.name}() takes {arity} arguments, not {len(item.args)}")
                 result: Expr = method(*item.args)
                 return result
             raise SplUnsupported(f"function {item.name}() is not imported")

@@ -8,6 +8,7 @@ byte-identical between serial and parallel runs.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import time
@@ -225,11 +226,9 @@ class Cache:
 def _package_fingerprint() -> str:
     """Hash of the installed package itself (code, catalog, ATT&CK, templates), so editing any
     of it, in an editable install too, invalidates the cache."""
-    root = Path(__file__).parent
-    roots = [root]
-    from sigma_wmi import backends, templates  # mapped from other folders in an editable install
-
-    roots += [Path(p) for module in (backends, templates) for p in module.__path__]
+    roots = [Path(__file__).parent]
+    for name in ("sigma_wmi.backends", "sigma_wmi.templates"):  # other folders in an editable install
+        roots += [Path(p) for p in importlib.import_module(name).__path__]
     digest = hashlib.sha256()
     for base in roots:
         for item in sorted(base.rglob("*")):

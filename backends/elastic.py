@@ -27,7 +27,12 @@ from dataclasses import replace
 from typing import Any, ClassVar
 
 from sigma_wmi.backends.base import Backend, OptionSpec, Output
-from sigma_wmi.backends.elastic_regex import RegexError, lucene_regex, lucene_regex_literal, regex_wildcards
+from sigma_wmi.backends.elastic_regex import (
+    RegexError,
+    lucene_pattern_regex,
+    lucene_regex,
+    regex_wildcards,
+)
 from sigma_wmi.backends.query import Fragment, QueryGenerator
 from sigma_wmi.catalog import Catalog, catalog, to_profile
 from sigma_wmi.errors import Diagnostic, Level, UnsupportedError
@@ -223,8 +228,7 @@ class EqlGenerator(QueryGenerator):
                 continue
             pattern = full_pattern(match, value if isinstance(value, Pattern) else Pattern.literal(value))
             if _text_has(pattern, "*?"):  # `:`/`like` cannot escape them; a regex can
-                regex = "".join(lucene_regex_literal(p) if isinstance(p, str) else
-                                (".*" if p is Wildcard.MANY else ".") for p in pattern.parts)
+                regex = lucene_pattern_regex(pattern)
                 groups.setdefault("regex" if match.case_sensitive else "regex~", []).append(eql_string(regex))
             elif not match.case_sensitive:
                 groups.setdefault(":", []).append(eql_string(pattern.text))
@@ -435,8 +439,7 @@ class LuceneGenerator(_KeywordQuery):
 
     def wildcard(self, pattern: Pattern) -> str:
         if _text_has(pattern, "\n"):  # a term cannot hold a newline readably; a regex can, exactly
-            return "/" + "".join(lucene_regex_literal(p) if isinstance(p, str) else
-                                 (".*" if p is Wildcard.MANY else ".") for p in pattern.parts) + "/"
+            return "/" + lucene_pattern_regex(pattern) + "/"
         return lucene_term(pattern.parts)
 
     def join(self, parts: list[Fragment], kind: str) -> Fragment:
@@ -683,6 +686,5 @@ def _add(diagnostics: list[Diagnostic], diagnostic: Diagnostic) -> None:
 
 __all__ = [
     "EqlBackend", "EqlGenerator", "KqlBackend", "KqlGenerator", "LuceneBackend", "LuceneGenerator",
-    "RegexError", "eql_field", "eql_string", "kql_quoted", "kql_unquoted", "lucene_phrase", "lucene_regex",
-    "lucene_regex_literal", "lucene_term", "regex_wildcards",
+    "eql_field", "eql_string", "kql_quoted", "kql_unquoted", "lucene_phrase", "lucene_term",
 ]

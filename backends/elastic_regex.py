@@ -289,6 +289,12 @@ def lucene_regex(regex: Regex, caseless: bool) -> str:
     return "|".join(texts)
 
 
+def lucene_pattern_regex(pattern: Pattern) -> str:
+    """A Lucene regex (anchored by the engine) matching exactly what a wildcard pattern does."""
+    return "".join(lucene_regex_literal(p) if isinstance(p, str) else (".*" if p is Wildcard.MANY else ".")
+                   for p in pattern.parts)
+
+
 def lucene_regex_literal(text: str) -> str:
     """A Lucene regex matching exactly `text` (every non-alphanumeric escaped)."""
     return "".join(_lucene_char(c) for c in text)

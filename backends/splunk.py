@@ -27,6 +27,7 @@ from sigma_wmi.model import (
     Wildcard,
     full_pattern,
     matches,
+    pattern_regex,
     walk,
 )
 
@@ -54,13 +55,6 @@ def eval_field(name: str) -> str:
     if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):  # fullmatch: `$` would accept a trailing newline
         return name
     return "'" + name.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def pattern_regex(pattern: Pattern) -> str:
-    """An anchored PCRE regex equivalent to a wildcard pattern."""
-    body = "".join(re.escape(p) if isinstance(p, str) else (".*" if p is Wildcard.MANY else ".")
-                   for p in pattern.parts)
-    return f"^{body}$"
 
 
 class SplunkSearch(QueryGenerator):
@@ -148,9 +142,8 @@ class SplunkEval(QueryGenerator):
 
         def render(value: object) -> str:
             if isinstance(value, Pattern):
-                regex = pattern_regex(full_pattern(match, value))
-                if match.field is None:  # keyword: anywhere in the raw event
-                    regex = regex[1:-1]
+                body = pattern_regex(full_pattern(match, value))
+                regex = body if match.field is None else f"^{body}$"  # a keyword is anywhere in _raw
                 return f"match({field}, {spl_string(flags + regex)})"
             if isinstance(value, bool):
                 return f"{field}=={spl_string(str(value).lower())}"

@@ -39,6 +39,7 @@ from sigma_wmi.model import (
     Wildcard,
     full_pattern,
     matches,
+    pattern_regex,
 )
 
 Event = Mapping[str, Any]
@@ -294,7 +295,7 @@ def _pattern_test(patterns: list[Pattern], fold: bool) -> _StrTest:
         elif kind == "contains":
             needles.append(parts[1])  # type: ignore[arg-type]
         else:
-            others.append(_wildcard_regex(parts))
+            others.append(pattern_regex(Pattern(tuple(parts))))
     if match_all:
         return lambda text: True
     tests: list[_StrTest] = []
@@ -337,10 +338,6 @@ def _shape(parts: list[Any]) -> str:
     if len(parts) == 3 and parts[0] is many and isinstance(parts[1], str) and parts[2] is many:
         return "contains"
     return "other"
-
-
-def _wildcard_regex(parts: list[Any]) -> str:
-    return "".join(".*" if p is Wildcard.MANY else "." if p is Wildcard.ONE else re.escape(p) for p in parts)
 
 
 def _regex_test(match: Match) -> Callable[[Any], bool]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -183,6 +184,13 @@ def full_pattern(match: Match, value: Pattern) -> Pattern:
     if match.op is Op.ENDSWITH:
         return Pattern(many + value.parts)
     return value
+
+
+def pattern_regex(pattern: Pattern) -> str:
+    """The body of a Python/PCRE regex matching exactly what a wildcard pattern does
+    (unanchored; callers anchor or fullmatch)."""
+    return "".join(".*" if p is Wildcard.MANY else "." if p is Wildcard.ONE else re.escape(p)
+                   for p in pattern.parts)
 
 
 def any_of(items: list[Expr]) -> Expr:

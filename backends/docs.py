@@ -12,12 +12,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import multiprocessing
 import os
 import re
 import shutil
 import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -195,8 +197,10 @@ class SiteBuilder:
     """Collects pages in memory; `write` puts them into a folder in one go."""
 
     def __init__(self, rules: Sequence[Rule], errors: Sequence[SigmaWmiError],
-                 targets: tuple[str, ...] | None) -> None:
+                 targets: tuple[str, ...] | None, workers: int = 1) -> None:
         self.errors = list(errors)
+        self.targets = targets
+        self.workers = workers
         self.compiler = QueryCompiler(targets)
         self.warnings: list[Diagnostic] = [
             Diagnostic(Level.WARNING, "target-unavailable", f"target {name} left out: {why}", target=name)
@@ -210,7 +214,8 @@ class SiteBuilder:
     def _pages(self, rules: list[Rule]) -> list[RulePage]:
         pages: list[RulePage] = []
         used: set[str] = set()
-        for rule in rules:
+        compiled = self._compile_all(rules)
+        for rule, blocks in zip(rules, compiled, strict=True):
             slug = base = page_slug(rule)
             counter = 2
             while slug in used:  # duplicate ids: a stable suffix in sorted order
@@ -218,13 +223,24 @@ class SiteBuilder:
             used.add(slug)
             info = attack_info(rule)
             needed, dn_diagnostics = data_needed(rule)
-            blocks = self.compiler.compile(rule)
             self.warnings.extend(info.diagnostics)
             self.warnings.extend(d for block in blocks for d in block.diagnostics if d.level is Level.WARNING)
             del dn_diagnostics  # informational only: the page lists what it could find
             pages.append(RulePage(rule, slug, info, needed, blocks))
         pages.sort(key=lambda p: (p.rule.title.lower(), p.slug))
         return pages
+
+    def _compile_all(self, rules: list[Rule]) -> list[list[QueryBlock]]:
+        """Every rule's query blocks, spread over worker processes for a large site."""
+        if self.workers <= 1 or len(rules) < 100:
+            return [self.compiler.compile(rule) for rule in rules]
+        size = max(1, len(rules) // (self.workers * 4))
+        chunks = [rules[i:i + size] for i in range(0, len(rules), size)]
+        context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods()
+                                              else None)
+        with ProcessPoolExecutor(max_workers=self.workers, mp_context=context) as pool:
+            results = pool.map(_compile_chunk, [(chunk, self.targets) for chunk in chunks])
+            return [blocks for chunk_blocks in results for blocks in chunk_blocks]
 
     def _relate(self) -> None:
         by_technique: dict[str, list[RulePage]] = defaultdict(list)
@@ -404,17 +420,24 @@ def _drilldowns(rule: Rule) -> list[Mapping[str, Any]]:
     return [d for d in found if isinstance(d, Mapping)] if isinstance(found, list) else []
 
 
+def _compile_chunk(args: tuple[list[Rule], tuple[str, ...] | None]) -> list[list[QueryBlock]]:
+    rules, targets = args
+    compiler = QueryCompiler(targets)
+    return [compiler.compile(rule) for rule in rules]
+
+
 def build_site(rules: list[Rule], out_dir: Path, *, errors: Iterable[SigmaWmiError] = (),
-               targets: tuple[str, ...] | None = None) -> SiteReport:
+               targets: tuple[str, ...] | None = None, workers: int = 1) -> SiteReport:
     """Build the documentation site for `rules` into `out_dir`.
 
     `errors` are rules that failed to load (listed on an errors page); `targets`
-    limits the compiled queries (default: every registered query target). An
+    limits the compiled queries (default: every registered query target); `workers`
+    processes compile the queries (same pages, in the same order, either way). An
     existing `out_dir` is replaced only if it is empty or an earlier site.
     """
     out_dir = Path(out_dir)
     _check_replaceable(out_dir)
-    builder = SiteBuilder(rules, list(errors), targets)
+    builder = SiteBuilder(rules, list(errors), targets, workers)
     files = builder.render()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))

@@ -203,9 +203,11 @@ def _write_report(path: Path, results: list[batch.RuleResult], jobs: list[batch.
               help="Targets whose queries the pages show (default: every query target).")
 @click.option("--macros", "macros_dir", type=click.Path(path_type=Path, file_okay=False),
               help="ESCU macros directory (default: a macros/ folder next to or above each analytic).")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), help="Worker processes compiling the queries "
+              "(default: all cores for large sites).")
 @click.option("-q", "--quiet", is_flag=True, help="No summary line.")
 def docs(paths: tuple[Path, ...], output: Path, targets: tuple[str, ...], macros_dir: Path | None,
-         quiet: bool) -> None:
+         jobs: int | None, quiet: bool) -> None:
     """Build a static documentation site (HTML and Markdown pages, indexes, ATT&CK layer)."""
     from sigma_wmi.backends.docs import build_site  # jinja2 and templates only when needed
 
@@ -220,7 +222,8 @@ def docs(paths: tuple[Path, ...], output: Path, targets: tuple[str, ...], macros
             click.echo(f"{source.error.origin}: error: {source.error.message} ({source.error.code})", err=True)
     names = tuple(t.strip() for group in targets for t in group.split(",") if t.strip()) or None
     try:
-        report = build_site(rules, output, errors=errors, targets=names)
+        report = build_site(rules, output, errors=errors, targets=names,
+                            workers=jobs or batch.default_workers(len(files)))
     except SigmaWmiError as err:
         raise UsageError(err.message) from None
     if not quiet:

@@ -199,3 +199,17 @@ def test_cache_notices_macro_edits_and_survives_foreign_entries(tmp_path: Path) 
     for entry in cache.rglob("*.json"):
         entry.write_text('{"not": "a list of results"}')
     assert "second.exe" in run("convert", "--cache-dir", str(cache), str(root / "detections"))[1]
+
+
+def test_docs_parallel_build_equals_serial(tmp_path: Path) -> None:
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for n in range(120):
+        text = GOOD.format(n=1).replace("00000000-0000-0000-0000-000000000001", f"00000000-0000-0000-0000-{n:012d}")
+        (folder / f"r{n}.yml").write_text(text.replace("Good 1", f"Good {n}").replace("x1.exe", f"x{n}.exe"))
+    sites = []
+    for jobs in ("1", "2"):
+        out = tmp_path / f"site{jobs}"
+        assert run("docs", "-j", jobs, "-t", "splunk,eql", "-o", str(out), str(folder))[0] == 0
+        sites.append({p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()})
+    assert sites[0] == sites[1] and len(sites[0]) > 240

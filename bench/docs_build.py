@@ -9,6 +9,7 @@ exits 1 when the whole run (load + build) takes longer than the budget.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     loaded = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         out = args.out or Path(scratch) / "site"
-        report = build_site(rules, out, errors=errors)
+        report = build_site(rules, out, errors=errors, workers=os.cpu_count() or 1)
         built = time.perf_counter()
         size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     total = built - start

@@ -48,6 +48,7 @@ from sigma_wmi.model import (
     Rule,
     Wildcard,
     full_pattern,
+    map_matches,
     patterns_match,
 )
 
@@ -603,18 +604,14 @@ class EqlBackend(ElasticBackend):
         field = self.catalog.name_in(self.profile, "event_message")
         assert field is not None
 
-        def move(node: Expr) -> Expr:
-            if isinstance(node, Match):
-                if node.field is not None:
-                    return node
-                _add(diagnostics, Diagnostic(Level.INFO, "keyword-field",
-                                             f"keyword search written as a search in '{field}'"))
-                return replace(node, field=field)
-            if isinstance(node, Not):
-                return Not(move(node.item))
-            return type(node)(tuple(move(i) for i in node.items))
+        def move(node: Match) -> Expr:
+            if node.field is not None:
+                return node
+            _add(diagnostics, Diagnostic(Level.INFO, "keyword-field",
+                                         f"keyword search written as a search in '{field}'"))
+            return replace(node, field=field)
 
-        return move(expr)
+        return map_matches(expr, move)
 
 
 class _KeywordBackend(ElasticBackend):
@@ -659,24 +656,24 @@ class LuceneBackend(_KeywordBackend):
     generator = LuceneGenerator
 
 
-def _keywords_contain(expr: Expr) -> Expr:
+def _keywords_contain(tree: Expr) -> Expr:
     """Sigma keywords match anywhere in the event: `evil` is `*evil*` on whatever field holds it."""
-    if isinstance(expr, Match):
-        if expr.field is not None or not expr.op.is_string:
-            return expr
-        many = Pattern((Wildcard.MANY,))
-        patterns = []
-        for value in expr.values:
-            if not isinstance(value, (Pattern, str)):
-                value = Pattern.literal(_scalar(value))
-            full = full_pattern(expr, value) if isinstance(value, Pattern) else Pattern.literal(value)
-            lead = bool(full.parts) and full.parts[0] is Wildcard.MANY
-            trail = bool(full.parts) and full.parts[-1] is Wildcard.MANY
-            patterns.append((Pattern(()) if lead else many) + full + (Pattern(()) if trail else many))
-        return patterns_match(None, patterns, expr.case_sensitive, expr.line)
-    if isinstance(expr, Not):
-        return Not(_keywords_contain(expr.item))
-    return type(expr)(tuple(_keywords_contain(i) for i in expr.items))
+    return map_matches(tree, _keyword_contains)
+
+
+def _keyword_contains(expr: Match) -> Expr:
+    if expr.field is not None or not expr.op.is_string:
+        return expr
+    many = Pattern((Wildcard.MANY,))
+    patterns = []
+    for value in expr.values:
+        if not isinstance(value, (Pattern, str)):
+            value = Pattern.literal(_scalar(value))
+        full = full_pattern(expr, value) if isinstance(value, Pattern) else Pattern.literal(value)
+        lead = bool(full.parts) and full.parts[0] is Wildcard.MANY
+        trail = bool(full.parts) and full.parts[-1] is Wildcard.MANY
+        patterns.append((Pattern(()) if lead else many) + full + (Pattern(()) if trail else many))
+    return patterns_match(None, patterns, expr.case_sensitive, expr.line)
 
 
 def _add(diagnostics: list[Diagnostic], diagnostic: Diagnostic) -> None:

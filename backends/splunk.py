@@ -19,13 +19,13 @@ from sigma_wmi.model import (
     And,
     Expr,
     Match,
-    Not,
     Op,
     Pattern,
     Regex,
     Rule,
     Wildcard,
     full_pattern,
+    map_matches,
     matches,
     pattern_regex,
     walk,
@@ -426,17 +426,14 @@ def _event_codes(ids: tuple[int, ...]) -> str:
 
 
 def _prefix_fields(expr: Expr, prefix: str) -> Expr:
-    if isinstance(expr, Match):
-        if expr.field is None:
-            return expr
-        values = expr.values
-        if expr.op is Op.FIELDREF:
-            values = tuple(prefix + str(v) for v in values)
-        return Match(prefix + expr.field, expr.op, values, expr.case_sensitive, expr.line)
-    if isinstance(expr, Not):
-        return Not(_prefix_fields(expr.item, prefix))
-    kind = type(expr)
-    return kind(tuple(_prefix_fields(i, prefix) for i in expr.items))
+    """Data-model fields carry their node name (`Processes.process_name`), field references too."""
+    def prefixed(match: Match) -> Match:
+        if match.field is None:
+            return match
+        values = tuple(prefix + str(v) for v in match.values) if match.op is Op.FIELDREF else match.values
+        return Match(prefix + match.field, match.op, values, match.case_sensitive, match.line)
+
+    return map_matches(expr, prefixed)
 
 
 def _conf(key: str, value: str) -> str:

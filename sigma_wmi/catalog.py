@@ -24,6 +24,7 @@ from sigma_wmi.model import (
     Pattern,
     Wildcard,
     full_pattern,
+    map_matches,
     patterns_match,
 )
 
@@ -222,21 +223,11 @@ def to_profile(
         target = unknown(match.field)
         return _renamed(match, target) if target else match
 
-    return _map_matches(expr, rename)
+    return map_matches(expr, rename)
 
 
 def _renamed(match: Match, name: str) -> Match:
     return dataclasses.replace(match, field=name)
-
-
-def _map_matches(expr: Expr, fn: Callable[[Match], Expr]) -> Expr:
-    if isinstance(expr, Match):
-        return fn(expr)
-    if isinstance(expr, Not):
-        return Not(_map_matches(expr.item, fn))
-    if isinstance(expr, And):
-        return And(tuple(_map_matches(i, fn) for i in expr.items))
-    return Or(tuple(_map_matches(i, fn) for i in expr.items))
 
 
 def _basename_match(match: Match, path_field: str, diagnostics: list[Diagnostic]) -> Expr:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -209,6 +209,17 @@ def walk(expr: Expr) -> Iterator[Expr]:
             yield from walk(item)
     elif isinstance(expr, Not):
         yield from walk(expr.item)
+
+
+def map_matches(expr: Expr, fn: Callable[[Match], Expr]) -> Expr:
+    """A new tree with every `Match` replaced by `fn(match)`; the structure is kept."""
+    if isinstance(expr, Match):
+        return fn(expr)
+    if isinstance(expr, Not):
+        return Not(map_matches(expr.item, fn))
+    if isinstance(expr, And):
+        return And(tuple(map_matches(i, fn) for i in expr.items))
+    return Or(tuple(map_matches(i, fn) for i in expr.items))
 
 
 def matches(expr: Expr) -> Iterator[Match]:

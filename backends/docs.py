@@ -41,6 +41,7 @@ from sigma_wmi.backends.atc import (
 )
 from sigma_wmi.errors import Diagnostic, Level, SigmaWmiError
 from sigma_wmi.model import RelatedRule, Rule
+from sigma_wmi.output import inside
 
 MARKER = ".sigma-wmi-site"  # only a folder holding this file is replaced by a new build
 # ATT&CK Enterprise matrix column order (the kill chain, left to right).
@@ -102,15 +103,6 @@ def page_slug(rule: Rule) -> str:
 def anchor(text: str) -> str:
     """An HTML id for a heading (log-source keys hold slashes)."""
     return _UNSAFE.sub("-", text.lower()).strip("-") or "none"
-
-
-def safe_join(root: Path, relative: str) -> Path:
-    """`root/relative`, refusing anything that resolves outside `root`."""
-    base = root.resolve()
-    path = (base / relative).resolve()
-    if not path.is_relative_to(base) or path == base:
-        raise SigmaWmiError(f"refusing to write outside the output folder: {relative}", code="unsafe-path")
-    return path
 
 
 # ---------------------------------------------------------------------------
@@ -443,7 +435,7 @@ def build_site(rules: list[Rule], out_dir: Path, *, errors: Iterable[SigmaWmiErr
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
         for relative in sorted(files):
-            path = safe_join(staging, relative)
+            path = inside(staging, relative)
             path.parent.mkdir(parents=True, exist_ok=True)
             # errors="replace": a lone surrogate from a rule must not abort the build
             path.write_text(files[relative], encoding="utf-8", errors="replace", newline="\n")

@@ -28,10 +28,11 @@ def safe_name(*candidates: str, fallback: str = "rule") -> str:
 
 
 def inside(root: Path, relative: str | Path) -> Path:
-    """`root / relative`, refusing anything that would resolve outside `root`."""
+    """`root / relative` for a file, refusing anything that would resolve outside `root`
+    (or to `root` itself)."""
     base = root.resolve()
     target = (base / relative).resolve()
-    if target != base and base not in target.parents:
+    if base not in target.parents:
         raise SigmaWmiError(f"refusing to write outside the output folder: {relative}", code="unsafe-path")
     return target
 

@@ -12,9 +12,10 @@ import pytest
 from sigma_wmi.api import compile_rule, load, load_all
 from sigma_wmi.attack import attack
 from sigma_wmi.backends import docs
-from sigma_wmi.backends.docs import MARKER, build_site, page_slug, safe_join
+from sigma_wmi.backends.docs import MARKER, build_site, page_slug
 from sigma_wmi.errors import Origin, SigmaWmiError
 from sigma_wmi.model import LogSource, Match, Op, Pattern, RelatedRule, Rule, Technique
+from sigma_wmi.output import inside as safe_join
 from tests.conftest import RULES, shared_path
 
 SCRCONS_ID = "ec1d5e28-8f3b-4188-a6f8-6e8df81dc28e"
@@ -272,7 +273,7 @@ def test_failed_build_leaves_the_old_site_untouched(tmp_path: Path, monkeypatch:
             raise SigmaWmiError("disk full (simulated)")
         return (path / relative).resolve()
 
-    monkeypatch.setattr(docs, "safe_join", fail)
+    monkeypatch.setattr(docs, "inside", fail)
     with pytest.raises(SigmaWmiError):
         build_site(small_rules(), out, targets=("splunk",))
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before

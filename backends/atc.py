@@ -391,9 +391,11 @@ def markdown_environment() -> jinja2.Environment:
 
 
 def card_context(rule: Rule, blocks: Sequence[QueryBlock], dn_base: str = "../Data_Needed",
-                 trigger_base: str = "../Triggers") -> dict[str, Any]:
-    info = attack_info(rule)
-    needed, _ = data_needed(rule)
+                 trigger_base: str = "../Triggers", info: AttackInfo | None = None,
+                 needed: Sequence[DataNeeded] | None = None) -> dict[str, Any]:
+    """Template variables of a card; ATT&CK info and Data Needed are computed unless given."""
+    info = info or attack_info(rule)
+    needed = data_needed(rule)[0] if needed is None else needed
     return {
         "rule": rule,
         "tactics": info.tactics,
@@ -439,8 +441,9 @@ class AtcBackend(Backend):
         self.check_format(format)
         blocks = self.compiler.compile(rule)
         info = attack_info(rule)
-        _, dn_diagnostics = data_needed(rule)
-        context = card_context(rule, blocks, self.settings["data_needed_base"], self.settings["trigger_base"])
+        needed, dn_diagnostics = data_needed(rule)
+        context = card_context(rule, blocks, self.settings["data_needed_base"], self.settings["trigger_base"],
+                               info, needed)
         text = markdown_environment().get_template("atc_card.md.j2").render(context)
         diagnostics = [*info.diagnostics, *dn_diagnostics]
         for block in blocks:

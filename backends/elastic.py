@@ -35,7 +35,7 @@ from sigma_wmi.backends.elastic_regex import (
 )
 from sigma_wmi.backends.query import Fragment, QueryGenerator
 from sigma_wmi.catalog import Catalog, catalog, to_profile
-from sigma_wmi.errors import Diagnostic, Level, UnsupportedError
+from sigma_wmi.errors import Diagnostic, Level, UnsupportedError, add_once
 from sigma_wmi.model import (
     And,
     Expr,
@@ -542,7 +542,7 @@ class ElasticBackend(Backend):
             raw = (spec.names.get("sigma") if spec else None) or name
             if self.profile == "winlogbeat" and windows:
                 return f"winlog.event_data.{raw}"
-            _add(diagnostics, Diagnostic(
+            add_once(diagnostics, Diagnostic(
                 Level.WARNING, "unmapped-field",
                 f"field '{raw}' has no {self.profile} name in the field catalog; kept as '{raw}'"))
             return raw
@@ -607,7 +607,7 @@ class EqlBackend(ElasticBackend):
         def move(node: Match) -> Expr:
             if node.field is not None:
                 return node
-            _add(diagnostics, Diagnostic(Level.INFO, "keyword-field",
+            add_once(diagnostics, Diagnostic(Level.INFO, "keyword-field",
                                          f"keyword search written as a search in '{field}'"))
             return replace(node, field=field)
 
@@ -624,7 +624,7 @@ class _KeywordBackend(ElasticBackend):
         if generator.case_sensitive_fields:
             where = "the ecs profile has no .caseless subfield for" if self.profile == "ecs" else \
                 "winlogbeat indices have no .caseless subfields; case-sensitive on"
-            _add(diagnostics, Diagnostic(
+            add_once(diagnostics, Diagnostic(
                 Level.WARNING, "case-sensitive",
                 f"keyword fields compare case-sensitively and {where} "
                 + ", ".join(generator.case_sensitive_fields)))
@@ -674,11 +674,6 @@ def _keyword_contains(expr: Match) -> Expr:
         trail = bool(full.parts) and full.parts[-1] is Wildcard.MANY
         patterns.append((Pattern(()) if lead else many) + full + (Pattern(()) if trail else many))
     return patterns_match(None, patterns, expr.case_sensitive, expr.line)
-
-
-def _add(diagnostics: list[Diagnostic], diagnostic: Diagnostic) -> None:
-    if diagnostic not in diagnostics:
-        diagnostics.append(diagnostic)
 
 
 __all__ = [

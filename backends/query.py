@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
-from sigma_wmi.errors import Diagnostic, Level, UnsupportedError
+from sigma_wmi.errors import Diagnostic, Level, UnsupportedError, add_once
 from sigma_wmi.model import And, Expr, Match, Not, Op, Or
 
 
@@ -133,6 +133,4 @@ class QueryGenerator:
         return UnsupportedError(f"{self.target}: {message}{field}")
 
     def warn(self, code: str, message: str) -> None:
-        diagnostic = Diagnostic(Level.WARNING, code, message, target=self.target)
-        if diagnostic not in self.diagnostics:
-            self.diagnostics.append(diagnostic)
+        add_once(self.diagnostics, Diagnostic(Level.WARNING, code, message, target=self.target))

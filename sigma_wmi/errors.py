@@ -57,6 +57,12 @@ class Diagnostic:
         }
 
 
+def add_once(diagnostics: list[Diagnostic], diagnostic: Diagnostic) -> None:
+    """Append unless an equal diagnostic is already there (one warning per rule, not per value)."""
+    if diagnostic not in diagnostics:
+        diagnostics.append(diagnostic)
+
+
 class SigmaWmiError(Exception):
     """The one error type the library raises for bad input or unsupported content."""
 

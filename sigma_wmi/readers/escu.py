@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 from sigma_wmi.attack import attack
 from sigma_wmi.catalog import Catalog, catalog
-from sigma_wmi.errors import Diagnostic, Level, Origin, SigmaWmiError
+from sigma_wmi.errors import Diagnostic, Level, Origin, SigmaWmiError, add_once
 from sigma_wmi.model import (
     And,
     Expr,
@@ -117,9 +117,7 @@ class _Importer:
                                            self.origin))
 
     def note(self, code: str, message: str) -> None:
-        diagnostic = Diagnostic(Level.INFO, code, message, self.origin)
-        if diagnostic not in self.diagnostics:
-            self.diagnostics.append(diagnostic)
+        add_once(self.diagnostics, Diagnostic(Level.INFO, code, message, self.origin))
 
     # ---- fields ----
     def cim_field(self, name: str) -> str:

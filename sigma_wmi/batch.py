@@ -22,7 +22,7 @@ from typing import Any
 
 from sigma_wmi.backends.base import Backend
 from sigma_wmi.errors import Diagnostic, Level, Origin, SigmaWmiError
-from sigma_wmi.readers import ReadOptions, read_source, rule_files
+from sigma_wmi.readers import ReadOptions, SourceFile, read_source, rule_files
 from sigma_wmi.registry import backend_class
 
 CACHE_SCHEMA = 1
@@ -299,6 +299,22 @@ def _parallel(paths: list[Path], jobs: list[Job], read_options: ReadOptions, wor
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         for chunk_results in pool.map(_convert_chunk, [(c, jobs, read_options) for c in chunks]):
             yield from chunk_results
+
+
+def _read_chunk(args: tuple[list[Path], ReadOptions]) -> list[SourceFile]:
+    paths, read_options = args
+    return [read_source(p, read_options) for p in paths]
+
+
+def read_all(paths: list[Path], read_options: ReadOptions, workers: int = 1) -> list[SourceFile]:
+    """Every file read into rules (or its error), in input order, over `workers` processes."""
+    if workers <= 1 or len(paths) < 2:
+        return [read_source(p, read_options) for p in paths]
+    size = max(1, min(64, len(paths) // (workers * 4) or 1))
+    chunks = [paths[i:i + size] for i in range(0, len(paths), size)]
+    context = get_context("fork") if "fork" in _start_methods() else get_context()
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        return [source for chunk in pool.map(_read_chunk, [(c, read_options) for c in chunks]) for source in chunk]
 
 
 def _start_methods() -> list[str]:

@@ -17,7 +17,7 @@ import click
 from sigma_wmi import batch
 from sigma_wmi.errors import SigmaWmiError
 from sigma_wmi.output import safe_name, write_atomic, write_tree
-from sigma_wmi.readers import ReadOptions, read_source, rule_files
+from sigma_wmi.readers import ReadOptions, rule_files
 from sigma_wmi.registry import backend_class, target_names
 from sigma_wmi.rule_tests import test_command
 
@@ -212,18 +212,16 @@ def docs(paths: tuple[Path, ...], output: Path, targets: tuple[str, ...], macros
     from sigma_wmi.backends.docs import build_site  # jinja2 and templates only when needed
 
     files = _input_files(paths)
-    options = ReadOptions(macros_dir)
+    workers = jobs or batch.default_workers(len(files))
     rules, errors = [], []
-    for path in files:
-        source = read_source(path, options)
+    for source in batch.read_all(files, ReadOptions(macros_dir), workers):
         rules.extend(source.rules)
         if source.error:
             errors.append(source.error)
             click.echo(f"{source.error.origin}: error: {source.error.message} ({source.error.code})", err=True)
     names = tuple(t.strip() for group in targets for t in group.split(",") if t.strip()) or None
     try:
-        report = build_site(rules, output, errors=errors, targets=names,
-                            workers=jobs or batch.default_workers(len(files)))
+        report = build_site(rules, output, errors=errors, targets=names, workers=workers)
     except SigmaWmiError as err:
         raise UsageError(err.message) from None
     if not quiet:

@@ -328,24 +328,17 @@ class SplunkBackend(Backend):
             parts.append(_event_codes(source.event_ids))
         return parts
 
-    def search_and_where(self, detection: Expr, prefix: list[str], diagnostics: list[Diagnostic],
-                         eval_name: Any = None) -> str:
-        search = SplunkSearch(diagnostics)
-        conjuncts = list(detection.items) if isinstance(detection, And) else [detection]
-        searchable = [c for c in conjuncts if search.searchable(c)]
-        rest = [c for c in conjuncts if not search.searchable(c)]
+    def search_and_where(self, detection: Expr, prefix: list[str], diagnostics: list[Diagnostic]) -> str:
+        searchable, rest = _split(detection, diagnostics)
         parts = list(prefix)
         if searchable:
+            search = SplunkSearch(diagnostics)
             fragment = search.join([search.node(c) for c in searchable], "and")
             # A top-level OR after the prefix must be grouped: `a b OR c` is `a AND (b OR c)` in SPL,
             # which is right, but explicit parentheses keep every reader from doubting it.
             text = fragment.text if fragment.kind != "or" or not parts else f"({fragment.text})"
             parts.append(text)
-        query = " ".join(parts) if parts else "*"
-        if rest:
-            where = SplunkEval(diagnostics, eval_name)
-            query += " | where " + where.join([where.node(c) for c in rest], "and").text
-        return query
+        return (" ".join(parts) if parts else "*") + _where(rest, diagnostics)
 
     # ---- CIM data model (tstats) ----
     def tstats(self, rule: Rule, diagnostics: list[Diagnostic]) -> str:
@@ -360,10 +353,8 @@ class SplunkBackend(Backend):
 
         detection = to_profile(rule.detection, "cim", unknown, diagnostics, self.catalog)
         prefixed = _prefix_fields(detection, node + ".")
+        where_parts, post = _split(prefixed, diagnostics)
         search = SplunkSearch(diagnostics)
-        conjuncts = list(prefixed.items) if isinstance(prefixed, And) else [prefixed]
-        where_parts = [c for c in conjuncts if search.searchable(c)]
-        post = [c for c in conjuncts if not search.searchable(c)]
         condition = search.join([search.node(c) for c in where_parts], "and").text if where_parts else ""
         by = list(self.settings["by"] or DEFAULT_BY.get(node, ("dest",)))
         # A `| where` after tstats only sees fields the search split by: add the ones it tests.
@@ -386,10 +377,9 @@ class SplunkBackend(Backend):
         else:
             query += f" | `drop_dm_object_name({node})`"
             query += " | `security_content_ctime(firstTime)` | `security_content_ctime(lastTime)`"
-        if post:
-            where = SplunkEval(diagnostics, lambda name: name.split(".", 1)[1] if name.startswith(node + ".") else name)
-            query += " | where " + where.join([where.node(c) for c in post], "and").text
-        return query
+        # after drop_dm_object_name the fields have lost their node prefix
+        return query + _where(post, diagnostics,
+                              lambda name: name.split(".", 1)[1] if name.startswith(node + ".") else name)
 
     # ---- savedsearches.conf ----
     def savedsearch(self, rule: Rule, diagnostics: list[Diagnostic]) -> str:
@@ -417,6 +407,20 @@ class SplunkBackend(Backend):
         if format == "savedsearches":
             return "\n".join(o.rstrip("\n") + "\n" for o in outputs)
         return super().combine(outputs, format)
+
+
+def _split(detection: Expr, diagnostics: list[Diagnostic]) -> tuple[list[Expr], list[Expr]]:
+    """Top-level conjuncts the search language expresses, and the rest (for `| where`)."""
+    search = SplunkSearch(diagnostics)
+    conjuncts = list(detection.items) if isinstance(detection, And) else [detection]
+    return [c for c in conjuncts if search.searchable(c)], [c for c in conjuncts if not search.searchable(c)]
+
+
+def _where(conjuncts: list[Expr], diagnostics: list[Diagnostic], field_name: Any = None) -> str:
+    if not conjuncts:
+        return ""
+    where = SplunkEval(diagnostics, field_name)
+    return " | where " + where.join([where.node(c) for c in conjuncts], "and").text
 
 
 def _event_codes(ids: tuple[int, ...]) -> str:

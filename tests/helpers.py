@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from typing import Any
 
 from sigma_wmi.model import Rule
 from sigma_wmi.readers import read_text_rules
@@ -27,3 +28,12 @@ def sigma_rule(detection: str, *, category: str = "process_creation", product: s
     )
     (rule,) = read_text_rules(text, "test.yml")
     return rule
+
+
+def ecs_events(name: str) -> list[dict[str, Any]]:
+    """A shared recorded-events file mapped to ECS documents (skips without ../shared)."""
+    from conftest import shared_path
+
+    from sigma_wmi.events import read_events, to_ecs
+
+    return [to_ecs(raw) for raw in read_events(shared_path("data", "events", name))]

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import RULES, shared_path
+from conftest import RULES
 from helpers import sigma_rule
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -19,6 +19,7 @@ from sigma_wmi.api import compile_rule, load
 from sigma_wmi.backends.elastic import JS_WHITESPACE, KqlBackend, KqlGenerator, kql_quoted, kql_unquoted
 from sigma_wmi.errors import Level, UnsupportedError
 from sigma_wmi.model import Match, Op, Pattern, Wildcard
+from tests.helpers import ecs_events
 
 EXAMPLES = 100_000 if os.environ.get("SIGMA_WMI_LONG") else 300
 
@@ -218,14 +219,9 @@ def evaluate(tree: Any, doc: dict[str, Any]) -> bool:
     raise AssertionError(f"not used by these tests: {kind}")
 
 
-def _events(name: str) -> list[dict[str, Any]]:
-    from sigma_wmi.events import read_events, to_ecs
-    return [to_ecs(raw) for raw in read_events(shared_path("data", "events", name))]
-
-
 def test_case_scrcons_matches_on_caseless_or_carries_a_diagnostic(scrcons_rule_path: Path) -> None:
     (rule,) = load(scrcons_rule_path)
-    positives = _events("wmi_persistence_positives_process.jsonl")
+    positives = ecs_events("wmi_persistence_positives_process.jsonl")
     ecs = compile_rule(rule, "kql", profile="ecs")
     assert not ecs.diagnostics
     assert sum(evaluate(parse(ecs.text), doc) for doc in positives) == 2
@@ -239,7 +235,7 @@ def test_no_benign_event_matches(scrcons_rule_path: Path) -> None:
     (rule,) = load(scrcons_rule_path)
     tree = parse(compile_rule(rule, "kql").text)
     for name in ("benign_nonwmi_process_creation.jsonl", "benign_os_background_process_creation.jsonl"):
-        assert not any(evaluate(tree, doc) for doc in _events(name))
+        assert not any(evaluate(tree, doc) for doc in ecs_events(name))
 
 
 @pytest.mark.parametrize("profile", ["ecs", "winlogbeat"])

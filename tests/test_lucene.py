@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import RULES, shared_path
+from conftest import RULES
 from helpers import sigma_rule
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,6 +18,7 @@ from sigma_wmi.api import compile_rule, load
 from sigma_wmi.backends.elastic import LuceneBackend, LuceneGenerator, lucene_phrase, lucene_term
 from sigma_wmi.errors import UnsupportedError
 from sigma_wmi.model import Match, Op, Pattern, Wildcard
+from tests.helpers import ecs_events
 
 luqum_parser = pytest.importorskip("luqum.parser")
 from luqum import tree as lt  # noqa: E402
@@ -190,21 +191,16 @@ def evaluate(node: Any, doc: dict[str, Any], field: str | None = None) -> bool:
     return re.fullmatch(regex, str(actual), re.S) is not None
 
 
-def _events(name: str) -> list[dict[str, Any]]:
-    from sigma_wmi.events import read_events, to_ecs
-    return [to_ecs(raw) for raw in read_events(shared_path("data", "events", name))]
-
-
 def test_case_scrcons_matches_on_caseless_or_carries_a_diagnostic(scrcons_rule_path: Path) -> None:
     (rule,) = load(scrcons_rule_path)
-    positives = _events("wmi_persistence_positives_process.jsonl")
+    positives = ecs_events("wmi_persistence_positives_process.jsonl")
     ecs = compile_rule(rule, "lucene", profile="ecs")
     assert not ecs.diagnostics
     assert sum(evaluate(parse(ecs.text), doc) for doc in positives) == 2
     winlogbeat = compile_rule(rule, "lucene", profile="winlogbeat")
     assert sum(evaluate(parse(winlogbeat.text), doc) for doc in positives) == 0
     assert [d.code for d in winlogbeat.diagnostics] == ["case-sensitive"]
-    benign = _events("benign_os_background_process_creation.jsonl")
+    benign = ecs_events("benign_os_background_process_creation.jsonl")
     assert not any(evaluate(parse(ecs.text), doc) for doc in benign)
 
 

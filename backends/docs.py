@@ -12,14 +12,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import multiprocessing
 import os
 import re
 import shutil
 import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -42,6 +40,7 @@ from sigma_wmi.backends.atc import (
 from sigma_wmi.errors import Diagnostic, Level, SigmaWmiError
 from sigma_wmi.model import RelatedRule, Rule
 from sigma_wmi.output import inside
+from sigma_wmi.parallel import ordered_map
 
 MARKER = ".sigma-wmi-site"  # only a folder holding this file is replaced by a new build
 # ATT&CK Enterprise matrix column order (the kill chain, left to right).
@@ -224,15 +223,9 @@ class SiteBuilder:
 
     def _compile_all(self, rules: list[Rule]) -> list[list[QueryBlock]]:
         """Every rule's query blocks, spread over worker processes for a large site."""
-        if self.workers <= 1 or len(rules) < 100:
+        if self.workers <= 1 or len(rules) < 100:  # in-process, with the compiler built once
             return [self.compiler.compile(rule) for rule in rules]
-        size = max(1, len(rules) // (self.workers * 4))
-        chunks = [rules[i:i + size] for i in range(0, len(rules), size)]
-        context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods()
-                                              else None)
-        with ProcessPoolExecutor(max_workers=self.workers, mp_context=context) as pool:
-            results = pool.map(_compile_chunk, [(chunk, self.targets) for chunk in chunks])
-            return [blocks for chunk_blocks in results for blocks in chunk_blocks]
+        return list(ordered_map(_compile_chunk, rules, self.targets, self.workers))
 
     def _relate(self) -> None:
         by_technique: dict[str, list[RulePage]] = defaultdict(list)
@@ -412,8 +405,7 @@ def _drilldowns(rule: Rule) -> list[Mapping[str, Any]]:
     return [d for d in found if isinstance(d, Mapping)] if isinstance(found, list) else []
 
 
-def _compile_chunk(args: tuple[list[Rule], tuple[str, ...] | None]) -> list[list[QueryBlock]]:
-    rules, targets = args
+def _compile_chunk(rules: list[Rule], targets: tuple[str, ...] | None) -> list[list[QueryBlock]]:
     compiler = QueryCompiler(targets)
     return [compiler.compile(rule) for rule in rules]
 

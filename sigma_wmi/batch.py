@@ -13,15 +13,14 @@ import json
 import os
 import time
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import cache
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 from sigma_wmi.backends.base import Backend
 from sigma_wmi.errors import Diagnostic, Level, Origin, SigmaWmiError
+from sigma_wmi.parallel import ordered_map
 from sigma_wmi.readers import ReadOptions, SourceFile, read_source, rule_files
 from sigma_wmi.registry import backend_class
 
@@ -260,8 +259,8 @@ def _macros_fingerprint(directory: Path) -> str:
 # Running a batch
 # ---------------------------------------------------------------------------
 
-def _convert_chunk(args: tuple[list[Path], list[Job], ReadOptions]) -> list[list[RuleResult]]:
-    paths, jobs, read_options = args
+def _convert_chunk(paths: list[Path], shared: tuple[list[Job], ReadOptions]) -> list[list[RuleResult]]:
+    jobs, read_options = shared
     return [convert_file(p, jobs, read_options) for p in paths]
 
 
@@ -274,11 +273,7 @@ def run(paths: list[Path], jobs: list[Job], *, workers: int = 1, cache_dir: Path
     cached: list[list[RuleResult] | None] = [cache_.get(k) if cache_ and k else None for k in keys]
     todo = [p for p, hit in zip(paths, cached, strict=True) if hit is None]
 
-    fresh: Iterator[list[RuleResult]]
-    if workers > 1 and len(todo) > 1:
-        fresh = _parallel(todo, jobs, read_options, workers)
-    else:
-        fresh = (convert_file(p, jobs, read_options) for p in todo)
+    fresh = ordered_map(_convert_chunk, todo, (jobs, read_options), workers)
 
     for key, hit in zip(keys, cached, strict=True):
         if hit is not None:
@@ -290,44 +285,13 @@ def run(paths: list[Path], jobs: list[Job], *, workers: int = 1, cache_dir: Path
         yield results
 
 
-def _parallel(paths: list[Path], jobs: list[Job], read_options: ReadOptions, workers: int
-              ) -> Iterator[list[RuleResult]]:
-    # Chunks of a few dozen files keep pickling overhead low and the progress bar moving.
-    size = max(1, min(64, len(paths) // (workers * 4) or 1))
-    chunks = [paths[i:i + size] for i in range(0, len(paths), size)]
-    context = get_context("fork") if "fork" in _start_methods() else get_context()
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        for chunk_results in pool.map(_convert_chunk, [(c, jobs, read_options) for c in chunks]):
-            yield from chunk_results
-
-
-def _read_chunk(args: tuple[list[Path], ReadOptions]) -> list[SourceFile]:
-    paths, read_options = args
+def _read_chunk(paths: list[Path], read_options: ReadOptions) -> list[SourceFile]:
     return [read_source(p, read_options) for p in paths]
 
 
 def read_all(paths: list[Path], read_options: ReadOptions, workers: int = 1) -> list[SourceFile]:
     """Every file read into rules (or its error), in input order, over `workers` processes."""
-    if workers <= 1 or len(paths) < 2:
-        return [read_source(p, read_options) for p in paths]
-    size = max(1, min(64, len(paths) // (workers * 4) or 1))
-    chunks = [paths[i:i + size] for i in range(0, len(paths), size)]
-    context = get_context("fork") if "fork" in _start_methods() else get_context()
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        return [source for chunk in pool.map(_read_chunk, [(c, read_options) for c in chunks]) for source in chunk]
+    return list(ordered_map(_read_chunk, paths, read_options, workers))
 
 
-def _start_methods() -> list[str]:
-    import multiprocessing
-
-    return multiprocessing.get_all_start_methods()
-
-
-def default_workers(file_count: int) -> int:
-    """All cores for a real batch; a handful of files is faster in-process."""
-    if file_count < 200:
-        return 1
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
-
-
-__all__ = ["Cache", "DuplicateIds", "Job", "RuleResult", "convert_file", "default_workers", "make_jobs", "rule_files", "run"]
+__all__ = ["Cache", "DuplicateIds", "Job", "RuleResult", "convert_file", "make_jobs", "read_all", "rule_files", "run"]

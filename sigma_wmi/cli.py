@@ -17,6 +17,7 @@ import click
 from sigma_wmi import batch
 from sigma_wmi.errors import SigmaWmiError
 from sigma_wmi.output import safe_name, write_atomic, write_tree
+from sigma_wmi.parallel import default_workers
 from sigma_wmi.readers import ReadOptions, rule_files
 from sigma_wmi.registry import backend_class, target_names
 from sigma_wmi.rule_tests import test_command
@@ -81,7 +82,7 @@ def convert(paths: tuple[Path, ...], targets: tuple[str, ...], format_: str | No
     except SigmaWmiError as err:
         raise UsageError(err.message) from None
     files = _input_files(paths)
-    workers = jobs or batch.default_workers(len(files))
+    workers = jobs or default_workers(len(files))
     read_options = ReadOptions(macros_dir)
     results: list[batch.RuleResult] = []
     stream = batch.run(files, job_list, workers=workers, cache_dir=None if no_cache else cache_dir,
@@ -212,7 +213,7 @@ def docs(paths: tuple[Path, ...], output: Path, targets: tuple[str, ...], macros
     from sigma_wmi.backends.docs import build_site  # jinja2 and templates only when needed
 
     files = _input_files(paths)
-    workers = jobs or batch.default_workers(len(files))
+    workers = jobs or default_workers(len(files))
     rules, errors = [], []
     for source in batch.read_all(files, ReadOptions(macros_dir), workers):
         rules.extend(source.rules)

@@ -16,7 +16,7 @@ import functools
 import re
 import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any, ClassVar
 
@@ -25,7 +25,7 @@ import yaml
 from markupsafe import Markup
 
 from sigma_wmi.attack import Tactic, Technique, attack
-from sigma_wmi.backends.base import Backend, OptionSpec, Output
+from sigma_wmi.backends.base import Backend, OptionSpec, Output, convert_safely
 from sigma_wmi.catalog import Catalog, catalog
 from sigma_wmi.errors import Diagnostic, Level, SigmaWmiError
 from sigma_wmi.model import Op, Pattern, Rule, matches
@@ -335,22 +335,18 @@ class QueryCompiler:
                 continue  # the source rule is already on the page
             for position, fmt in enumerate(self.formats(backend)):
                 block = QueryBlock(name, fmt, position == 0)
-                try:
-                    output: Output = backend.convert(rule, fmt)
-                except SigmaWmiError as err:
-                    block.note = f"not expressible for {block.label}: {err.message}"
-                    block.diagnostics.append(Diagnostic(Level.INFO, err.code, err.message, rule.origin, name))
-                except RecursionError:
-                    block.note = f"not expressible for {block.label}: the rule is nested too deeply"
-                except Exception as err:  # a broken plugin must not take the card or the site down
-                    block.note = f"target {block.label} failed: {type(err).__name__}: {err}"
-                    block.diagnostics.append(Diagnostic(Level.ERROR, "backend-failed", block.note,
-                                                        rule.origin, name))
-                else:
+                output = convert_safely(backend, rule, fmt)
+                if isinstance(output, Output):
                     block.text = output.text.rstrip("\n")
                     block.diagnostics.extend(
                         d if d.target else Diagnostic(d.level, d.code, d.message, d.origin or rule.origin, name)
                         for d in output.diagnostics)
+                elif output.code == "internal-error":  # a broken plugin: a note, and an error to report
+                    block.note = f"target {block.label}: {output.message}"
+                    block.diagnostics.append(output)
+                else:  # the rule is beyond this target: worth a note, not a warning
+                    block.note = f"not expressible for {block.label}: {output.message}"
+                    block.diagnostics.append(replace(output, level=Level.INFO))
                 blocks.append(block)
         return blocks
 

@@ -78,6 +78,20 @@ class Backend(ABC):
         return "".join(text if text.endswith("\n") else text + "\n" for text in outputs)
 
 
+def convert_safely(backend: Backend, rule: Rule, format: str | None = None) -> Output | Diagnostic:
+    """The backend's output, or an error diagnostic saying why there is none. Never raises:
+    a rule the target cannot express, or a bug in a plugin, costs one output, not a batch."""
+    try:
+        return backend.convert(rule, format)
+    except SigmaWmiError as err:
+        return Diagnostic(Level.ERROR, err.code, err.message, err.origin or rule.origin, backend.name)
+    except RecursionError:
+        return Diagnostic(Level.ERROR, "too-deep", "condition nested too deeply", rule.origin, backend.name)
+    except Exception as err:
+        return Diagnostic(Level.ERROR, "internal-error", f"{backend.name} failed: {type(err).__name__}: {err}",
+                          rule.origin, backend.name)
+
+
 def warning(code: str, message: str) -> Diagnostic:
     return Diagnostic(Level.WARNING, code, message)
 

@@ -18,7 +18,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from sigma_wmi.backends.base import Backend
+from sigma_wmi.backends.base import Backend, convert_safely
 from sigma_wmi.errors import Diagnostic, Level, Origin, SigmaWmiError
 from sigma_wmi.parallel import ordered_map
 from sigma_wmi.readers import ReadOptions, SourceFile, read_source, rule_files
@@ -110,20 +110,9 @@ def convert_file(path: Path, jobs: list[Job], read_options: ReadOptions) -> list
         diagnostics: list[Diagnostic] = list(rule.diagnostics)
         outputs: dict[str, str] = {}
         for job in jobs:
-            try:
-                output = job.backend().convert(rule, job.format)
-            except SigmaWmiError as err:
-                diagnostics.append(Diagnostic(Level.ERROR, err.code, err.message, err.origin or rule.origin,
-                                              job.target))
-                continue
-            except RecursionError:
-                diagnostics.append(Diagnostic(Level.ERROR, "too-deep", "condition nested too deeply",
-                                              rule.origin, job.target))
-                continue
-            except Exception as err:  # a backend bug must cost one rule, not the batch
-                diagnostics.append(Diagnostic(Level.ERROR, "internal-error",
-                                              f"{job.target} failed: {type(err).__name__}: {err}",
-                                              rule.origin, job.target))
+            output = convert_safely(job.backend(), rule, job.format)
+            if isinstance(output, Diagnostic):
+                diagnostics.append(output)
                 continue
             outputs[job.key] = output.text
             diagnostics.extend(_located(d, rule.origin, job.target) for d in output.diagnostics)

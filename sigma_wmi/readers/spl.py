@@ -46,6 +46,7 @@ from sigma_wmi.model import (
     Wildcard,
     all_of,
     any_of,
+    map_matches,
     matches,
     normalize,
     patterns_match,
@@ -653,12 +654,11 @@ def parse_splunk_search(text: str, profile: str = "sysmon") -> Expr:
 
 
 def _source_to_channel(expr: Expr) -> Expr:
-    if isinstance(expr, Match):
-        if expr.field == "source":
-            values = tuple(Pattern.literal(_SOURCE_PREFIX.sub("", v.text)) if isinstance(v, Pattern)
-                           and not v.has_wildcards else v for v in expr.values)
-            return Match("channel", expr.op, values, expr.case_sensitive, expr.line)
-        return expr
-    if isinstance(expr, Not):
-        return Not(_source_to_channel(expr.item))
-    return type(expr)(tuple(_source_to_channel(i) for i in expr.items))
+    def rename(match: Match) -> Expr:
+        if match.field != "source":
+            return match
+        values = tuple(Pattern.literal(_SOURCE_PREFIX.sub("", v.text)) if isinstance(v, Pattern)
+                       and not v.has_wildcards else v for v in match.values)
+        return Match("channel", match.op, values, match.case_sensitive, match.line)
+
+    return map_matches(expr, rename)

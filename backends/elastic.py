@@ -47,6 +47,7 @@ from sigma_wmi.model import (
     Regex,
     Rule,
     Wildcard,
+    describe_aggregation,
     full_pattern,
     map_matches,
     patterns_match,
@@ -513,6 +514,11 @@ class ElasticBackend(Backend):
         chosen = self.check_format(format)
         diagnostics: list[Diagnostic] = []
         query = self.query(rule, diagnostics)
+        if rule.aggregation is not None:
+            diagnostics.append(Diagnostic(
+                Level.WARNING, "threshold-not-applied",
+                f"{self.name}: the query matches every event the rule counts; its threshold "
+                f"({describe_aggregation(rule.aggregation)}) is not part of it"))
         if chosen == "query":
             text = query
         else:

@@ -16,6 +16,8 @@ from sigma_wmi.backends.query import Fragment, QueryGenerator
 from sigma_wmi.catalog import Catalog, LogSourceInfo, catalog, to_profile, without_absent_fields
 from sigma_wmi.errors import Diagnostic, Level, UnsupportedError
 from sigma_wmi.model import (
+    Aggregate,
+    Aggregation,
     And,
     Expr,
     Match,
@@ -24,6 +26,7 @@ from sigma_wmi.model import (
     Regex,
     Rule,
     Wildcard,
+    format_timespan,
     full_pattern,
     map_matches,
     matches,
@@ -266,7 +269,33 @@ class SplunkBackend(Backend):
         detection = to_profile(detection, ("splunk", profile), self._unknown_raw(rule, profile), diagnostics,
                                self.catalog)
         prefix = self.source_condition(rule, source, profile, diagnostics)
-        return self.search_and_where(detection, prefix, diagnostics)
+        query = self.search_and_where(detection, prefix, diagnostics)
+        if rule.aggregation is not None:
+            query += self.raw_stats(rule.aggregation, ("splunk", profile), self._unknown_raw(rule, profile))
+        return query
+
+    def raw_stats(self, aggregation: Aggregation, chain: tuple[str, ...], unknown: Any) -> str:
+        """`| stats ... by ... | where count >= n` over raw events. A field the events only
+        have inside another (process name in the image path) is computed first."""
+        evals: list[str] = []
+
+        def event_field(canonical: str) -> str:
+            for profile in chain:
+                name = self.catalog.name_in(profile, canonical)
+                if name:
+                    return name
+            spec = self.catalog.spec(canonical)
+            if spec and spec.derive and spec.derive.how == "basename":
+                source = event_field(spec.derive.source)
+                # everything after the last backslash (the whole value when there is none)
+                evals.append(f"eval {eval_field(canonical)}=replace({eval_field(source)}, {_UP_TO_BACKSLASH}, {_EMPTY})")
+                return canonical
+            name = unknown(canonical)
+            return str(name or canonical)
+
+        group = [event_field(f) for f in aggregation.group_by]
+        counted = {t.field: event_field(t.field) for t in aggregation.thresholds if t.field}
+        return _stats_tail(aggregation, group, counted, evals)
 
     def _drop_absent(self, rule: Rule, profile: str, diagnostics: list[Diagnostic]) -> Expr:
         """A Sysmon-style rule on 4688 events: tests on fields 4688 lacks can never hold."""
@@ -356,7 +385,18 @@ class SplunkBackend(Backend):
         where_parts, post = _split(prefixed, diagnostics)
         search = SplunkSearch(diagnostics)
         condition = search.join([search.node(c) for c in where_parts], "and").text if where_parts else ""
-        by = list(self.settings["by"] or DEFAULT_BY.get(node, ("dest",)))
+        aggregation = rule.aggregation
+
+        def cim_name(canonical: str) -> str:
+            return self.catalog.name_in("cim", canonical) or unknown(canonical)
+
+        if aggregation is not None:
+            if self.settings["by"]:
+                diagnostics.append(info("by-ignored", "option by is ignored: the rule's threshold decides the "
+                                                      "split-by fields"))
+            by = [cim_name(f) for f in aggregation.group_by]
+        else:
+            by = list(self.settings["by"] or DEFAULT_BY.get(node, ("dest",)))
         # A `| where` after tstats only sees fields the search split by: add the ones it tests.
         for conjunct in post:
             for match in matches(conjunct):
@@ -364,12 +404,19 @@ class SplunkBackend(Backend):
                 for name in names:
                     bare = name.split(".", 1)[1] if name and name.startswith(node + ".") else name
                     if bare and bare not in by:
+                        if aggregation is not None:
+                            raise UnsupportedError(f"splunk tstats: the `| where` test on {bare} would need it "
+                                                   "as a split-by field, which changes the threshold's groups")
                         by.append(bare)
         macros = self.settings["expand_macros"]
         summaries = ESCU_MACROS["security_content_summariesonly"] if macros else "`security_content_summariesonly`"
-        query = (f"| tstats {summaries} count min(_time) as firstTime max(_time) as lastTime "
+        counted = {t.field: cim_name(t.field) for t in aggregation.thresholds if t.field} if aggregation else {}
+        distinct = "".join(f" dc({node}.{name}) as {_alias(t)}" for t in aggregation.thresholds
+                           if t.field and (name := counted[t.field])) if aggregation else ""
+        span = f" _time span={format_timespan(aggregation.window)}" if aggregation and aggregation.window else ""
+        query = (f"| tstats {summaries} count{distinct} min(_time) as firstTime max(_time) as lastTime "
                  f"from datamodel={source.cim}" + (f" where {condition}" if condition else "")
-                 + " by " + " ".join(f"{node}.{f}" for f in by))
+                 + " by " + " ".join(f"{node}.{f}" for f in by) + span)
         if macros:
             query += " | " + ESCU_MACROS["drop_dm_object_name"].format(node=node)
             for field in ("firstTime", "lastTime"):
@@ -378,8 +425,8 @@ class SplunkBackend(Backend):
             query += f" | `drop_dm_object_name({node})`"
             query += " | `security_content_ctime(firstTime)` | `security_content_ctime(lastTime)`"
         # after drop_dm_object_name the fields have lost their node prefix
-        return query + _where(post, diagnostics,
-                              lambda name: name.split(".", 1)[1] if name.startswith(node + ".") else name)
+        query += _where(post, diagnostics, lambda name: name.split(".", 1)[1] if name.startswith(node + ".") else name)
+        return query + (" | where " + _thresholds(aggregation) if aggregation else "")
 
     # ---- savedsearches.conf ----
     def savedsearch(self, rule: Rule, diagnostics: list[Diagnostic]) -> str:
@@ -421,6 +468,35 @@ def _where(conjuncts: list[Expr], diagnostics: list[Diagnostic], field_name: Any
         return ""
     where = SplunkEval(diagnostics, field_name)
     return " | where " + where.join([where.node(c) for c in conjuncts], "and").text
+
+
+# the regex `^.*[\\]` (everything through the last backslash) as an eval string
+_UP_TO_BACKSLASH = spl_string(r"^.*[\\]")
+_EMPTY = spl_string("")
+_COMPARE_SYMBOL = {Op.EQUALS: "==", Op.LT: "<", Op.LTE: "<=", Op.GT: ">", Op.GTE: ">="}
+
+
+def _alias(threshold: Any) -> str:
+    """The result column of one threshold's aggregate."""
+    return "count" if threshold.aggregate is Aggregate.COUNT else f"dc_{threshold.field}"
+
+
+def _thresholds(aggregation: Aggregation) -> str:
+    return " AND ".join(f"{_alias(t)} {_COMPARE_SYMBOL[t.op]} {t.value}" for t in aggregation.thresholds)
+
+
+def _stats_tail(aggregation: Aggregation, group: list[str], counted: dict[str, str], evals: list[str]) -> str:
+    """`| bin | stats | where` for a threshold over events whose fields are already named."""
+    stages = list(dict.fromkeys(evals))
+    by = [search_field(name) for name in group]
+    if aggregation.window:
+        stages.append(f"bin _time span={format_timespan(aggregation.window)}")
+        by.append("_time")
+    aggregates = ["count"] + [f"dc({search_field(counted[t.field])}) as {_alias(t)}"
+                              for t in aggregation.thresholds if t.field]
+    stages.append("stats " + " ".join(dict.fromkeys(aggregates)) + (" by " + " ".join(by) if by else ""))
+    stages.append("where " + _thresholds(aggregation))
+    return "".join(" | " + stage for stage in stages)
 
 
 def _event_codes(ids: tuple[int, ...]) -> str:

@@ -51,6 +51,7 @@ def main(argv: list[str]) -> int:
 
     partial = [r for r in rules if is_partial(r)]
     exact = len(rules) - len(partial)
+    thresholds = sum(1 for r in rules if r.aggregation is not None)
     no_where = sum(1 for e in failed if e.code == "no-conditions")
     clauses = len(files) - no_where
     clauses_exact = sum(1 for r in rules if r.extras["spl"]["where_exact"])
@@ -64,7 +65,8 @@ def main(argv: list[str]) -> int:
     round_trip = 0
     for rule in rules:
         text = compile_rule(rule, "splunk", "tstats").text
-        round_trip += read_escu({"name": rule.title, "search": text}, "", "<tstats>").detection == rule.detection
+        again = read_escu({"name": rule.title, "search": text}, "", "<tstats>")
+        round_trip += (again.detection, again.aggregation) == (rule.detection, rule.aggregation)
 
     total = len(files)
     print(f"ESCU Endpoint.Processes tstats detections: {total}  ({root})")
@@ -73,6 +75,7 @@ def main(argv: list[str]) -> int:
     print(f"  failed   {len(failed):4d}  {len(failed) / total:6.1%}")
     print(f"  where-clauses imported exactly: {clauses_exact}/{clauses} = {clauses_exact / clauses:.1%} "
           f"({no_where} searches have no where-clause)")
+    print(f"  with a count threshold (| where count >= n and the like): {thresholds}")
     print(f"  tstats round trip equal: {round_trip}/{len(rules)}")
     print(f"  import time: {elapsed:.3f} s best of 3, first run {timings[0]:.3f} s "
           f"({elapsed / total * 1000:.2f} ms per detection)")

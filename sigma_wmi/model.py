@@ -250,6 +250,67 @@ class RelatedRule:
     type: str  # derived, obsoletes, merged, renamed, similar
 
 
+class Aggregate(enum.Enum):
+    """What a threshold counts in one group of matching events."""
+
+    COUNT = "count"  # events
+    DISTINCT_COUNT = "distinct_count"  # distinct values of a field
+
+
+@dataclass(frozen=True, slots=True)
+class Threshold:
+    """`count op value`, or `distinct_count(field) op value`, for one group."""
+
+    aggregate: Aggregate
+    op: Op  # EQUALS or one of COMPARE_OPS
+    value: int
+    field: str | None = None  # canonical; set for DISTINCT_COUNT only
+
+
+@dataclass(frozen=True, slots=True)
+class Aggregation:
+    """Alert on groups of matching events, not on single events (Sigma `event_count` /
+    `value_count` correlations, Splunk `stats ... | where count >= n`).
+
+    Matching events are grouped by the values of `group_by` and, when `window` is set,
+    by fixed time buckets of that many seconds; a group alerts when every threshold holds.
+    """
+
+    thresholds: tuple[Threshold, ...]
+    group_by: tuple[str, ...] = ()  # canonical field names
+    window: int | None = None  # seconds; None: the whole time range the search runs over
+
+
+def parse_timespan(text: str) -> int | None:
+    """`30s`, `1m`, `2h`, `1d` (Splunk span and Sigma timespan syntax) in seconds; None if not one."""
+    found = re.fullmatch(r"\s*(\d+)\s*(s|sec|secs|m|min|mins|h|hr|hrs|d|day|days)\s*", text)
+    if not found or int(found.group(1)) == 0:
+        return None
+    unit = found.group(2)[0]  # lower case only: Sigma's `M` is months
+    return int(found.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+
+
+def format_timespan(seconds: int) -> str:
+    """The shortest exact `<n><unit>` form: 60 → `1m`, 90 → `90s`."""
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "m")):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+_OP_TEXT = {Op.EQUALS: "=", Op.LT: "<", Op.LTE: "<=", Op.GT: ">", Op.GTE: ">="}
+
+
+def describe_aggregation(aggregation: Aggregation) -> str:
+    """One line for people: `count >= 4 per 1m by process_name, host`."""
+    tests = " and ".join(
+        f"{'count' if t.aggregate is Aggregate.COUNT else f'distinct {t.field}'} {_OP_TEXT[t.op]} {t.value}"
+        for t in aggregation.thresholds)
+    window = f" per {format_timespan(aggregation.window)}" if aggregation.window else ""
+    group = f" by {', '.join(aggregation.group_by)}" if aggregation.group_by else ""
+    return tests + window + group
+
+
 NO_ORIGIN = Origin("<memory>")
 
 
@@ -274,6 +335,7 @@ class Rule:
     techniques: tuple[Technique, ...] = ()
     related: tuple[RelatedRule, ...] = ()
     fields: tuple[str, ...] = ()  # fields an analyst wants to see in results (canonical names)
+    aggregation: Aggregation | None = None  # set: the rule alerts on groups of events, not single events
     origin: Origin = NO_ORIGIN
     # Source-specific content kept losslessly (ESCU how_to_implement, drilldowns, rba, tests...).
     extras: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)

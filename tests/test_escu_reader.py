@@ -9,7 +9,20 @@ import pytest
 
 from sigma_wmi.api import compile_rule
 from sigma_wmi.errors import Level, Origin, SigmaWmiError
-from sigma_wmi.model import And, LogSource, Match, Not, Op, Pattern, Technique, Wildcard, string_match
+from sigma_wmi.model import (
+    Aggregate,
+    Aggregation,
+    And,
+    LogSource,
+    Match,
+    Not,
+    Op,
+    Pattern,
+    Technique,
+    Threshold,
+    Wildcard,
+    string_match,
+)
 from sigma_wmi.readers import ReadOptions, read_file, read_text_rules
 from sigma_wmi.readers.escu import is_partial, read_escu
 from sigma_wmi.readers.macros import MacroLibrary, expand, split_args
@@ -147,7 +160,7 @@ def test_split_args() -> None:
     ('| regex process="(?i)x.{0,4}$"', True),
     ("| search process=*abc*", True),
     ("| rename process as cmd | search cmd=*x*", True),
-    ("| where count > 5", False),  # an aggregate, not an event field
+    ("| where max_time > 5", False),  # an aggregate that is not a count: not an event field either
     ("| where process_path=\"x\"", False),  # not a split-by field: the results do not have it
     ("| eval x=1 | where process=\"y\"", False),
     ("| stats count by dest", False),
@@ -160,6 +173,79 @@ def test_post_filters(post: str, imported: bool) -> None:
     assert is_partial(rule) is not imported  # type: ignore[arg-type]
     if imported:
         assert rule.detection != eq("process_name", "a.exe")  # type: ignore[attr-defined]
+
+
+# ---- count thresholds after the tstats ----
+
+THRESHOLD_BASE = ("| tstats count dc(Processes.process) as cmdlines max(_time) as lastTime "
+                  "from datamodel=Endpoint.Processes where Processes.process_name=sc.exe "
+                  "by Processes.dest Processes.user _time span=5m | `drop_dm_object_name(Processes)` ")
+
+
+@pytest.mark.parametrize(("post", "thresholds"), [
+    ("| where count >= 4", (Threshold(Aggregate.COUNT, Op.GTE, 4),)),
+    ("| search count>10", (Threshold(Aggregate.COUNT, Op.GT, 10),)),
+    ("| where cmdlines > 37", (Threshold(Aggregate.DISTINCT_COUNT, Op.GT, 37, "command_line"),)),
+    ("| where count=3", (Threshold(Aggregate.COUNT, Op.EQUALS, 3),)),
+    ("| where count >= 4 AND cmdlines < 9",
+     (Threshold(Aggregate.COUNT, Op.GTE, 4), Threshold(Aggregate.DISTINCT_COUNT, Op.LT, 9, "command_line"))),
+    ("| where count >= 4 | where cmdlines < 9",
+     (Threshold(Aggregate.COUNT, Op.GTE, 4), Threshold(Aggregate.DISTINCT_COUNT, Op.LT, 9, "command_line"))),
+])
+def test_thresholds_are_imported(post: str, thresholds: tuple[Threshold, ...]) -> None:
+    rule = escu(THRESHOLD_BASE + post)
+    assert not is_partial(rule)  # type: ignore[arg-type]
+    assert rule.aggregation == Aggregation(thresholds, ("host", "user"), 300)  # type: ignore[attr-defined]
+    assert rule.detection == eq("process_name", "sc.exe")  # type: ignore[attr-defined]
+
+
+def test_threshold_with_a_split_by_field_test() -> None:
+    """A test on a split-by field is the same for the whole group: it stays a condition."""
+    rule = escu(THRESHOLD_BASE + '| where count >= 4 AND user!="SYSTEM"')
+    assert rule.aggregation.thresholds == (Threshold(Aggregate.COUNT, Op.GTE, 4),)  # type: ignore[attr-defined]
+    assert isinstance(rule.detection, And)  # type: ignore[attr-defined]
+
+
+def test_threshold_without_time_buckets() -> None:
+    rule = escu("| tstats count from datamodel=Endpoint.Processes where Processes.process_name=sc.exe "
+                "by Processes.dest | where count > 2")
+    assert rule.aggregation == Aggregation((Threshold(Aggregate.COUNT, Op.GT, 2),), ("host",), None)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("post", [
+    "| where count >= 4 OR cmdlines > 2",  # a group passes on either: not a list of thresholds
+    "| where NOT count >= 4",
+    "| where count > 2.5",  # counts are integers: say so rather than round
+    "| where count != 4",
+    "| where count >= cmdlines",
+    "| stats count by dest | where count > 2",  # counts of a re-aggregation
+])
+def test_thresholds_the_model_cannot_hold_are_partial(post: str) -> None:
+    rule = escu(THRESHOLD_BASE + post)
+    assert is_partial(rule)  # type: ignore[arg-type]
+    assert rule.aggregation is None  # type: ignore[attr-defined]
+
+
+def test_time_split_without_span_is_partial() -> None:
+    rule = escu("| tstats count from datamodel=Endpoint.Processes where Processes.process_name=sc.exe "
+                "by Processes.dest _time | where count > 2")
+    assert is_partial(rule)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("fmt", ["tstats", "raw"])
+def test_threshold_compiles_to_splunk(fmt: str) -> None:
+    rule = escu(THRESHOLD_BASE + "| where count >= 4 AND cmdlines > 2")
+    text = compile_rule(rule, "splunk", fmt).text  # type: ignore[arg-type]
+    if fmt == "tstats":
+        assert " dc(Processes.process) as dc_command_line " in text
+        assert text.endswith("by Processes.dest Processes.user _time span=5m | `drop_dm_object_name(Processes)` "
+                             "| `security_content_ctime(firstTime)` | `security_content_ctime(lastTime)` "
+                             "| where count >= 4 AND dc_command_line > 2")
+        again = read_escu({"name": "again", "search": text}, "", "again.yml", DATA / "macros")
+        assert again.aggregation == rule.aggregation  # type: ignore[attr-defined]
+    else:
+        assert text.endswith(" | bin _time span=5m | stats count dc(CommandLine) as dc_command_line "
+                             "by Computer User _time | where count >= 4 AND dc_command_line > 2")
 
 
 def test_subsearch_in_where_clause_is_partial() -> None:
@@ -218,3 +304,22 @@ def test_corpus_where_clauses_and_round_trip() -> None:
 def test_v4_42_seed_era_schema() -> None:
     (rule,) = read_file(shared_path("corpora", "escu", "v4_42", "script_execution_via_wmi.yml"))
     assert rule.detection == eq("process_name", "scrcons.exe")
+
+
+def test_raw_threshold_computes_the_process_name_it_groups_by() -> None:
+    """Sysmon events have no process-name field: the raw search derives it from the image path
+    before `stats`, with an eval whose regex (read back by an independent SPL tokenizer)
+    keeps what follows the last backslash."""
+    import re
+
+    from tests.spl_tokens import tokenize
+
+    rule = escu("| tstats count from datamodel=Endpoint.Processes where Processes.process=*x* "
+                "by Processes.process_name _time span=1h | where count > 2")
+    text = compile_rule(rule, "splunk", "raw").text  # type: ignore[arg-type]
+    tail = text[text.index("| eval process_name=replace(Image,"):]
+    regex, replacement = [t.text for t in tokenize(tail) if t.kind == "string"][:2]
+    for image, name in [(r"C:\Windows\System32\wbem\scrcons.exe", "scrcons.exe"), ("scrcons.exe", "scrcons.exe"),
+                        ("\\\\server\\share\\a b.exe", "a b.exe")]:
+        assert re.sub(regex, replacement, image) == name
+    assert tail.endswith("| bin _time span=1h | stats count by process_name _time | where count > 2")

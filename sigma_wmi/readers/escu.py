@@ -25,16 +25,22 @@ from sigma_wmi.attack import attack
 from sigma_wmi.catalog import Catalog, catalog
 from sigma_wmi.errors import Diagnostic, Level, Origin, SigmaWmiError, add_once
 from sigma_wmi.model import (
+    COMPARE_OPS,
+    Aggregate,
+    Aggregation,
     And,
     Expr,
     LogSource,
     Match,
+    Op,
     Pattern,
     Rule,
     Technique,
+    Threshold,
     all_of,
     matches,
     normalize,
+    parse_timespan,
 )
 from sigma_wmi.readers import macros as macro_lib
 from sigma_wmi.readers.spl import (
@@ -75,6 +81,7 @@ class SearchImport:
     logsource: LogSource
     by: tuple[str, ...]  # split-by fields, canonical
     where_exact: bool  # the tstats where-clause was imported without loss
+    aggregation: Aggregation | None = None  # `| where count >= n` and the like after the tstats
     diagnostics: list[Diagnostic] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
 
@@ -86,6 +93,10 @@ class SearchImport:
 _DATAMODEL = re.compile(r"^\s*datamodel\s*=\s*\"?([\w.]+)\"?", re.I)
 _AGGREGATE = re.compile(r"(\w+)\(([^()]*)\)(?:\s+as\s+(\"[^\"]+\"|[\w.]+))?", re.I)
 _MACRO_STAGE = re.compile(r"^`\s*([\w\-.:]+)\s*(?:\((.*)\))?\s*`$", re.S)
+_SPAN = re.compile(r"\bspan\s*=\s*(\S+)", re.I)
+# An aggregate a threshold can test, as a field name no event has (a later filter names it by alias).
+_AGGREGATE_MARK = "\0aggregate:"
+_COUNTING = {"count": Aggregate.COUNT, "dc": Aggregate.DISTINCT_COUNT, "distinct_count": Aggregate.DISTINCT_COUNT}
 _RENAME = re.compile(r"(\"[^\"]+\"|\S+)\s+as\s+(\"[^\"]+\"|\S+?)(?:\s*,|\s+|$)", re.I)
 
 
@@ -108,6 +119,11 @@ class _Importer:
         self.renamed: dict[str, str] = {}  # new name -> name before the rename
         self.results: set[str] = set()  # fields a tstats result row has (bare CIM names)
         self.aggregates: set[str] = set()
+        # alias -> what it counts, for the aggregates a threshold can test (count, dc(field))
+        self.countable: dict[str, tuple[Aggregate, str | None]] = {}
+        self.time_split = False  # `by _time`: groups per time bucket
+        self.window: int | None = None  # the bucket size (`span=`), seconds
+        self.thresholds: list[Threshold] = []
 
     # ---- diagnostics ----
     def partial(self, stage: str, why: str) -> None:
@@ -164,12 +180,14 @@ class _Importer:
         if not conditions:
             raise SigmaWmiError("the search has no condition the model can express", self.origin,
                                 "no-conditions")
+        by_fields = tuple(self.cim_field(f) for f in by)
+        aggregation = Aggregation(tuple(self.thresholds), by_fields, self.window) if self.thresholds else None
         logsource = self.catalog.datamodel_logsource(datamodel)
         if logsource is None:
             self.note("unknown-datamodel", f"data model {datamodel} has no Sigma log source in the catalog")
             logsource = LogSource(definition=f"Splunk CIM data model {datamodel}")
-        return SearchImport(normalize(all_of(conditions)), datamodel, logsource,
-                            tuple(self.cim_field(f) for f in by), where_exact, self.diagnostics, metadata)
+        return SearchImport(normalize(all_of(conditions)), datamodel, logsource, by_fields, where_exact,
+                            aggregation, self.diagnostics, metadata)
 
     # ---- | tstats ----
     def tstats(self, stage: Stage) -> tuple[Expr | None, str, tuple[str, ...], bool]:
@@ -185,7 +203,11 @@ class _Importer:
         rest = args[start + 4 + found.end():]
         by_at = find_keyword(rest, "by")
         clause, by_text = (rest[:by_at], rest[by_at + 2:]) if by_at is not None else (rest, "")
-        by = tuple(w for w in by_text.replace(",", " ").split() if "=" not in w and w != "_time")
+        by_words = _SPAN.sub(" ", by_text).replace(",", " ").split()
+        by = tuple(w for w in by_words if "=" not in w and w != "_time")
+        self.time_split = "_time" in by_words
+        span = _SPAN.search(by_text)
+        self.window = parse_timespan(span.group(1)) if span and self.time_split else None
         self.results = {self.bare(f) for f in by} | {"_time"}
         clause = clause.strip()
         if clause and find_keyword(clause, "where") != 0:
@@ -205,8 +227,11 @@ class _Importer:
             if function.lower() in self.EVENT_VALUED and self.bare(argument.strip()) == name:
                 self.results.add(name)
             self.aggregates.add(name)
+            if _COUNTING.get(function.lower()) is Aggregate.DISTINCT_COUNT and argument.strip():
+                self.countable[name] = (Aggregate.DISTINCT_COUNT, self.cim_field(argument.strip()))
         if re.search(r"(?<![\w(])count(?![\w(])", text):
             self.aggregates.add("count")
+            self.countable["count"] = (Aggregate.COUNT, None)
 
     def where_clause(self, text: str) -> tuple[Expr | None, bool]:
         """The where-clause as a condition, and whether it was imported without loss."""
@@ -258,25 +283,61 @@ class _Importer:
                 self.partial(stage.text, f"filters the output of `| {blocked}`, which was not imported")
                 return "filter", False
             try:
-                conditions.append(self.filter(command, stage.args))
+                condition = self.filter(command, stage.args)
             except (SplError, _NotEventField) as err:
                 self.partial(stage.text, str(err.message if isinstance(err, SplError) else err))
                 return "filter", False
+            if condition is not None:
+                conditions.append(condition)
             return "filter", True
         self.partial(stage.text, f"`{command}` changes or joins the results")
         return "other", False
 
-    def filter(self, command: str, args: str) -> Expr:
+    def filter(self, command: str, args: str) -> Expr | None:
+        """The stage's condition on event fields; thresholds on aggregates go to `self.thresholds`."""
         if "[" in args and extract_subsearches(args)[1]:
             raise SplError("subsearch in a filter")
         if command == "where":
-            return parse_where(args, self.result_field)
+            return self.take_thresholds(parse_where(args, self.filter_field))
         if command == "regex":
             return parse_regex_command(args, self.result_field)
-        expr = parse_search(args, self.result_field)
+        expr = parse_search(args, self.filter_field)
         if expr is None:
             raise SplError("empty search")
-        return expr
+        return self.take_thresholds(expr)
+
+    def filter_field(self, name: str) -> str:
+        """A result field for a filter: an event field, or a countable aggregate (marked)."""
+        original = self.renamed.get(name, name)
+        if original in self.countable and original not in self.results:
+            return _AGGREGATE_MARK + original
+        return self.result_field(name)
+
+    def take_thresholds(self, expr: Expr) -> Expr | None:
+        """Top-level `aggregate <op> integer` conjuncts become thresholds; the rest is returned.
+
+        Conjuncts on split-by fields are the same for every event of a group, so testing
+        them before counting (as the model does) selects the same groups.
+        """
+        conjuncts = list(expr.items) if isinstance(expr, And) else [expr]
+        rest: list[Expr] = []
+        found: list[Threshold] = []
+        for item in conjuncts:
+            marked = [m for m in matches(item) if m.field and m.field.startswith(_AGGREGATE_MARK)]
+            if not marked:
+                rest.append(item)
+                continue
+            alias = marked[0].field[len(_AGGREGATE_MARK):] if marked[0].field else ""
+            if not (isinstance(item, Match) and (item.op in COMPARE_OPS or item.op is Op.EQUALS)
+                    and len(item.values) == 1 and type(item.values[0]) is int):
+                raise _NotEventField(f"the test on aggregate '{alias}' is not `{alias} <op> <integer>` "
+                                     "in an AND")
+            if self.time_split and self.window is None:
+                raise _NotEventField(f"'{alias}' counts per `_time` value without a span")
+            aggregate, counted = self.countable[alias]
+            found.append(Threshold(aggregate, item.op, item.values[0], counted))
+        self.thresholds.extend(found)
+        return normalize(all_of(rest)) if rest else None
 
     def macro_stage(self, name: str, args: str) -> str:
         if name == "drop_dm_object_name":
@@ -351,6 +412,7 @@ def read_escu(doc: dict[str, Any], text: str, path: str, macros_dir: Path | None
         tactics=tactics,
         techniques=techniques,
         fields=imported.by,
+        aggregation=imported.aggregation,
         origin=origin,
         extras=extras,
         diagnostics=tuple(imported.diagnostics + attack_notes),

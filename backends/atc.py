@@ -28,7 +28,7 @@ from sigma_wmi.attack import Tactic, Technique, attack
 from sigma_wmi.backends.base import Backend, OptionSpec, Output, convert_safely
 from sigma_wmi.catalog import Catalog, catalog
 from sigma_wmi.errors import Diagnostic, Level, SigmaWmiError
-from sigma_wmi.model import Op, Pattern, Rule, matches
+from sigma_wmi.model import Op, Pattern, Rule, describe_aggregation, matches
 
 # ---------------------------------------------------------------------------
 # Markdown escaping (pure functions; the only places Markdown is escaped)
@@ -404,6 +404,7 @@ def card_context(rule: Rule, blocks: Sequence[QueryBlock], dn_base: str = "../Da
         "source_heading": SOURCE_HEADINGS.get(rule.source_format, "Source rule"),
         "source_text": rule.source_text.rstrip("\n"),
         "blocks": blocks,
+        "threshold": describe_aggregation(rule.aggregation) if rule.aggregation else None,
     }
 
 

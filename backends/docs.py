@@ -38,7 +38,7 @@ from sigma_wmi.backends.atc import (
     markdown_environment,
 )
 from sigma_wmi.errors import Diagnostic, Level, SigmaWmiError
-from sigma_wmi.model import RelatedRule, Rule
+from sigma_wmi.model import RelatedRule, Rule, describe_aggregation
 from sigma_wmi.output import inside
 from sigma_wmi.parallel import ordered_map
 
@@ -274,6 +274,7 @@ class SiteBuilder:
                        "how_to_implement": _how_to_implement(page),
                        "false_positives": _false_positives(page.rule),
                        "drilldowns": _drilldowns(page.rule),
+                       "threshold": describe_aggregation(page.rule.aggregation) if page.rule.aggregation else None,
                        "unavailable": self.compiler.unavailable}
             self._add(f"rules/{page.slug}.html", rule_html.render(context))
             self._add(f"rules/{page.slug}.md", rule_md.render(context))

@@ -18,7 +18,23 @@ import yaml
 from sigma_wmi.backends.base import Backend, OptionSpec, Output, warning
 from sigma_wmi.catalog import Catalog, catalog, to_profile
 from sigma_wmi.errors import Diagnostic, Level, UnsupportedError
-from sigma_wmi.model import And, Expr, Match, Not, Op, Or, Pattern, Regex, Rule, Wildcard, full_pattern
+from sigma_wmi.model import (
+    Aggregate,
+    Aggregation,
+    And,
+    Expr,
+    Match,
+    Not,
+    Op,
+    Or,
+    Pattern,
+    Regex,
+    Rule,
+    Wildcard,
+    describe_aggregation,
+    format_timespan,
+    full_pattern,
+)
 
 # ---------------------------------------------------------------------------
 # Escaping: Sigma strings know `*` and `?` as wildcards and `\` as their escape.
@@ -159,6 +175,7 @@ class _Detection:
 # Sigma's status values, and what other sources call them.
 _STATUS = {"production": "stable", "validation": "test", "stable": "stable", "test": "test",
            "experimental": "experimental", "deprecated": "deprecated", "unsupported": "unsupported"}
+_CONDITION_KEYS = {Op.GT: "gt", Op.GTE: "gte", Op.LT: "lt", Op.LTE: "lte", Op.EQUALS: "eq"}
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _NAMESPACE = uuid.UUID("6f1b0c52-1d0e-4d59-9b57-5c0e8e5b1a2d")  # ids of Sigma rules derived from other formats
 
@@ -180,11 +197,63 @@ class SigmaBackend(Backend):
         self.check_format(format)
         diagnostics: list[Diagnostic] = []
         doc = self.document(rule, diagnostics)
+        docs = [doc] if rule.aggregation is None else self.correlated(doc, rule.aggregation, rule, diagnostics)
         # one comment line per diagnostic: a message may quote multi-line input
         header = "".join(f"# {d.level.value}: {' '.join(d.message.split())}\n" for d in rule.diagnostics
                          if d.level is not Level.INFO)
-        text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=100, default_flow_style=False)
+        text = yaml.safe_dump_all(docs, sort_keys=False, allow_unicode=True, width=100, default_flow_style=False)
         return Output(header + text, diagnostics)
+
+    # ---- thresholds: a base rule and an event_count / value_count correlation ----
+    def correlated(self, doc: dict[str, Any], aggregation: Aggregation, rule: Rule,
+                   diagnostics: list[Diagnostic]) -> list[dict[str, Any]]:
+        """The correlation takes the rule's id and metadata (it is what alerts); the base rule
+        that selects the counted events gets a derived id and a `name` to be referred to by."""
+        if aggregation.window is None:
+            raise UnsupportedError("sigma: a correlation needs a time span; this threshold counts over the "
+                                   "whole search range")
+        kinds = {(t.aggregate, t.field) for t in aggregation.thresholds}
+        ops = [t.op for t in aggregation.thresholds]
+        if len(kinds) != 1 or len(set(ops)) != len(ops):
+            raise UnsupportedError("sigma: a correlation tests one count, once per comparison; this rule has "
+                                   f"{len(aggregation.thresholds)} thresholds ({describe_aggregation(aggregation)})")
+        (aggregate, counted), = kinds
+        base_id = doc.get("id") or rule.title
+        name = re.sub(r"[^a-z0-9]+", "_", rule.title.lower()).strip("_") or "events"
+        base = {"title": f"{rule.title} (events counted)", "id": str(uuid.uuid5(_NAMESPACE, f"events:{base_id}")),
+                "name": name, **{k: v for k, v in doc.items() if k not in ("title", "id", "level")}}
+        condition: dict[str, Any] = {_CONDITION_KEYS[t.op]: t.value for t in aggregation.thresholds}
+        if counted is not None:
+            condition = {"field": self.group_field(counted, diagnostics), **condition}
+        body = {
+            "type": "event_count" if aggregate is Aggregate.COUNT else "value_count",
+            "rules": [name],
+            "group-by": [self.group_field(f, diagnostics) for f in aggregation.group_by],
+            "timespan": format_timespan(aggregation.window),
+            "condition": condition,
+        }
+        if not body["group-by"]:
+            del body["group-by"]
+        correlation = {k: v for k, v in doc.items() if k not in ("logsource", "detection", "fields")}
+        correlation["correlation"] = body
+        if "level" in correlation:  # keep Sigma's key order: level last
+            correlation["level"] = correlation.pop("level")
+        return [base, correlation]
+
+    def group_field(self, canonical: str, diagnostics: list[Diagnostic]) -> str:
+        name = self.catalog.name_in("sigma", canonical)
+        if name:
+            return name
+        spec = self.catalog.spec(canonical)
+        source = spec.derive.source if spec and spec.derive else None
+        source_name = self.catalog.name_in("sigma", source) if source else None
+        if source_name:
+            diagnostics.append(Diagnostic(
+                Level.WARNING, "group-by-path",
+                f"Sigma has no field for {canonical}: the correlation uses {source_name}, the full path, so the "
+                "same name in different folders is counted apart", target=self.name))
+            return source_name
+        raise UnsupportedError(f"sigma: field '{canonical}' has no Sigma taxonomy name to count or group by")
 
     # ---- the rule ----
     def document(self, rule: Rule, diagnostics: list[Diagnostic]) -> dict[str, Any]:

@@ -11,6 +11,12 @@ from typing import Any
 from sigma_wmi.errors import Origin, SigmaWmiError
 from sigma_wmi.model import Rule
 from sigma_wmi.readers.sigma import is_sigma, read_sigma
+from sigma_wmi.readers.sigma_correlation import (
+    Correlation,
+    apply_correlations,
+    is_correlation,
+    read_correlation,
+)
 from sigma_wmi.readers.yamlsource import load_documents, read_text, split_documents
 
 RULE_SUFFIXES = (".yml", ".yaml")
@@ -52,16 +58,22 @@ def read_text_rules(text: str, path: str, options: ReadOptions | None = None) ->
     options = options or ReadOptions()
     if len(documents) == 1:
         return [_read_document(documents[0], text, path, options)]
-    rules = []
+    rules: list[Rule] = []
+    correlations: list[Correlation] = []
     for doc, (offset, piece) in zip(documents, split_documents(text), strict=False):
         try:
+            if is_correlation(doc):
+                correlation = read_correlation(doc, piece, path)
+                correlation.origin = correlation.origin.at((correlation.origin.line or 1) + offset)
+                correlations.append(correlation)
+                continue
             rule = _read_document(doc, piece, path, options)
         except SigmaWmiError as err:
             if err.origin is not None and err.origin.line is not None:
                 err.origin = err.origin.at(err.origin.line + offset, err.origin.column)
             raise
         rules.append(dataclasses.replace(rule, origin=rule.origin.at((rule.origin.line or 1) + offset)))
-    return rules
+    return apply_correlations(rules, correlations) if correlations else rules
 
 
 def read_file(path: Path | str, options: ReadOptions | None = None) -> list[Rule]:

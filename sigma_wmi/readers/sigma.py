@@ -83,8 +83,9 @@ def is_sigma(doc: Any) -> bool:
 def read_sigma(doc: dict[str, Any], text: str, path: str) -> Rule:
     """Build a `Rule` from one parsed Sigma document (`text` is its source, for line numbers)."""
     origin = Origin(path, locate(text, ("title",)) or 1, format="sigma")
-    if doc.get("type") == "correlation" or "correlation" in doc:
-        raise SigmaWmiError("Sigma correlation rules are not supported", origin, "unsupported-correlation")
+    if "correlation" in doc:
+        raise SigmaWmiError("a Sigma correlation is read together with the rule it counts, in the same "
+                            "file (---)", origin, "invalid-correlation")
     for key in ("title", "detection", "logsource"):
         if key not in doc:
             raise SigmaWmiError(f"missing required key '{key}'", origin.at(1), "missing-key")
@@ -132,25 +133,11 @@ def read_sigma(doc: dict[str, Any], text: str, path: str) -> Rule:
                             origin.at(locate(text, ("detection", "condition"))), "invalid-sigma") from None
     detection = normalize(any_of(trees))
 
-    tags = tuple(str(t) for t in doc.get("tags") or ())
-    tactics, techniques = parse_attack_tags(tags)
     cat = catalog()
     return Rule(
-        id=str(doc.get("id") or ""),
-        title=str(doc["title"]),
+        **{"id": "", **metadata_fields(doc)},
         detection=detection,
         logsource=logsource,
-        description=str(doc.get("description") or "").strip(),
-        status=_opt_str(doc.get("status")),
-        level=_opt_str(doc.get("level")),
-        authors=tuple(a.strip() for a in str(doc.get("author") or "").split(",") if a.strip()),
-        date=_date(doc.get("date")),
-        modified=_date(doc.get("modified")),
-        references=tuple(str(r) for r in doc.get("references") or ()),
-        falsepositives=tuple(str(f) for f in doc.get("falsepositives") or ()),
-        tags=tags,
-        tactics=tactics,
-        techniques=techniques,
         related=tuple(
             RelatedRule(str(r.get("id")), str(r.get("type"))) for r in doc.get("related") or ()
             if isinstance(r, dict)
@@ -160,6 +147,32 @@ def read_sigma(doc: dict[str, Any], text: str, path: str) -> Rule:
         extras={k: v for k, v in doc.items() if k not in _KNOWN_KEYS},
         source_text=text,
     )
+
+
+def metadata_fields(doc: dict[str, Any]) -> dict[str, Any]:
+    """`Rule` fields for the descriptive keys `doc` has (a correlation overrides its base rule's)."""
+    fields: dict[str, Any] = {}
+    if "title" in doc:
+        fields["title"] = str(doc["title"])
+    if "id" in doc:
+        fields["id"] = str(doc["id"] or "")
+    if "description" in doc:
+        fields["description"] = str(doc["description"] or "").strip()
+    for key in ("status", "level"):
+        if key in doc:
+            fields[key] = _opt_str(doc[key])
+    if "author" in doc:
+        fields["authors"] = tuple(a.strip() for a in str(doc["author"] or "").split(",") if a.strip())
+    for key in ("date", "modified"):
+        if key in doc:
+            fields[key] = _date(doc[key])
+    for key in ("references", "falsepositives"):
+        if key in doc:
+            fields[key] = tuple(str(r) for r in doc[key] or ())
+    if "tags" in doc:
+        fields["tags"] = tuple(str(t) for t in doc["tags"] or ())
+        fields["tactics"], fields["techniques"] = parse_attack_tags(fields["tags"])
+    return fields
 
 
 _KNOWN_KEYS = frozenset({

@@ -64,7 +64,11 @@ def main(argv: list[str]) -> int:
 
     round_trip = 0
     for rule in rules:
-        text = compile_rule(rule, "splunk", "tstats").text
+        try:
+            text = compile_rule(rule, "splunk", "tstats").text
+        except SigmaWmiError as err:
+            reasons[f"tstats output failed: {reason(err.message)}"] += 1
+            continue
         again = read_escu({"name": rule.title, "search": text}, "", "<tstats>")
         round_trip += (again.detection, again.aggregation) == (rule.detection, rule.aggregation)
 

@@ -162,7 +162,8 @@ def test_split_args() -> None:
     ("| rename process as cmd | search cmd=*x*", True),
     ("| where max_time > 5", False),  # an aggregate that is not a count: not an event field either
     ("| where process_path=\"x\"", False),  # not a split-by field: the results do not have it
-    ("| eval x=1 | where process=\"y\"", False),
+    ("| eval x=1 | where process=\"y\"", True),  # the filter does not use what eval computed
+    ("| eval process=1 | where process=\"y\"", False),  # it tests what eval computed, a constant: not imported
     ("| stats count by dest", False),
     ("| join dest [| tstats count from datamodel=Endpoint.Processes by Processes.dest]", False),
 ])
@@ -323,3 +324,45 @@ def test_raw_threshold_computes_the_process_name_it_groups_by() -> None:
                         ("\\\\server\\share\\a b.exe", "a b.exe")]:
         assert re.sub(regex, replacement, image) == name
     assert tail.endswith("| bin _time span=1h | stats count by process_name _time | where count > 2")
+
+
+# ---- | eval: columns only, or fields a later filter tests ----
+
+EVAL_BASE = ("| tstats count from datamodel=Endpoint.Processes where Processes.process=*x* "
+             "by Processes.dest Processes.process Processes.process_name | `drop_dm_object_name(Processes)` ")
+
+
+def test_eval_that_only_adds_columns_is_not_partial() -> None:
+    rule = escu(EVAL_BASE + '| rex field=process "(?<tail>.{3})$" | eval kind=case(match(process, "a"), "A") '
+                "| table dest process kind")
+    assert not is_partial(rule)  # type: ignore[arg-type]
+    assert rule.detection == string_match("command_line", Pattern((Wildcard.MANY, "x", Wildcard.MANY)))  # type: ignore[attr-defined]
+
+
+def test_eval_fields_tested_later_are_imported() -> None:
+    """single_letter_process_on_endpoint's shape: a name of five characters ending in .exe (cased)."""
+    rule = escu(EVAL_BASE + '| eval n = len(process_name), exe = if(substr(process_name, -4) == ".exe", 1, 0) '
+                "| search n=5 AND exe=1")
+    assert not is_partial(rule)  # type: ignore[arg-type]
+    from sigma_wmi.evaluate import evaluate
+    for name, hit in [("a.exe", True), ("ab.exe", False), ("A.EXE", False), ("a.bat", False)]:
+        assert evaluate(rule.detection, {"process_name": name, "command_line": "x"}) is hit  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("post", "words"), [
+    ('| eval n = mvcount(split(process, "/..")) - 1 | search n > 1', "was not imported"),
+    ("| eval n = mvcount(process) | where n > 1", "not imported"),
+    ('| eval process = lower(process) | regex process="^a"', "computed by `| eval`"),
+    ('| eval p = process | rename p as q | where like(q, "a%")', "computed by `| eval`"),
+    ('| eval n = len(process_path) | where n > 1', "not a split-by field"),
+])
+def test_eval_fields_a_filter_cannot_use_are_partial(post: str, words: str) -> None:
+    rule = escu(EVAL_BASE + post)
+    assert is_partial(rule)  # type: ignore[arg-type]
+    assert any(words in d.message for d in rule.diagnostics if d.code == "partial-import")  # type: ignore[attr-defined]
+
+
+def test_eval_overwriting_a_field_changes_what_later_filters_test() -> None:
+    rule = escu(EVAL_BASE + '| eval process_name = lower(process_name) | where process_name == "cmd.exe"')
+    assert not is_partial(rule)  # type: ignore[arg-type]
+    assert eq("process_name", "cmd.exe") in rule.detection.items  # type: ignore[attr-defined]  # caseless

@@ -8,11 +8,13 @@ from hypothesis import strategies as st
 
 from sigma_wmi.backends.splunk import SplunkBackend, spl_string
 from sigma_wmi.errors import SigmaWmiError
+from sigma_wmi.evaluate import evaluate
 from sigma_wmi.model import And, Match, Not, Op, Or, Pattern, Regex, Wildcard, normalize, string_match
 from sigma_wmi.readers.spl import (
     SplError,
     SplUnsupported,
     extract_subsearches,
+    parse_eval,
     parse_regex_command,
     parse_search,
     parse_splunk_search,
@@ -173,7 +175,8 @@ def test_where(text: str, expected: object) -> None:
     assert parse_where(text) == normalize(expected)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("text", ['len(x) > 5', 'x + 1 > 2', 'match(x, "a".y)', 'x > "abc"', 'lower(x)="ABC"',
+@pytest.mark.parametrize("text", ['len(x) != 5', 'mvcount(x) > 5', 'x + 1 > 2', 'substr(x, 2, 3) == "abc"',
+                                  'substr(x, -3) == "ab"', 'if(x == "a", 1, 1) == 1', 'if(x == "a", 1, 0) == 0', 'match(x, "a".y)', 'x > "abc"', 'lower(x)="ABC"',
                                   "x", 'relative_time(now(), "-1d") > x'])
 def test_where_unsupported_or_invalid(text: str) -> None:
     with pytest.raises(SplError):
@@ -182,7 +185,7 @@ def test_where_unsupported_or_invalid(text: str) -> None:
 
 def test_where_unsupported_is_the_unsupported_kind() -> None:
     with pytest.raises(SplUnsupported):
-        parse_where("len(x) > 5")
+        parse_where("mvcount(x) > 5")
 
 
 # ---- | regex ----
@@ -265,3 +268,56 @@ def test_wrong_argument_counts_are_errors_not_crashes(text: str) -> None:
     # found by the fuzz property: `| where match()` raised a TypeError
     with pytest.raises(SigmaWmiError, match="arguments"):
         parse_where(text)
+
+
+# ---- functions of a field compared with a literal, and `| eval` fields ----
+
+_COMPARE = {"==": lambda a, b: a == b, "<": lambda a, b: a < b, "<=": lambda a, b: a <= b,
+            ">": lambda a, b: a > b, ">=": lambda a, b: a >= b}
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.text(max_size=12), symbol=st.sampled_from(sorted(_COMPARE)), n=st.integers(0, 10))
+def test_len_comparison_means_what_splunk_len_does(value: str, symbol: str, n: int) -> None:
+    """Checked by evaluating the model on an event against Python's len (characters, as Splunk's)."""
+    try:
+        condition = parse_where(f"len(x) {symbol} {n}")
+    except SplUnsupported:
+        assert symbol == "<" and n == 0  # never true: refused rather than written as a regex
+        return
+    assert evaluate(condition, {"x": value}) is _COMPARE[symbol](len(value), n)
+    assert evaluate(condition, {}) is False  # len(null) is null: no match
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.text(alphabet="aAbB.", max_size=8), suffix=st.text(alphabet="aAbB.", min_size=1, max_size=4))
+def test_substr_comparisons_are_cased_suffix_and_prefix_tests(value: str, suffix: str) -> None:
+    n = len(suffix)
+    ends = parse_where(f'substr(x, -{n}) == "{suffix}"')
+    starts = parse_where(f'substr(x, 1, {n}) == "{suffix}"')
+    assert evaluate(ends, {"x": value}) is value.endswith(suffix)
+    assert evaluate(starts, {"x": value}) is value.startswith(suffix)
+
+
+def test_if_compared_with_its_true_value_is_the_test() -> None:
+    assert parse_where('if(match(x, "^a"), 1, 0) == 1') == parse_where('match(x, "^a")')
+    assert parse_where('if(x == "a", "yes", "no") = "yes"') == eq("x", "a", True)
+
+
+def test_eval_fields_stand_in_for_their_expressions() -> None:
+    computed = dict(parse_eval('n = len(name), is_exe = if(substr(name, -4) == ".exe", 1, 0), '
+                               'lowered = lower(name), odd = name + 1'))
+    assert isinstance(computed.pop("odd"), SplError)  # kept as unreadable, not dropped
+    where = parse_where("n = 5 AND is_exe = 1", computed=computed)
+    search = parse_search("n=5 is_exe=1", computed=computed)
+    assert where == search
+    assert evaluate(where, {"name": "a.exe"}) and not evaluate(where, {"name": "ab.exe"})
+    assert not evaluate(where, {"name": "A.EXE"})  # eval's == is cased
+    assert parse_where('lowered == "cmd.exe"', computed=computed) == eq("name", "cmd.exe")
+    with pytest.raises(SplUnsupported):
+        parse_search("lowered=cmd.exe", computed=computed)  # search would add wildcards and case folding
+
+
+def test_later_eval_sees_earlier_ones() -> None:
+    computed = dict(parse_eval("a = lower(x), b = if(a == \"y\", 1, 0)"))
+    assert parse_where("b == 1", computed=computed) == eq("x", "y")

@@ -49,6 +49,7 @@ from sigma_wmi.readers.spl import (
     Stage,
     extract_subsearches,
     find_keyword,
+    parse_eval,
     parse_regex_command,
     parse_search,
     parse_where,
@@ -106,6 +107,8 @@ class _Importer:
     FILTERS: ClassVar[frozenset[str]] = frozenset({"where", "search", "regex"})
     # Commands that change how results look, not which events match.
     PRESENTATION: ClassVar[frozenset[str]] = frozenset({"table", "fields", "sort", "convert", "rename"})
+    # Commands that add or rewrite result columns but never drop a result.
+    COLUMNS: ClassVar[frozenset[str]] = frozenset({"eval", "rex"})
     # Aggregates whose value is an event field's value (one event field per group).
     EVENT_VALUED: ClassVar[frozenset[str]] = frozenset({"values"})
 
@@ -124,6 +127,8 @@ class _Importer:
         self.time_split = False  # `by _time`: groups per time bucket
         self.window: int | None = None  # the bucket size (`span=`), seconds
         self.thresholds: list[Threshold] = []
+        self.computed: dict[str, Any] = {}  # fields `| eval` defined: their expressions
+        self.opaque: dict[str, str] = {}  # fields `| eval` defined in a way the import cannot read: why
 
     # ---- diagnostics ----
     def partial(self, stage: str, why: str) -> None:
@@ -152,6 +157,10 @@ class _Importer:
     def result_field(self, name: str) -> str:
         """A field of a tstats result row, as used by a later stage, as a canonical name."""
         original = self.renamed.get(name, name)
+        if original in self.opaque:
+            raise _NotEventField(self.opaque[original])
+        if original in self.computed:  # reached only where no expression can stand in (| regex, rename)
+            raise _NotEventField(f"field '{name}' is computed by `| eval`, not an event field")
         bare = original[len(self.node) + 1:] if original.startswith(self.node + ".") else original
         if bare not in self.results:
             reason = "an aggregate" if bare in self.aggregates else "not a split-by field of the tstats"
@@ -263,11 +272,20 @@ class _Importer:
     # ---- stages after tstats ----
     def post_stages(self, stages: list[Stage], conditions: list[Expr], metadata: dict[str, Any]) -> None:
         blocked: str | None = None  # the first stage that changed the results; later filters see its output
-        for stage in stages:
+        for at, stage in enumerate(stages):
+            if stage.command in self.COLUMNS and all(self.passive(later) for later in stages[at + 1:]):
+                # nothing after it selects results, so its columns cannot change which ones alert
+                self.note("columns-only", f"`| {stage.command}` only adds result columns; kept as metadata")
+                metadata["stages"].append({"text": stage.text, "kind": "presentation", "imported": True})
+                continue
             kind, imported = self.post_stage(stage, conditions, blocked)
             metadata["stages"].append({"text": stage.text, "kind": kind, "imported": imported})
             if kind == "other" and blocked is None:
                 blocked = stage.command
+
+    def passive(self, stage: Stage) -> bool:
+        """Does the stage leave the set of results alone (columns, order, standard macros)?"""
+        return bool(_MACRO_STAGE.match(stage.text)) or stage.command in self.PRESENTATION | self.COLUMNS
 
     def post_stage(self, stage: Stage, conditions: list[Expr], blocked: str | None) -> tuple[str, bool]:
         macro = _MACRO_STAGE.match(stage.text)
@@ -276,6 +294,8 @@ class _Importer:
         command = stage.command
         if command == "rename":
             return "presentation", self.rename(stage.args)
+        if command == "eval" and blocked is None:
+            return "computed", self.eval(stage)
         if command in self.PRESENTATION:
             return "presentation", True
         if command in self.FILTERS:
@@ -298,13 +318,29 @@ class _Importer:
         if "[" in args and extract_subsearches(args)[1]:
             raise SplError("subsearch in a filter")
         if command == "where":
-            return self.take_thresholds(parse_where(args, self.filter_field))
+            return self.take_thresholds(parse_where(args, self.filter_field, self.computed))
         if command == "regex":
-            return parse_regex_command(args, self.result_field)
-        expr = parse_search(args, self.filter_field)
+            return parse_regex_command(args, self.filter_field)
+        expr = parse_search(args, self.filter_field, self.computed)
         if expr is None:
             raise SplError("empty search")
         return self.take_thresholds(expr)
+
+    def eval(self, stage: Stage) -> bool:
+        """Remember what the fields mean; a filter that tests them later decides whether it imports."""
+        try:
+            assignments = parse_eval(stage.args, self.result_field, self.computed)
+        except SplError as err:
+            self.partial(stage.text, err.message)
+            return False
+        for name, operand in assignments:
+            if isinstance(operand, SplError):
+                self.computed.pop(name, None)
+                self.opaque[name] = f"`| eval {name}=...` was not imported ({operand.message})"
+            else:
+                self.opaque.pop(name, None)
+                self.computed[name] = operand
+        return True
 
     def filter_field(self, name: str) -> str:
         """A result field for a filter: an event field, or a countable aggregate (marked)."""

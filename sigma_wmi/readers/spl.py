@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import inspect
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -239,11 +239,20 @@ def _transform(transformer: Transformer[Any, Any], tree: Tree[Any]) -> Any:
         raise SplError(f"cannot read expression: {err.orig_exc}") from None
 
 
+@dataclass(frozen=True)
+class _Computed:
+    """A field an earlier `| eval` computed: its expression, with event fields inside."""
+
+    name: str
+    operand: Any
+
+
 @v_args(inline=True)
 class _SearchToModel(Transformer[Token, Any]):
-    def __init__(self, field_map: FieldMap) -> None:
+    def __init__(self, field_map: FieldMap, computed: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         self.field_map = field_map
+        self.computed = computed or {}
 
     def search(self, *conj: Expr) -> Expr | None:
         return conj[0] if conj else None
@@ -257,14 +266,19 @@ class _SearchToModel(Transformer[Token, Any]):
     def negate(self, item: Expr) -> Expr:
         return Not(item)
 
-    def name(self, token: Token) -> str:
-        return self.field_map(unquote(str(token)))
+    def name(self, token: Token) -> str | _Computed:
+        name = unquote(str(token))
+        if name in self.computed:
+            return _Computed(name, self.computed[name])
+        return self.field_map(name)
 
     def value(self, token: Token) -> Token:
         return token
 
-    def compare(self, field: str, op: Token, value: Token) -> Expr:
+    def compare(self, field: str | _Computed, op: Token, value: Token) -> Expr:
         symbol = str(op)
+        if isinstance(field, _Computed):
+            return self.compare_computed(field, symbol, value)
         if symbol in ("<", "<=", ">", ">="):
             number = _number(unquote(str(value)))
             if number is None:
@@ -277,6 +291,17 @@ class _SearchToModel(Transformer[Token, Any]):
             return differs(condition, [field])
         return condition
 
+    def compare_computed(self, field: _Computed, symbol: str, value: Token) -> Expr:
+        """`x=5` on a computed number is the eval comparison; strings would add search's
+        caseless wildcard matching to eval's cased one, so they are not imported."""
+        number = _number(unquote(str(value)))
+        if number is None:
+            raise SplUnsupported(f"'{field.name}{symbol}{value}' compares a computed field with text")
+        evaluator = _EvalToModel(self.field_map)
+        if symbol == "!=":  # search `!=` is false where the value is null, like eval's
+            return evaluator.compare(field.operand, Token("CMP", "!="), _Literal(number))
+        return evaluator.compare(field.operand, Token("CMP", "==" if symbol == "=" else symbol), _Literal(number))
+
     def equals(self, field: str, value: Token) -> Expr:
         text = str(value)
         if text in ("*", '"*"'):
@@ -285,7 +310,9 @@ class _SearchToModel(Transformer[Token, Any]):
             return Match(field, Op.EQUALS, (int(text),))  # unquoted integers stay numbers
         return string_match(field, search_pattern(text))
 
-    def member(self, field: str, *values: Token) -> Expr:
+    def member(self, field: str | _Computed, *values: Token) -> Expr:
+        if isinstance(field, _Computed):
+            raise SplUnsupported(f"'{field.name} IN (...)' on a computed field")
         if not values:
             raise SplError(f"'{field} IN ()' has no values")
         numbers = [Match(field, Op.EQUALS, (int(str(v)),)) for v in values
@@ -303,13 +330,15 @@ class _SearchToModel(Transformer[Token, Any]):
         return string_match(None, search_pattern(str(value)))
 
 
-def parse_search(text: str, field_map: FieldMap = lambda name: name) -> Expr | None:
+def parse_search(text: str, field_map: FieldMap = lambda name: name,
+                 computed: Mapping[str, Any] | None = None) -> Expr | None:
     """A search-language expression (no pipes, no macros) as a normalized model tree.
 
+    `computed` holds the fields earlier `| eval`s defined (see `parse_eval`).
     Returns None for an empty expression. Raises `SplError` with the column of the problem.
     """
     tree = _parse("spl.lark", "search", text)
-    expr = _transform(_SearchToModel(field_map), tree)
+    expr = _transform(_SearchToModel(field_map, computed), tree)
     return None if expr is None else normalize(expr)
 
 
@@ -335,12 +364,16 @@ class _Call:
 class _EvalToModel(Transformer[Token, Any]):
     """Builds model conditions bottom-up; operands are `_Field`, `_Literal` or `_Call`."""
 
-    def __init__(self, field_map: FieldMap) -> None:
+    def __init__(self, field_map: FieldMap, computed: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         self.field_map = field_map
+        self.computed = computed or {}
 
-    def field(self, token: Token) -> _Field:
-        return _Field(self.field_map(unquote(str(token))))
+    def field(self, token: Token) -> Any:
+        name = unquote(str(token))
+        if name in self.computed:  # an earlier `| eval` defined it: use its expression
+            return self.computed[name]
+        return _Field(self.field_map(name))
 
     def string(self, token: Token) -> _Literal:
         return _Literal(unquote(str(token)))
@@ -376,6 +409,9 @@ class _EvalToModel(Transformer[Token, Any]):
         if isinstance(left, _Literal) and not isinstance(right, _Literal):
             left, right = right, left
             symbol = {"<": ">", ">": "<", "<=": ">=", ">=": "<="}.get(symbol, symbol)
+        if isinstance(left, _Call) and left.name in ("len", "substr", "if") and isinstance(right, _Literal):
+            compare_call: Callable[[tuple[Any, ...], str, object], Expr] = getattr(self, f"compare_{left.name}")
+            return compare_call(left.args, symbol, right.value)
         ref, fold = self.reference(left)
         if isinstance(right, _Literal):
             return self.compare_literal(ref, symbol, right.value, fold)
@@ -385,6 +421,44 @@ class _EvalToModel(Transformer[Token, Any]):
             raise SplUnsupported(f"comparison '{symbol}' between two fields")
         same = Match(ref, Op.FIELDREF, (other,), case_sensitive=not caseless)
         return same if symbol == "==" else differs(same, [ref, other])
+
+    # ---- functions of a field compared with a literal ----
+    def compare_len(self, args: tuple[Any, ...], symbol: str, value: object) -> Expr:
+        """`len(f) > 5` as a regex on the number of characters (no field: null, no match)."""
+        if len(args) != 1 or type(value) is not int or value < 0 or symbol == "!=":
+            raise SplUnsupported(f"len() {symbol} {value!r}")
+        field, fold = self.reference(args[0])
+        if fold is not None:  # case mapping can change the length of some non-ASCII text
+            raise SplUnsupported(f"len({fold}(...))")
+        shapes = {"==": f"^.{{{value}}}$", ">=": f"^.{{{value}}}", ">": f"^.{{{value + 1}}}",
+                  "<=": f"^.{{0,{value}}}$", "<": f"^.{{0,{value - 1}}}$" if value else ""}
+        if not shapes[symbol]:
+            raise SplUnsupported("len() < 0 never holds")
+        return Match(field, Op.REGEX, (Regex(shapes[symbol], frozenset({"s"})),), case_sensitive=True)
+
+    def compare_substr(self, args: tuple[Any, ...], symbol: str, value: object) -> Expr:
+        """`substr(f, -n) == "xyz"` (n = len) ends with, `substr(f, 1, n) == "xyz"` starts with; cased."""
+        if symbol not in ("==", "!=") or not isinstance(value, str) or len(args) not in (2, 3) \
+                or not all(isinstance(a, _Literal) and type(a.value) is int for a in args[1:]):
+            raise SplUnsupported("substr() compared other than with == or != and a string")
+        field, fold = self.reference(args[0])
+        start, *length = (a.value for a in args[1:])
+        if not length and start == -len(value) and value:
+            pattern = Pattern((Wildcard.MANY, value))
+        elif length == [len(value)] and start in (0, 1) and value:  # eval strings start at 1; 0 acts as 1
+            pattern = Pattern((value, Wildcard.MANY))
+        else:
+            raise SplUnsupported(f"substr({', '.join(str(a.value) for a in args[1:])}) == \"{value}\"")
+        caseless = self.folded(field, fold, value)
+        condition = string_match(field, pattern, case_sensitive=not caseless)
+        return condition if symbol == "==" else differs(condition, [field])
+
+    def compare_if(self, args: tuple[Any, ...], symbol: str, value: object) -> Expr:
+        """`if(test, a, b) == a` is the test, when b differs from a."""
+        if len(args) != 3 or symbol != "==" or not all(isinstance(a, _Literal) for a in args[1:]) \
+                or args[1].value != value or args[2].value == value:
+            raise SplUnsupported(f"if() {symbol} {value!r}")
+        return self.condition(args[0])
 
     def reference(self, operand: Any) -> tuple[str, str | None]:
         """A field operand and the case folding applied to it: None, "lower" or "upper"
@@ -471,15 +545,54 @@ def _describe(operand: Any) -> str:
     return "a condition"
 
 
-def parse_where(text: str, field_map: FieldMap = lambda name: name) -> Expr:
+def parse_where(text: str, field_map: FieldMap = lambda name: name,
+                computed: Mapping[str, Any] | None = None) -> Expr:
     """The expression of a `| where` command as a normalized model tree.
 
     Raises `SplError` for a syntax error and `SplUnsupported` for valid eval
     expressions the model cannot express (arithmetic, string functions, ...).
     """
     tree = _parse("spl_eval.lark", "start", text)
-    transformer = _EvalToModel(field_map)
+    transformer = _EvalToModel(field_map, computed)
     return normalize(transformer.condition(_transform(transformer, tree)))
+
+
+def parse_eval(args: str, field_map: FieldMap = lambda name: name,
+               computed: Mapping[str, Any] | None = None) -> list[tuple[str, Any]]:
+    """The assignments of an `| eval`: (field, expression) in order, or (field, SplError) for an
+    expression that cannot be read. Expressions are kept unevaluated; a later filter that tests
+    the field decides whether the model can express the test (`len(f) > 5`, `if(match(...),1,0)=1`)."""
+    known = dict(computed or {})
+    assignments: list[tuple[str, Any]] = []
+    for piece in _split_top_level(args, ","):
+        found = re.match(r"\s*(\"[^\"]+\"|'[^']+'|[A-Za-z_][\w.]*)\s*=(?!=)(.*)$", piece, re.S)
+        if not found:
+            raise SplError(f"cannot read eval assignment '{piece.strip()[:40]}'")
+        name = unquote(found.group(1))
+        try:
+            operand = _transform(_EvalToModel(field_map, known), _parse("spl_eval.lark", "start", found.group(2)))
+        except SplError as err:
+            operand = err
+        assignments.append((name, operand))
+        if isinstance(operand, SplError):
+            known.pop(name, None)
+        else:
+            known[name] = operand
+    return assignments
+
+
+def _split_top_level(text: str, separator: str) -> list[str]:
+    pieces, start, depth = [], 0, 0
+    for i, char, _ in _scan(text):
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == separator and depth == 0:
+            pieces.append(text[start:i])
+            start = i + 1
+    pieces.append(text[start:])
+    return pieces
 
 
 _REGEX_ARGS = re.compile(r'^\s*(?:(?P<field>[A-Za-z_][\w.]*|"[^"]+")\s*(?P<op>!?=)\s*)?(?P<value>"(?:[^"\\]|\\.)*"|\S+)\s*$',

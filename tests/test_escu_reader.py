@@ -366,3 +366,18 @@ def test_eval_overwriting_a_field_changes_what_later_filters_test() -> None:
     rule = escu(EVAL_BASE + '| eval process_name = lower(process_name) | where process_name == "cmd.exe"')
     assert not is_partial(rule)  # type: ignore[arg-type]
     assert eq("process_name", "cmd.exe") in rule.detection.items  # type: ignore[attr-defined]  # caseless
+
+
+def test_held_out_threshold_with_eval_fields() -> None:
+    (rule,) = read_file(HELD_OUT / "wmic_burst_with_short_names.yml")
+    assert not is_partial(rule)
+    assert rule.aggregation == Aggregation((Threshold(Aggregate.DISTINCT_COUNT, Op.GTE, 5, "process_id"),),
+                                           ("host", "process_name"), 600)
+    from sigma_wmi.evaluate import evaluate
+    event = {"parent_process_name": "WMIC.exe", "process_name": "ab.exe"}
+    assert evaluate(rule.detection, event)
+    assert not evaluate(rule.detection, {**event, "process_name": "abc.exe"})
+    tstats = compile_rule(rule, "splunk", "tstats").text
+    again = read_escu({"name": "again", "search": tstats}, "", "again.yml", DATA / "macros")
+    assert (again.detection, again.aggregation) == (rule.detection, rule.aggregation)
+    assert tstats.endswith("| where dc_process_id >= 5")

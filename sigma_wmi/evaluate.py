@@ -17,6 +17,7 @@ cased literal sets) so a rule can be run over many events fast.
 
 from __future__ import annotations
 
+import datetime
 import functools
 import ipaddress
 import re
@@ -26,6 +27,7 @@ from typing import Any
 from sigma_wmi.catalog import catalog
 from sigma_wmi.errors import SigmaWmiError
 from sigma_wmi.model import (
+    Aggregate,
     And,
     Expr,
     LogSource,
@@ -36,6 +38,7 @@ from sigma_wmi.model import (
     Pattern,
     Regex,
     Rule,
+    Threshold,
     Wildcard,
     full_pattern,
     matches,
@@ -171,8 +174,71 @@ def compile_rule(rule: Rule, with_logsource: bool = True) -> Predicate:
 
 
 def hits(rule: Rule, events: Iterable[Event]) -> list[Event]:
+    """Events the rule's conditions select (a threshold rule counts these; see `alerting`)."""
     predicate = compile_rule(rule)
     return [event for event in events if predicate(event)]
+
+
+def alerting(rule: Rule, events: Iterable[Event], predicate: Predicate | None = None) -> list[Event]:
+    """Events the rule alerts on: the selected events, or for a rule with a threshold the
+    selected events of every group that meets it. As in Splunk's `stats ... by`, an event
+    missing a group-by field is in no group; with a time window, events are bucketed by
+    `TimeCreated` (else Sysmon's `UtcTime`, else `@timestamp`), and an event without a time is in none."""
+    predicate = predicate or compile_rule(rule)
+    selected = [event for event in events if predicate(event)]
+    aggregation = rule.aggregation
+    if aggregation is None:
+        return selected
+    groups: dict[tuple[Any, ...], list[Event]] = {}
+    for event in selected:
+        key = tuple(_group_value(event.get(name)) for name in aggregation.group_by)
+        if any(value is None for value in key):
+            continue
+        if aggregation.window:
+            seconds = _epoch(event.get("TimeCreated") or event.get("UtcTime") or event.get("@timestamp"))
+            if seconds is None:
+                continue
+            key += (seconds // aggregation.window,)
+        groups.setdefault(key, []).append(event)
+    alerts: list[Event] = []
+    for members in groups.values():
+        if all(_threshold_holds(t, members) for t in aggregation.thresholds):
+            alerts.extend(members)
+    return alerts
+
+
+def _group_value(value: Any) -> Any:
+    if value is None or value == "" or value == []:
+        return None
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _epoch(value: Any) -> int | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return int(moment.timestamp())
+
+
+def _threshold_holds(threshold: Threshold, members: list[Event]) -> bool:
+    if threshold.aggregate is Aggregate.COUNT:
+        amount = len(members)
+    else:  # distinct non-null values; a multi-valued field contributes each value
+        values: set[Any] = set()
+        for event in members:
+            value = event.get(threshold.field or "")
+            for item in value if isinstance(value, list) else [value]:
+                if item is not None and item != "":
+                    values.add(item)
+        amount = len(values)
+    if threshold.op is Op.EQUALS:
+        return amount == threshold.value
+    return _COMPARE[threshold.op](amount, threshold.value)
 
 
 # ---------------------------------------------------------------------------

@@ -5,7 +5,8 @@ Sigma reader in `rule.extras`), in the spirit of ESCU's `tests:`:
 
     x_sigma_wmi_tests:
       - events: shared:data/events/wmi_persistence_positives_process.jsonl
-        hits: 2                    # exact count (or min_hits / max_hits)
+        hits: 2                    # events the rule alerts on (or min_hits / max_hits); for a
+                                   # threshold rule, the events of the groups that meet it
         record_ids: [431364, 120461]  # exactly these EventRecordIDs hit
         mapped: ecs                # optional: evaluate the events after mapping to ECS
         note: free text
@@ -31,7 +32,7 @@ import click
 
 from sigma_wmi.api import load_all
 from sigma_wmi.errors import Origin, SigmaWmiError
-from sigma_wmi.evaluate import Predicate, compile_rule
+from sigma_wmi.evaluate import Predicate, alerting, compile_rule
 from sigma_wmi.events import canonical_event, read_events, to_ecs
 from sigma_wmi.model import Rule
 from sigma_wmi.readers.yamlsource import locate
@@ -217,7 +218,7 @@ def run_case(case: TestCase, predicate: Predicate, rule: Rule, roots: Roots, cac
         if case.events.startswith(SHARED_PREFIX):
             return CaseResult(case, "skip", str(path) if path else None, message="shared data not available")
         return CaseResult(case, "fail", str(path) if path else None, message="event file not found")
-    ids = [record_id(e) for e in cache.get(path, case.mapped) if predicate(e)]
+    ids = [record_id(e) for e in alerting(rule, cache.get(path, case.mapped), predicate)]
     result = CaseResult(case, "pass", str(path), len(ids), ids)
     problems = []
     if case.hits is not None and len(ids) != case.hits:
@@ -250,7 +251,7 @@ def test_rules(rules: Iterable[Rule], event_files: Iterable[Path] = (), roots: R
         for case in declared_tests(rule):
             report.cases.append(run_case(case, predicate, rule, roots, cache))
         for path in files:
-            report.hits[str(path)] = [record_id(e) for e in cache.get(path) if predicate(e)]
+            report.hits[str(path)] = [record_id(e) for e in alerting(rule, cache.get(path), predicate)]
         reports.append(report)
     return reports
 

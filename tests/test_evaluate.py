@@ -9,8 +9,22 @@ from __future__ import annotations
 import pytest
 
 from sigma_wmi.errors import SigmaWmiError
-from sigma_wmi.evaluate import compile_expr, compile_rule, evaluate, hits, logsource_predicate
-from sigma_wmi.model import And, LogSource, Match, Not, Op, Or, Pattern, Regex, Wildcard
+from sigma_wmi.evaluate import alerting, compile_expr, compile_rule, evaluate, hits, logsource_predicate
+from sigma_wmi.model import (
+    Aggregate,
+    Aggregation,
+    And,
+    LogSource,
+    Match,
+    Not,
+    Op,
+    Or,
+    Pattern,
+    Regex,
+    Rule,
+    Threshold,
+    Wildcard,
+)
 from sigma_wmi.readers import read_text_rules
 
 RULE = """
@@ -240,3 +254,74 @@ def test_numeric_keywords_match_as_text_anywhere() -> None:
 def test_verbose_regex_flag() -> None:
     regex = Match("f", Op.REGEX, (Regex("a b", frozenset("x")),), True)
     assert evaluate(regex, {"f": "ab"}) and not evaluate(regex, {"f": "a b"})
+
+
+# ---- count thresholds: groups of selected events ----
+
+def _threshold_rule(*thresholds: Threshold, group_by: tuple[str, ...] = ("host",), window: int | None = 60) -> Rule:
+    return Rule(id="t", title="t", detection=Match("process_name", Op.EQUALS, (Pattern.literal("sc.exe"),)),
+                aggregation=Aggregation(thresholds, group_by, window))
+
+
+def _sc(host: str | None, time: str | None, cmd: str = "sc stop x", record: int = 0) -> dict:
+    event = {"process_name": "SC.EXE", "command_line": cmd, "EventRecordID": record}
+    if host is not None:
+        event["host"] = host
+    if time is not None:
+        event["TimeCreated"] = time
+    return event
+
+
+THRESHOLD_EVENTS = [
+    _sc("a", "2024-05-01 10:00:05", "sc stop x", 1),
+    _sc("a", "2024-05-01T10:00:50Z", "sc stop y", 2),
+    _sc("a", "2024-05-01 10:01:10", "sc stop z", 3),  # next minute: another bucket
+    _sc("b", "2024-05-01 10:00:10", "sc stop x", 4),
+    _sc(None, "2024-05-01 10:00:20", "sc stop x", 5),  # no host: in no group
+    _sc("a", None, "sc stop x", 6),  # no time: in no bucket
+    {"process_name": "net.exe", "host": "a", "TimeCreated": "2024-05-01 10:00:30", "EventRecordID": 7},
+]
+
+
+@pytest.mark.parametrize(("thresholds", "window", "expected"), [
+    ((Threshold(Aggregate.COUNT, Op.GTE, 2),), 60, [1, 2]),
+    ((Threshold(Aggregate.COUNT, Op.GTE, 2),), 3600, [1, 2, 3]),
+    ((Threshold(Aggregate.COUNT, Op.GTE, 2),), None, [1, 2, 3, 6]),  # the whole range: time not needed
+    ((Threshold(Aggregate.COUNT, Op.EQUALS, 1),), 60, [3, 4]),
+    ((Threshold(Aggregate.DISTINCT_COUNT, Op.GT, 2, "command_line"),), 3600, [1, 2, 3]),
+    ((Threshold(Aggregate.DISTINCT_COUNT, Op.GT, 2, "command_line"),), 60, []),
+    ((Threshold(Aggregate.COUNT, Op.GTE, 2), Threshold(Aggregate.COUNT, Op.LT, 3)), 3600, []),
+])
+def test_alerting_groups(thresholds: tuple[Threshold, ...], window: int | None, expected: list[int]) -> None:
+    rule = _threshold_rule(*thresholds, window=window)
+    assert [e["EventRecordID"] for e in alerting(rule, THRESHOLD_EVENTS)] == expected
+
+
+def test_alerting_without_a_threshold_is_hits() -> None:
+    rule = _threshold_rule(Threshold(Aggregate.COUNT, Op.GTE, 1))
+    plain = Rule(id="p", title="p", detection=rule.detection)
+    assert alerting(plain, THRESHOLD_EVENTS) == hits(plain, THRESHOLD_EVENTS)
+    assert len(hits(plain, THRESHOLD_EVENTS)) == 6
+
+
+def test_thresholds_on_recorded_events() -> None:
+    """On real Sysmon events: `count >= 1` with no group alerts on exactly what the conditions
+    select, grouping per host and hour only regroups them, and an unreachable count alerts on none."""
+    from sigma_wmi.events import canonical_event, read_events
+    from tests.conftest import shared_path
+
+    events = [canonical_event(e) for e in read_events(shared_path("data", "events", "benign_nonwmi_process_creation.jsonl"))]
+    selected = Rule(id="s", title="s", detection=Match("process_name", Op.EXISTS))
+    every = hits(selected, events)
+    assert len(every) > 100
+    one = Rule(id="o", title="o", detection=selected.detection,
+               aggregation=Aggregation((Threshold(Aggregate.COUNT, Op.GTE, 1),)))
+    assert alerting(one, events) == every
+    hourly = Rule(id="h", title="h", detection=selected.detection,
+                  aggregation=Aggregation((Threshold(Aggregate.COUNT, Op.GTE, 1),), ("host",), 3600))
+    timed = [e for e in every if e.get("host") and (e.get("TimeCreated") or e.get("UtcTime"))]
+    assert len(timed) > 100
+    assert sorted(map(id, alerting(hourly, events))) == sorted(map(id, timed))
+    never = Rule(id="n", title="n", detection=selected.detection,
+                 aggregation=Aggregation((Threshold(Aggregate.COUNT, Op.GT, len(events)),), ("host",), 3600))
+    assert alerting(never, events) == []

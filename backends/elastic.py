@@ -37,6 +37,7 @@ from sigma_wmi.backends.query import Fragment, QueryGenerator
 from sigma_wmi.catalog import Catalog, catalog, to_profile
 from sigma_wmi.errors import Diagnostic, Level, UnsupportedError, add_once
 from sigma_wmi.model import (
+    Aggregate,
     And,
     Expr,
     Match,
@@ -48,6 +49,7 @@ from sigma_wmi.model import (
     Rule,
     Wildcard,
     describe_aggregation,
+    format_timespan,
     full_pattern,
     map_matches,
     patterns_match,
@@ -514,17 +516,27 @@ class ElasticBackend(Backend):
         chosen = self.check_format(format)
         diagnostics: list[Diagnostic] = []
         query = self.query(rule, diagnostics)
+        threshold = None
         if rule.aggregation is not None:
-            diagnostics.append(Diagnostic(
-                Level.WARNING, "threshold-not-applied",
-                f"{self.name}: the query matches every event the rule counts; its threshold "
-                f"({describe_aggregation(rule.aggregation)}) is not part of it"))
+            notes: list[Diagnostic] = []
+            threshold = self.threshold_rule(rule, notes)
+            if chosen == "query" or threshold is None:
+                hint = " (a Kibana threshold rule carries it: --format ndjson or toml)" \
+                    if threshold is not None else ""
+                threshold = None
+                diagnostics.append(Diagnostic(
+                    Level.WARNING, "threshold-not-applied",
+                    f"{self.name}: the query matches every event the rule counts; its threshold "
+                    f"({describe_aggregation(rule.aggregation)}) is not part of it{hint}"))
+            if chosen != "query":
+                diagnostics.extend(notes)
         if chosen == "query":
             text = query
         else:
             export = elastic_export.RuleExport(rule, query, self.language, self.rule_type,
                                                tuple(self.settings["index"]) or INDEX_PATTERNS[self.profile],
-                                               self.settings["interval"], self.settings["lookback"], diagnostics)
+                                               self.settings["interval"], self.settings["lookback"], diagnostics,
+                                               threshold, rule.aggregation.window if rule.aggregation else None)
             text = export.ndjson() if chosen == "ndjson" else export.toml()
         origin = rule.origin
         return Output(text, [replace(d, origin=d.origin or origin, target=d.target or self.name)
@@ -538,6 +550,49 @@ class ElasticBackend(Backend):
     # ---- the query ----
     def query(self, rule: Rule, diagnostics: list[Diagnostic]) -> str:
         raise NotImplementedError
+
+    def threshold_rule(self, rule: Rule, diagnostics: list[Diagnostic]) -> dict[str, Any] | None:
+        """Kibana's threshold rule for the rule's thresholds, or None with an info why not.
+
+        Kibana alerts when a group's count (and optionally one field's distinct count) is at
+        least a value, counted over each run's look-back: `>=` and `>` on integers only."""
+        aggregation = rule.aggregation
+        assert aggregation is not None
+
+        def why_not(reason: str) -> None:
+            diagnostics.append(Diagnostic(Level.INFO, "no-threshold-rule",
+                                          f"{self.name}: no Kibana threshold rule: {reason}"))
+
+        if self.rule_type != "query":
+            why_not("Kibana threshold rules take KQL or Lucene, not EQL")
+            return None
+        counts = [t for t in aggregation.thresholds if t.aggregate is Aggregate.COUNT]
+        distinct = [t for t in aggregation.thresholds if t.aggregate is Aggregate.DISTINCT_COUNT]
+        if len(counts) > 1 or len(distinct) > 1 or any(t.op not in (Op.GTE, Op.GT) for t in aggregation.thresholds):
+            why_not("it tests 'at least n' events and 'at least n' values of one field; the rule has "
+                    f"{describe_aggregation(aggregation)}")
+            return None
+        names = [self.event_field(f) for f in (*aggregation.group_by, *(t.field for t in distinct if t.field))]
+        if any(n is None for n in names):
+            why_not("a group-by or counted field has no single field name in the index")
+            return None
+        spec: dict[str, Any] = {"field": names[:len(aggregation.group_by)],
+                                "value": counts[0].value + (counts[0].op is Op.GT) if counts else 1}
+        if distinct:
+            spec["cardinality"] = [{"field": names[-1], "value": distinct[0].value + (distinct[0].op is Op.GT)}]
+        if aggregation.window is None:
+            diagnostics.append(Diagnostic(Level.INFO, "threshold-window", f"{self.name}: the threshold counts over "
+                                          "each run's look-back (options interval and lookback)"))
+        else:
+            diagnostics.append(Diagnostic(Level.INFO, "threshold-window", f"{self.name}: each run counts the last "
+                                          f"{format_timespan(aggregation.window)}; windows follow the schedule, "
+                                          "not the clock as Splunk's span does"))
+        return spec
+
+    def event_field(self, canonical: str) -> str | None:
+        """The profile's name for one canonical field (None: only derivable, not a field)."""
+        mapped = to_profile(Match(canonical, Op.EXISTS), self.profile, lambda name: name, [], self.catalog)
+        return mapped.field if isinstance(mapped, Match) else None
 
     def detection(self, rule: Rule, diagnostics: list[Diagnostic]) -> Expr:
         """The rule's detection in the profile's field names."""

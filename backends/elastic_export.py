@@ -10,12 +10,12 @@ import json
 import re
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sigma_wmi.attack import Attack, Technique, attack
 from sigma_wmi.errors import Diagnostic
-from sigma_wmi.model import Rule
+from sigma_wmi.model import Rule, format_timespan
 
 # Sigma level → (Kibana severity, risk score); Kibana's own defaults per severity.
 SEVERITY = {
@@ -89,6 +89,9 @@ class RuleExport:
     interval: str
     lookback: str
     diagnostics: list[Diagnostic]
+    # A Kibana threshold rule: {"field": [...], "value": n, "cardinality": [...]}, and its window (s)
+    threshold: dict[str, Any] | None = field(default=None)
+    window: int | None = None
 
     def rule_id(self) -> str:
         return self.rule.id or str(uuid.uuid5(_RULE_NAMESPACE, self.rule.title))
@@ -99,7 +102,7 @@ class RuleExport:
             "rule_id": self.rule_id(),
             "name": self.rule.title,
             "description": " ".join(self.rule.description.split()) or self.rule.title,
-            "type": self.rule_type,
+            "type": "threshold" if self.threshold else self.rule_type,
             "language": self.language,
             "query": self.query,
             "index": list(self.index),
@@ -116,6 +119,11 @@ class RuleExport:
             "max_signals": 100,
             "version": 1,
         }
+        if self.threshold:
+            body["threshold"] = self.threshold
+        if self.threshold and self.window:  # each run counts the last window, runs one window apart
+            body["interval"] = format_timespan(self.window)
+            body["from"] = f"now-{format_timespan(self.window)}"
         return body
 
     def ndjson(self) -> str:

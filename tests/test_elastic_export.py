@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from sigma_wmi.api import backend, compile_rule, convert, load
 from sigma_wmi.backends.elastic_export import threat, toml_dumps, toml_string
+from sigma_wmi.model import Aggregate, Aggregation, Op, Rule, Threshold
 
 ATTACK = "https://attack.mitre.org"
 
@@ -157,3 +158,41 @@ _tables = st.recursive(
 @given(_tables)
 def test_toml_documents_round_trip(document: dict[str, Any]) -> None:
     assert tomllib.loads(toml_dumps(document)) == document
+
+
+# ---- count thresholds: Kibana threshold rules ----
+
+def _with_threshold(*thresholds: Threshold, window: int | None = 600) -> Rule:
+    (rule,) = load(RULES / "sigma" / "proc_creation_win_scrcons_wmi_script_event_consumer.yml")
+    return replace(rule, aggregation=Aggregation(thresholds, ("host", "user"), window))
+
+
+@pytest.mark.parametrize("target", ["kql", "lucene"])
+def test_threshold_becomes_a_kibana_threshold_rule(target: str) -> None:
+    rule = _with_threshold(Threshold(Aggregate.COUNT, Op.GT, 3),
+                           Threshold(Aggregate.DISTINCT_COUNT, Op.GTE, 2, "command_line"))
+    output = compile_rule(rule, target, "ndjson")
+    body = json.loads(output.text)
+    assert body["type"] == "threshold"
+    assert body["threshold"] == {"field": ["host.name", "user.name"], "value": 4,  # > 3 is >= 4
+                                 "cardinality": [{"field": "process.command_line", "value": 2}]}
+    assert (body["interval"], body["from"]) == ("10m", "now-10m")
+    assert body["query"] == compile_rule(rule, target).text
+    assert "threshold-not-applied" not in [d.code for d in output.diagnostics]
+    toml = tomllib.loads(compile_rule(rule, target, "toml").text)  # an independent TOML parser
+    assert toml["rule"]["threshold"] == body["threshold"] and toml["rule"]["type"] == "threshold"
+
+
+@pytest.mark.parametrize(("target", "fmt", "thresholds"), [
+    ("eql", "ndjson", (Threshold(Aggregate.COUNT, Op.GTE, 3),)),  # EQL rules do not count
+    ("kql", "ndjson", (Threshold(Aggregate.COUNT, Op.LT, 3),)),  # Kibana only tests "at least"
+    ("kql", "ndjson", (Threshold(Aggregate.DISTINCT_COUNT, Op.GTE, 3, "user"),
+                       Threshold(Aggregate.DISTINCT_COUNT, Op.GTE, 3, "command_line"))),
+    ("kql", "query", (Threshold(Aggregate.COUNT, Op.GTE, 3),)),  # a bare query has no place for it
+])
+def test_threshold_kibana_cannot_carry_is_a_warning(target: str, fmt: str,
+                                                    thresholds: tuple[Threshold, ...]) -> None:
+    output = compile_rule(_with_threshold(*thresholds), target, fmt)
+    assert "threshold-not-applied" in [d.code for d in output.diagnostics]
+    if fmt == "ndjson":
+        assert json.loads(output.text)["type"] != "threshold"

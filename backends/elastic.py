@@ -484,6 +484,8 @@ class LuceneGenerator(_KeywordQuery):
 # The backends
 # ---------------------------------------------------------------------------
 
+# Kibana's threshold rules refuse more group-by fields than this.
+_KIBANA_MAX_THRESHOLD_FIELDS = 3
 INDEX_PATTERNS = {"ecs": ("logs-endpoint.events.*",), "winlogbeat": ("winlogbeat-*",)}
 
 
@@ -572,13 +574,21 @@ class ElasticBackend(Backend):
             why_not("it tests 'at least n' events and 'at least n' values of one field; the rule has "
                     f"{describe_aggregation(aggregation)}")
             return None
+        if len(aggregation.group_by) > _KIBANA_MAX_THRESHOLD_FIELDS:
+            why_not(f"Kibana groups by at most {_KIBANA_MAX_THRESHOLD_FIELDS} fields; the rule groups by "
+                    f"{len(aggregation.group_by)}")
+            return None
+        if distinct and distinct[0].field in aggregation.group_by:
+            why_not(f"it counts distinct values of {distinct[0].field}, which it also groups by")
+            return None
         names = [self.event_field(f) for f in (*aggregation.group_by, *(t.field for t in distinct if t.field))]
         if any(n is None for n in names):
             why_not("a group-by or counted field has no single field name in the index")
             return None
+        # "at least 0" holds for every group (a group has an event); Kibana wants at least 1
         spec: dict[str, Any] = {"field": names[:len(aggregation.group_by)],
-                                "value": counts[0].value + (counts[0].op is Op.GT) if counts else 1}
-        if distinct:
+                                "value": max(counts[0].value + (counts[0].op is Op.GT), 1) if counts else 1}
+        if distinct and distinct[0].value + (distinct[0].op is Op.GT) > 0:
             spec["cardinality"] = [{"field": names[-1], "value": distinct[0].value + (distinct[0].op is Op.GT)}]
         if aggregation.window is None:
             diagnostics.append(Diagnostic(Level.INFO, "threshold-window", f"{self.name}: the threshold counts over "

@@ -131,7 +131,8 @@ class RuleExport:
 
     def toml(self) -> str:
         rule = self.kibana()
-        for key in ("enabled", "max_signals", "version", "interval"):
+        dropped = ("enabled", "max_signals", "version") + (() if self.threshold and self.window else ("interval",))
+        for key in dropped:  # the threshold's window decides how often the rule runs
             rule.pop(key)
         metadata = {
             "creation_date": _toml_date(self.rule.date) or "1970/01/01",

@@ -411,12 +411,14 @@ class SplunkBackend(Backend):
         macros = self.settings["expand_macros"]
         summaries = ESCU_MACROS["security_content_summariesonly"] if macros else "`security_content_summariesonly`"
         counted = {t.field: cim_name(t.field) for t in aggregation.thresholds if t.field} if aggregation else {}
-        distinct = "".join(f" dc({node}.{name}) as {_alias(t)}" for t in aggregation.thresholds
-                           if t.field and (name := counted[t.field])) if aggregation else ""
-        span = f" _time span={format_timespan(aggregation.window)}" if aggregation and aggregation.window else ""
+        distinct = "".join(dict.fromkeys(f" dc({node}.{counted[t.field]}) as {_alias(t)}"
+                                         for t in aggregation.thresholds if t.field)) if aggregation else ""
+        split = [f"{node}.{f}" for f in by]
+        if aggregation and aggregation.window:
+            split.append(f"_time span={format_timespan(aggregation.window)}")
         query = (f"| tstats {summaries} count{distinct} min(_time) as firstTime max(_time) as lastTime "
                  f"from datamodel={source.cim}" + (f" where {condition}" if condition else "")
-                 + " by " + " ".join(f"{node}.{f}" for f in by) + span)
+                 + (" by " + " ".join(split) if split else ""))
         if macros:
             query += " | " + ESCU_MACROS["drop_dm_object_name"].format(node=node)
             for field in ("firstTime", "lastTime"):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime
 import functools
 import ipaddress
+import itertools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -182,8 +183,9 @@ def hits(rule: Rule, events: Iterable[Event]) -> list[Event]:
 def alerting(rule: Rule, events: Iterable[Event], predicate: Predicate | None = None) -> list[Event]:
     """Events the rule alerts on: the selected events, or for a rule with a threshold the
     selected events of every group that meets it. As in Splunk's `stats ... by`, an event
-    missing a group-by field is in no group; with a time window, events are bucketed by
-    `TimeCreated` (else Sysmon's `UtcTime`, else `@timestamp`), and an event without a time is in none."""
+    missing a group-by field is in no group and a multi-valued one is in a group per value; with a
+    time window, events are bucketed by Sysmon's `UtcTime`, else `TimeCreated`, else `@timestamp`
+    (a time without a zone is taken as UTC), and an event without a time is in none."""
     predicate = predicate or compile_rule(rule)
     selected = [event for event in events if predicate(event)]
     aggregation = rule.aggregation
@@ -191,26 +193,22 @@ def alerting(rule: Rule, events: Iterable[Event], predicate: Predicate | None = 
         return selected
     groups: dict[tuple[Any, ...], list[Event]] = {}
     for event in selected:
-        key = tuple(_group_value(event.get(name)) for name in aggregation.group_by)
-        if any(value is None for value in key):
-            continue
+        values = [_group_values(event.get(name)) for name in aggregation.group_by]
         if aggregation.window:
-            seconds = _epoch(event.get("TimeCreated") or event.get("UtcTime") or event.get("@timestamp"))
-            if seconds is None:
-                continue
-            key += (seconds // aggregation.window,)
-        groups.setdefault(key, []).append(event)
-    alerts: list[Event] = []
+            seconds = _epoch(event.get("UtcTime") or event.get("TimeCreated") or event.get("@timestamp"))
+            values.append([seconds // aggregation.window] if seconds is not None else [])
+        for key in itertools.product(*values):  # no key when a value is missing
+            groups.setdefault(key, []).append(event)
+    alerts: dict[int, Event] = {}  # an event in several alerting groups is one alert event
     for members in groups.values():
         if all(_threshold_holds(t, members) for t in aggregation.thresholds):
-            alerts.extend(members)
-    return alerts
+            alerts.update((id(event), event) for event in members)
+    return [event for event in selected if id(event) in alerts]
 
 
-def _group_value(value: Any) -> Any:
-    if value is None or value == "" or value == []:
-        return None
-    return tuple(value) if isinstance(value, list) else value
+def _group_values(value: Any) -> list[Any]:
+    items = value if isinstance(value, list) else [value]
+    return list(dict.fromkeys(v for v in items if v is not None and v != ""))
 
 
 def _epoch(value: Any) -> int | None:

@@ -282,12 +282,13 @@ class Aggregation:
 
 
 def parse_timespan(text: str) -> int | None:
-    """`30s`, `1m`, `2h`, `1d` (Splunk span and Sigma timespan syntax) in seconds; None if not one."""
-    found = re.fullmatch(r"\s*(\d+)\s*(s|sec|secs|m|min|mins|h|hr|hrs|d|day|days)\s*", text)
+    """`30s`, `1m`, `2h`, `1d`, `1w` (Splunk span and Sigma timespan syntax) in seconds; None if not
+    one (months and years have no fixed length)."""
+    found = re.fullmatch(r"\s*(\d+)\s*(s|sec|secs|m|min|mins|h|hr|hrs|d|day|days|w|week|weeks)\s*", text)
     if not found or int(found.group(1)) == 0:
         return None
     unit = found.group(2)[0]  # lower case only: Sigma's `M` is months
-    return int(found.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+    return int(found.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[unit]
 
 
 def format_timespan(seconds: int) -> str:

@@ -181,6 +181,19 @@ def test_threshold_becomes_a_kibana_threshold_rule(target: str) -> None:
     assert "threshold-not-applied" not in [d.code for d in output.diagnostics]
     toml = tomllib.loads(compile_rule(rule, target, "toml").text)  # an independent TOML parser
     assert toml["rule"]["threshold"] == body["threshold"] and toml["rule"]["type"] == "threshold"
+    assert toml["rule"]["interval"] == "10m"  # the window, in TOML as in NDJSON
+
+
+def test_threshold_rule_stays_inside_what_kibana_accepts() -> None:
+    """Kibana's validator: at most 3 group-by fields, value >= 1, cardinality not on a group-by field."""
+    wide = replace(_with_threshold(Threshold(Aggregate.COUNT, Op.GTE, 2)),
+                   aggregation=Aggregation((Threshold(Aggregate.COUNT, Op.GTE, 2),),
+                                           ("host", "user", "process_name", "parent_process_name"), 60))
+    assert json.loads(compile_rule(wide, "kql", "ndjson").text)["type"] == "query"
+    zero = json.loads(compile_rule(_with_threshold(Threshold(Aggregate.COUNT, Op.GTE, 0)), "kql", "ndjson").text)
+    assert zero["threshold"]["value"] == 1
+    same = _with_threshold(Threshold(Aggregate.DISTINCT_COUNT, Op.GTE, 2, "user"))
+    assert json.loads(compile_rule(same, "kql", "ndjson").text)["type"] == "query"
 
 
 @pytest.mark.parametrize(("target", "fmt", "thresholds"), [

@@ -220,11 +220,37 @@ def test_threshold_without_time_buckets() -> None:
     "| where count != 4",
     "| where count >= cmdlines",
     "| stats count by dest | where count > 2",  # counts of a re-aggregation
+    '| regex count="^1[0-9]"',  # found in review: a regex on a count is not a threshold
+    "| eval count=count*2 | where count > 10",  # found in review: the count was rewritten
 ])
 def test_thresholds_the_model_cannot_hold_are_partial(post: str) -> None:
     rule = escu(THRESHOLD_BASE + post)
     assert is_partial(rule)  # type: ignore[arg-type]
     assert rule.aggregation is None  # type: ignore[attr-defined]
+
+
+def test_aliased_count_is_tested_by_its_alias() -> None:
+    search = ("| tstats count as total from datamodel=Endpoint.Processes where Processes.process_name=a.exe "
+              "by Processes.dest _time span=1h, ")  # the comma after the span is in the ESCU corpus
+    assert escu(search + "| where total > 10").aggregation == Aggregation(  # type: ignore[attr-defined]
+        (Threshold(Aggregate.COUNT, Op.GT, 10),), ("host",), 3600)
+    assert is_partial(escu(search + "| where count > 10"))  # type: ignore[arg-type]  # no such column
+
+
+def test_unreadable_span_is_named() -> None:
+    rule = escu("| tstats count from datamodel=Endpoint.Processes where Processes.process_name=a.exe "
+                "by Processes.dest _time span=1mon | where count > 2")
+    assert any("span '1mon'" in d.message for d in rule.diagnostics)  # type: ignore[attr-defined]
+
+
+def test_threshold_tstats_without_split_and_repeated_distinct_count() -> None:
+    plain = escu("| tstats count from datamodel=Endpoint.Processes where Processes.process_name=a.exe "
+                 "| where count > 5")
+    text = compile_rule(plain, "splunk", "tstats").text  # type: ignore[arg-type]
+    assert " by " not in text and text.endswith("| where count > 5")
+    ranged = escu(THRESHOLD_BASE + "| where cmdlines > 2 AND cmdlines < 9")
+    text = compile_rule(ranged, "splunk", "tstats").text  # type: ignore[arg-type]
+    assert text.count("dc(Processes.process)") == 1
 
 
 def test_time_split_without_span_is_partial() -> None:

@@ -297,6 +297,14 @@ def test_alerting_groups(thresholds: tuple[Threshold, ...], window: int | None, 
     assert [e["EventRecordID"] for e in alerting(rule, THRESHOLD_EVENTS)] == expected
 
 
+def test_multi_valued_group_field_is_in_a_group_per_value() -> None:
+    """As Splunk's `stats by` (found in review): each value of a list is its own group."""
+    events = [{"process_name": "sc.exe", "user": u, "EventRecordID": i}
+              for i, u in enumerate(["a", ["a", "b"], ["b", "a"]])]
+    rule = _threshold_rule(Threshold(Aggregate.COUNT, Op.GTE, 3), group_by=("user",), window=None)
+    assert [e["EventRecordID"] for e in alerting(rule, events)] == [0, 1, 2]  # group a has all three
+
+
 def test_alerting_without_a_threshold_is_hits() -> None:
     rule = _threshold_rule(Threshold(Aggregate.COUNT, Op.GTE, 1))
     plain = Rule(id="p", title="p", detection=rule.detection)

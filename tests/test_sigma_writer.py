@@ -186,11 +186,24 @@ def test_group_by_a_name_sigma_lacks_uses_the_path_and_says_so() -> None:
     assert [d.code for d in output.diagnostics] == ["group-by-path"]
 
 
-def test_base_rule_alerts_too_with_generate() -> None:
-    text = compile_rule(_threshold_rule(), "sigma").text.replace("  type: value_count", "  type: value_count\n"
-                                                                   "  generate: true")
+@pytest.mark.parametrize(("edit", "base_kept"), [
+    (("  type: value_count", "  type: value_count\n  generate: true"), True),  # where pySigma reads it
+    (("correlation:", "generate: true\ncorrelation:"), True),  # where Sigma 2.1 puts it
+    (("", ""), False),
+])
+def test_base_rule_alerts_too_with_generate(edit: tuple[str, str], base_kept: bool) -> None:
+    text = compile_rule(_threshold_rule(), "sigma").text.replace(*edit)
     rules = read_text_rules(text, "back.yml")
-    assert [r.aggregation is None for r in rules] == [True, False]
+    assert [r.aggregation is None for r in rules] == ([True] if base_kept else []) + [False]
+
+
+@pytest.mark.parametrize(("edit", "words"), [
+    (("  type: value_count", "  type: value_count\n  generate: 'false'"), "true or false"),
+    (("  group-by:", "  aliases: {u: {base: User}}\n  group-by:"), "aliases"),
+])
+def test_correlation_keys_not_taken_silently(edit: tuple[str, str], words: str) -> None:
+    with pytest.raises(SigmaWmiError, match=words):
+        read_text_rules(compile_rule(_threshold_rule(), "sigma").text.replace(*edit), "back.yml")
 
 
 # ---- found in review ----

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from sigma_wmi.backends.splunk import SplunkBackend, spl_string
@@ -176,7 +176,7 @@ def test_where(text: str, expected: object) -> None:
 
 
 @pytest.mark.parametrize("text", ['len(x) != 5', 'mvcount(x) > 5', 'x + 1 > 2', 'substr(x, 2, 3) == "abc"',
-                                  'substr(x, -3) == "ab"', 'if(x == "a", 1, 1) == 1', 'if(x == "a", 1, 0) == 0', 'match(x, "a".y)', 'x > "abc"', 'lower(x)="ABC"',
+                                  'substr(x, -3) == "ab"', 'substr(x, 0, 2) == "ab"', 'if(x == "a", 1, 1) == 1', 'if(x == "a", 1, 0) == 0', 'match(x, "a".y)', 'x > "abc"', 'lower(x)="ABC"',
                                   "x", 'relative_time(now(), "-1d") > x'])
 def test_where_unsupported_or_invalid(text: str) -> None:
     with pytest.raises(SplError):
@@ -278,6 +278,8 @@ _COMPARE = {"==": lambda a, b: a == b, "<": lambda a, b: a < b, "<=": lambda a, 
 
 @settings(max_examples=300, deadline=None)
 @given(value=st.text(max_size=12), symbol=st.sampled_from(sorted(_COMPARE)), n=st.integers(0, 10))
+@example(value="abcde\n", symbol="<=", n=5).via("review: `$` matches before a final newline")
+@example(value="abcde\n", symbol="==", n=5).via("review")
 def test_len_comparison_means_what_splunk_len_does(value: str, symbol: str, n: int) -> None:
     """Checked by evaluating the model on an event against Python's len (characters, as Splunk's)."""
     try:

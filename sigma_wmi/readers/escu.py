@@ -94,7 +94,9 @@ class SearchImport:
 _DATAMODEL = re.compile(r"^\s*datamodel\s*=\s*\"?([\w.]+)\"?", re.I)
 _AGGREGATE = re.compile(r"(\w+)\(([^()]*)\)(?:\s+as\s+(\"[^\"]+\"|[\w.]+))?", re.I)
 _MACRO_STAGE = re.compile(r"^`\s*([\w\-.:]+)\s*(?:\((.*)\))?\s*`$", re.S)
-_SPAN = re.compile(r"\bspan\s*=\s*(\S+)", re.I)
+_SPAN = re.compile(r"\bspan\s*=\s*([^\s,]+)", re.I)
+# `count`, not `count(...)`, with its alias if it has one
+_BARE_COUNT = re.compile(r"(?<![\w(.])count(?![\w(])(?:\s+as\s+(\"[^\"]+\"|[\w.]+))?", re.I)
 # An aggregate a threshold can test, as a field name no event has (a later filter names it by alias).
 _AGGREGATE_MARK = "\0aggregate:"
 _COUNTING = {"count": Aggregate.COUNT, "dc": Aggregate.DISTINCT_COUNT, "distinct_count": Aggregate.DISTINCT_COUNT}
@@ -125,7 +127,8 @@ class _Importer:
         # alias -> what it counts, for the aggregates a threshold can test (count, dc(field))
         self.countable: dict[str, tuple[Aggregate, str | None]] = {}
         self.time_split = False  # `by _time`: groups per time bucket
-        self.window: int | None = None  # the bucket size (`span=`), seconds
+        self.span: str | None = None  # `span=` as written
+        self.window: int | None = None  # the bucket size, seconds
         self.thresholds: list[Threshold] = []
         self.computed: dict[str, Any] = {}  # fields `| eval` defined: their expressions
         self.opaque: dict[str, str] = {}  # fields `| eval` defined in a way the import cannot read: why
@@ -216,7 +219,8 @@ class _Importer:
         by = tuple(w for w in by_words if "=" not in w and w != "_time")
         self.time_split = "_time" in by_words
         span = _SPAN.search(by_text)
-        self.window = parse_timespan(span.group(1)) if span and self.time_split else None
+        self.span = span.group(1) if span and self.time_split else None
+        self.window = parse_timespan(self.span) if self.span else None
         self.results = {self.bare(f) for f in by} | {"_time"}
         clause = clause.strip()
         if clause and find_keyword(clause, "where") != 0:
@@ -238,9 +242,10 @@ class _Importer:
             self.aggregates.add(name)
             if _COUNTING.get(function.lower()) is Aggregate.DISTINCT_COUNT and argument.strip():
                 self.countable[name] = (Aggregate.DISTINCT_COUNT, self.cim_field(argument.strip()))
-        if re.search(r"(?<![\w(])count(?![\w(])", text):
-            self.aggregates.add("count")
-            self.countable["count"] = (Aggregate.COUNT, None)
+        for alias in _BARE_COUNT.findall(text):
+            name = alias.strip('"') or "count"
+            self.aggregates.add(name)
+            self.countable[name] = (Aggregate.COUNT, None)
 
     def where_clause(self, text: str) -> tuple[Expr | None, bool]:
         """The where-clause as a condition, and whether it was imported without loss."""
@@ -320,7 +325,7 @@ class _Importer:
         if command == "where":
             return self.take_thresholds(parse_where(args, self.filter_field, self.computed))
         if command == "regex":
-            return parse_regex_command(args, self.filter_field)
+            return parse_regex_command(args, self.result_field)
         expr = parse_search(args, self.filter_field, self.computed)
         if expr is None:
             raise SplError("empty search")
@@ -345,7 +350,7 @@ class _Importer:
     def filter_field(self, name: str) -> str:
         """A result field for a filter: an event field, or a countable aggregate (marked)."""
         original = self.renamed.get(name, name)
-        if original in self.countable and original not in self.results:
+        if original in self.countable and not ({original, name} & (self.results | set(self.computed) | set(self.opaque))):
             return _AGGREGATE_MARK + original
         return self.result_field(name)
 
@@ -369,7 +374,8 @@ class _Importer:
                 raise _NotEventField(f"the test on aggregate '{alias}' is not `{alias} <op> <integer>` "
                                      "in an AND")
             if self.time_split and self.window is None:
-                raise _NotEventField(f"'{alias}' counts per `_time` value without a span")
+                raise _NotEventField(f"'{alias}' counts per `_time` value without a span" if self.span is None
+                                     else f"span '{self.span}' is not a number of s, m, h, d or w")
             aggregate, counted = self.countable[alias]
             found.append(Threshold(aggregate, item.op, item.values[0], counted))
         self.thresholds.extend(found)

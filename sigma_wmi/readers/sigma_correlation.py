@@ -84,8 +84,17 @@ def read_correlation(doc: dict[str, Any], text: str, path: str) -> Correlation:
         conditions.append((_CONDITIONS[key], value))
     if not conditions:
         raise fail("condition has no comparison", "condition")
+    if body.get("aliases"):
+        raise SigmaWmiError("correlation field aliases are not supported", origin.at(
+            locate(text, ("correlation", "aliases")) or origin.line), "unsupported-correlation")
+    # Sigma 2.1 puts `generate` at the top level, pySigma reads it under `correlation`: take either
+    generate = doc.get("generate", body.get("generate", False))
+    if not isinstance(generate, bool):
+        raise SigmaWmiError(f"generate must be true or false, not {generate!r}",
+                            origin.at(locate(text, ("generate",)) or locate(text, ("correlation", "generate"))
+                                      or origin.line), "invalid-correlation")
     return Correlation(doc, rules[0], _TYPES[kind], counted, tuple(group_by), window, tuple(conditions),
-                       bool(body.get("generate", False)), origin)
+                       generate, origin)
 
 
 def apply_correlations(rules: list[Rule], correlations: list[Correlation]) -> list[Rule]:
@@ -98,14 +107,14 @@ def apply_correlations(rules: list[Rule], correlations: list[Correlation]) -> li
             if isinstance(ref, str) and ref:
                 by_ref[ref] = rule
     consumed: set[int] = set()
+    kept: set[int] = set()  # a base rule alerts on its own if any correlation over it says so
     combined: list[Rule] = []
     for corr in correlations:
         base = by_ref.get(corr.rule_ref)
         if base is None:
             raise SigmaWmiError(f"the correlation refers to rule '{corr.rule_ref}', which is not in this file",
                                 corr.origin, "invalid-correlation")
-        if not corr.generate:
-            consumed.add(id(base))
+        (kept if corr.generate else consumed).add(id(base))
 
         def canonical(name: str, base: Rule = base) -> str:
             return cat.canonical(name, base.logsource)
@@ -115,7 +124,7 @@ def apply_correlations(rules: list[Rule], correlations: list[Correlation]) -> li
             tuple(Threshold(corr.aggregate, op, value, counted) for op, value in corr.conditions),
             tuple(canonical(g) for g in corr.group_by), corr.window)
         combined.append(_merged(base, corr, aggregation))
-    return [r for r in rules if id(r) not in consumed] + combined
+    return [r for r in rules if id(r) not in consumed or id(r) in kept] + combined
 
 
 def _merged(base: Rule, corr: Correlation, aggregation: Aggregation) -> Rule:

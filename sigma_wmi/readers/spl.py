@@ -424,17 +424,28 @@ class _EvalToModel(Transformer[Token, Any]):
 
     # ---- functions of a field compared with a literal ----
     def compare_len(self, args: tuple[Any, ...], symbol: str, value: object) -> Expr:
-        """`len(f) > 5` as a regex on the number of characters (no field: null, no match)."""
+        """`len(f) > 5` as tests that the value has at least so many characters. Only `^` anchors
+        the regexes: `$` also matches before a final newline (in PCRE as in Python), so "at most n"
+        is written "not at least n + 1". No field: len() is null and nothing holds."""
         if len(args) != 1 or type(value) is not int or value < 0 or symbol == "!=":
             raise SplUnsupported(f"len() {symbol} {value!r}")
         field, fold = self.reference(args[0])
         if fold is not None:  # case mapping can change the length of some non-ASCII text
             raise SplUnsupported(f"len({fold}(...))")
-        shapes = {"==": f"^.{{{value}}}$", ">=": f"^.{{{value}}}", ">": f"^.{{{value + 1}}}",
-                  "<=": f"^.{{0,{value}}}$", "<": f"^.{{0,{value - 1}}}$" if value else ""}
-        if not shapes[symbol]:
+
+        def at_least(n: int) -> Match:
+            return Match(field, Op.REGEX, (Regex(f"^.{{{n}}}", frozenset({"s"})),), case_sensitive=True)
+
+        if symbol == "<" and value == 0:
             raise SplUnsupported("len() < 0 never holds")
-        return Match(field, Op.REGEX, (Regex(shapes[symbol], frozenset({"s"})),), case_sensitive=True)
+        # `at least 0` is "has a value": a regex too, so Splunk output keeps it beside the NOT
+        # (both in `| where`) and reads back in the same order
+        tests: dict[str, Expr] = {
+            ">=": at_least(value), ">": at_least(value + 1),
+            "<=": And((at_least(0), Not(at_least(value + 1)))), "<": And((at_least(0), Not(at_least(value)))),
+            "==": And((at_least(value), Not(at_least(value + 1)))),
+        }
+        return tests[symbol]
 
     def compare_substr(self, args: tuple[Any, ...], symbol: str, value: object) -> Expr:
         """`substr(f, -n) == "xyz"` (n = len) ends with, `substr(f, 1, n) == "xyz"` starts with; cased."""
@@ -445,7 +456,7 @@ class _EvalToModel(Transformer[Token, Any]):
         start, *length = (a.value for a in args[1:])
         if not length and start == -len(value) and value:
             pattern = Pattern((Wildcard.MANY, value))
-        elif length == [len(value)] and start in (0, 1) and value:  # eval strings start at 1; 0 acts as 1
+        elif length == [len(value)] and start == 1 and value:  # eval strings start at 1
             pattern = Pattern((value, Wildcard.MANY))
         else:
             raise SplUnsupported(f"substr({', '.join(str(a.value) for a in args[1:])}) == \"{value}\"")

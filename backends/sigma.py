@@ -35,6 +35,7 @@ from sigma_wmi.model import (
     format_timespan,
     full_pattern,
 )
+from sigma_wmi.readers.sigma_correlation import CONDITIONS as CORRELATION_CONDITIONS
 
 # ---------------------------------------------------------------------------
 # Escaping: Sigma strings know `*` and `?` as wildcards and `\` as their escape.
@@ -175,7 +176,7 @@ class _Detection:
 # Sigma's status values, and what other sources call them.
 _STATUS = {"production": "stable", "validation": "test", "stable": "stable", "test": "test",
            "experimental": "experimental", "deprecated": "deprecated", "unsupported": "unsupported"}
-_CONDITION_KEYS = {Op.GT: "gt", Op.GTE: "gte", Op.LT: "lt", Op.LTE: "lte", Op.EQUALS: "eq"}
+_CONDITION_KEYS = {op: key for key, op in CORRELATION_CONDITIONS.items()}
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _NAMESPACE = uuid.UUID("6f1b0c52-1d0e-4d59-9b57-5c0e8e5b1a2d")  # ids of Sigma rules derived from other formats
 

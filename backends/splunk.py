@@ -280,18 +280,16 @@ class SplunkBackend(Backend):
         evals: list[str] = []
 
         def event_field(canonical: str) -> str:
-            for profile in chain:
-                name = self.catalog.name_in(profile, canonical)
-                if name:
-                    return name
+            name = self.catalog.first_name(chain, canonical)
+            if name:
+                return name
             spec = self.catalog.spec(canonical)
             if spec and spec.derive and spec.derive.how == "basename":
                 source = event_field(spec.derive.source)
                 # everything after the last backslash (the whole value when there is none)
                 evals.append(f"eval {eval_field(canonical)}=replace({eval_field(source)}, {_UP_TO_BACKSLASH}, {_EMPTY})")
                 return canonical
-            name = unknown(canonical)
-            return str(name or canonical)
+            return str(unknown(canonical) or canonical)
 
         group = [event_field(f) for f in aggregation.group_by]
         counted = {t.field: event_field(t.field) for t in aggregation.thresholds if t.field}
@@ -475,7 +473,7 @@ def _where(conjuncts: list[Expr], diagnostics: list[Diagnostic], field_name: Any
 # the regex `^.*[\\]` (everything through the last backslash) as an eval string
 _UP_TO_BACKSLASH = spl_string(r"^.*[\\]")
 _EMPTY = spl_string("")
-_COMPARE_SYMBOL = {Op.EQUALS: "==", Op.LT: "<", Op.LTE: "<=", Op.GT: ">", Op.GTE: ">="}
+_COMPARE_SYMBOL = {Op.EQUALS: "==", **SplunkEval.COMPARE_SYMBOLS}
 
 
 def _alias(threshold: Any) -> str:

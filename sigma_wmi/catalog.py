@@ -107,6 +107,10 @@ class Catalog:
             return None
         return spec.names.get(profile)
 
+    def first_name(self, profiles: tuple[str, ...], canonical: str) -> str | None:
+        """The field's name in the first of `profiles` that has it."""
+        return next((name for p in profiles if (name := self.name_in(p, canonical))), None)
+
     # ---- log sources ----
     def logsource(self, logsource: LogSource) -> LogSourceInfo:
         entry: dict[str, Any] = {}
@@ -199,13 +203,6 @@ def to_profile(
     cat = cat or catalog()
     chain = (profile,) if isinstance(profile, str) else profile
 
-    def name_in_chain(canonical: str) -> str | None:
-        for each in chain:
-            name = cat.name_in(each, canonical)
-            if name:
-                return name
-        return None
-
     def rename(match: Match) -> Expr:
         if match.field is None:
             return match
@@ -213,11 +210,11 @@ def to_profile(
         if spec is None:
             target = unknown(match.field)
             return _renamed(match, target) if target else match
-        target = name_in_chain(match.field)
+        target = cat.first_name(chain, match.field)
         if target:
             return _renamed(match, target)
         if spec.derive and spec.derive.how == "basename":
-            base_name = name_in_chain(spec.derive.source)
+            base_name = cat.first_name(chain, spec.derive.source)
             if base_name:
                 return _basename_match(match, base_name, diagnostics)
         target = unknown(match.field)

@@ -226,14 +226,8 @@ def _epoch(value: Any) -> int | None:
 def _threshold_holds(threshold: Threshold, members: list[Event]) -> bool:
     if threshold.aggregate is Aggregate.COUNT:
         amount = len(members)
-    else:  # distinct non-null values; a multi-valued field contributes each value
-        values: set[Any] = set()
-        for event in members:
-            value = event.get(threshold.field or "")
-            for item in value if isinstance(value, list) else [value]:
-                if item is not None and item != "":
-                    values.add(item)
-        amount = len(values)
+    else:  # distinct values, counted as they are grouped: each value of a list, no empty ones
+        amount = len({v for event in members for v in _group_values(event.get(threshold.field or ""))})
     if threshold.op is Op.EQUALS:
         return amount == threshold.value
     return _COMPARE[threshold.op](amount, threshold.value)

@@ -99,7 +99,7 @@ _SPAN = re.compile(r"\bspan\s*=\s*([^\s,]+)", re.I)
 _BARE_COUNT = re.compile(r"(?<![\w(.])count(?![\w(])(?:\s+as\s+(\"[^\"]+\"|[\w.]+))?", re.I)
 # An aggregate a threshold can test, as a field name no event has (a later filter names it by alias).
 _AGGREGATE_MARK = "\0aggregate:"
-_COUNTING = {"count": Aggregate.COUNT, "dc": Aggregate.DISTINCT_COUNT, "distinct_count": Aggregate.DISTINCT_COUNT}
+_DISTINCT_COUNTS = frozenset({"dc", "distinct_count"})
 _RENAME = re.compile(r"(\"[^\"]+\"|\S+)\s+as\s+(\"[^\"]+\"|\S+?)(?:\s*,|\s+|$)", re.I)
 
 
@@ -240,7 +240,7 @@ class _Importer:
             if function.lower() in self.EVENT_VALUED and self.bare(argument.strip()) == name:
                 self.results.add(name)
             self.aggregates.add(name)
-            if _COUNTING.get(function.lower()) is Aggregate.DISTINCT_COUNT and argument.strip():
+            if function.lower() in _DISTINCT_COUNTS and argument.strip():
                 self.countable[name] = (Aggregate.DISTINCT_COUNT, self.cim_field(argument.strip()))
         for alias in _BARE_COUNT.findall(text):
             name = alias.strip('"') or "count"

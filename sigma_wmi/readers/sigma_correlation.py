@@ -15,10 +15,12 @@ from typing import Any
 from sigma_wmi.catalog import catalog
 from sigma_wmi.errors import Origin, SigmaWmiError
 from sigma_wmi.model import Aggregate, Aggregation, Op, Rule, Threshold, parse_timespan
+from sigma_wmi.readers.sigma import metadata_fields
 from sigma_wmi.readers.yamlsource import locate
 
 _TYPES = {"event_count": Aggregate.COUNT, "value_count": Aggregate.DISTINCT_COUNT}
-_CONDITIONS = {"gt": Op.GT, "gte": Op.GTE, "lt": Op.LT, "lte": Op.LTE, "eq": Op.EQUALS}
+# `condition:` keys; the Sigma writer uses the same table the other way round
+CONDITIONS = {"gt": Op.GT, "gte": Op.GTE, "lt": Op.LT, "lte": Op.LTE, "eq": Op.EQUALS}
 # Metadata the correlation's own keys decide; the base rule fills in what it leaves out.
 _OWN_KEYS = ("title", "id", "status", "description", "references", "author", "date", "modified", "tags",
              "falsepositives", "level")
@@ -79,9 +81,9 @@ def read_correlation(doc: dict[str, Any], text: str, path: str) -> Correlation:
     for key, value in condition.items():
         if key == "field":
             continue
-        if key not in _CONDITIONS or type(value) is not int:
+        if key not in CONDITIONS or type(value) is not int:
             raise fail(f"condition '{key}: {value}' is not gt, gte, lt, lte or eq with an integer", "condition")
-        conditions.append((_CONDITIONS[key], value))
+        conditions.append((CONDITIONS[key], value))
     if not conditions:
         raise fail("condition has no comparison", "condition")
     if body.get("aliases"):
@@ -128,8 +130,6 @@ def apply_correlations(rules: list[Rule], correlations: list[Correlation]) -> li
 
 
 def _merged(base: Rule, corr: Correlation, aggregation: Aggregation) -> Rule:
-    from sigma_wmi.readers.sigma import metadata_fields  # sigma.py imports this module
-
     own = metadata_fields({k: corr.doc[k] for k in _OWN_KEYS if k in corr.doc})
     extras = {**base.extras, "correlation": corr.doc["correlation"]}
     return dataclasses.replace(base, **own, aggregation=aggregation, origin=corr.origin, extras=extras,

@@ -197,6 +197,10 @@ def _number(text: str) -> int | float | None:
         return None
 
 
+# Ordering comparisons, the same in the search and eval languages.
+_ORDERING = {"<": Op.LT, "<=": Op.LTE, ">": Op.GT, ">=": Op.GTE}
+
+
 def differs(condition: Expr, fields: list[str]) -> Expr:
     """`NOT condition`, but only where every field exists (SPL `!=` and eval `!=`)."""
     return And((*(Match(f, Op.EXISTS) for f in fields), Not(condition)))
@@ -279,11 +283,11 @@ class _SearchToModel(Transformer[Token, Any]):
         symbol = str(op)
         if isinstance(field, _Computed):
             return self.compare_computed(field, symbol, value)
-        if symbol in ("<", "<=", ">", ">="):
+        if symbol in _ORDERING:
             number = _number(unquote(str(value)))
             if number is None:
                 raise SplUnsupported(f"'{field}{symbol}{value}' compares with a non-number")
-            return Match(field, {"<": Op.LT, "<=": Op.LTE, ">": Op.GT, ">=": Op.GTE}[symbol], (number,))
+            return Match(field, _ORDERING[symbol], (number,))
         condition = self.equals(field, value)
         if symbol == "!=":
             if condition == Match(field, Op.EXISTS):
@@ -297,10 +301,8 @@ class _SearchToModel(Transformer[Token, Any]):
         number = _number(unquote(str(value)))
         if number is None:
             raise SplUnsupported(f"'{field.name}{symbol}{value}' compares a computed field with text")
-        evaluator = _EvalToModel(self.field_map)
-        if symbol == "!=":  # search `!=` is false where the value is null, like eval's
-            return evaluator.compare(field.operand, Token("CMP", "!="), _Literal(number))
-        return evaluator.compare(field.operand, Token("CMP", "==" if symbol == "=" else symbol), _Literal(number))
+        # search `!=` is false where the value is null, like eval's: the symbols mean the same
+        return _EvalToModel(self.field_map).compare(field.operand, Token("CMP", symbol), _Literal(number))
 
     def equals(self, field: str, value: Token) -> Expr:
         text = str(value)
@@ -491,10 +493,10 @@ class _EvalToModel(Transformer[Token, Any]):
         return True
 
     def compare_literal(self, field: str, symbol: str, value: str | int | float, fold: str | None) -> Expr:
-        if symbol in ("<", "<=", ">", ">="):
+        if symbol in _ORDERING:
             if isinstance(value, str):
                 raise SplUnsupported(f"'{field} {symbol} \"{value}\"' compares strings")
-            return Match(field, {"<": Op.LT, "<=": Op.LTE, ">": Op.GT, ">=": Op.GTE}[symbol], (value,))
+            return Match(field, _ORDERING[symbol], (value,))
         if isinstance(value, str):
             caseless = self.folded(field, fold, value)
             condition: Expr = string_match(field, Pattern.literal(value), case_sensitive=not caseless)

@@ -518,20 +518,20 @@ class ElasticBackend(Backend):
         chosen = self.check_format(format)
         diagnostics: list[Diagnostic] = []
         query = self.query(rule, diagnostics)
-        threshold = None
+        threshold = None  # the Kibana threshold rule the export carries
         if rule.aggregation is not None:
             notes: list[Diagnostic] = []
-            threshold = self.threshold_rule(rule, notes)
-            if chosen == "query" or threshold is None:
-                hint = " (a Kibana threshold rule carries it: --format ndjson or toml)" \
-                    if threshold is not None else ""
-                threshold = None
+            possible = self.threshold_rule(rule, notes)
+            if chosen != "query":
+                threshold = possible
+                for note in notes:
+                    add_once(diagnostics, note)
+            if threshold is None:
+                hint = " (a Kibana threshold rule carries it: --format ndjson or toml)" if possible else ""
                 diagnostics.append(Diagnostic(
                     Level.WARNING, "threshold-not-applied",
                     f"{self.name}: the query matches every event the rule counts; its threshold "
                     f"({describe_aggregation(rule.aggregation)}) is not part of it{hint}"))
-            if chosen != "query":
-                diagnostics.extend(notes)
         if chosen == "query":
             text = query
         else:
@@ -581,7 +581,8 @@ class ElasticBackend(Backend):
         if distinct and distinct[0].field in aggregation.group_by:
             why_not(f"it counts distinct values of {distinct[0].field}, which it also groups by")
             return None
-        names = [self.event_field(f) for f in (*aggregation.group_by, *(t.field for t in distinct if t.field))]
+        names = [self.event_field(rule, f, diagnostics)
+                 for f in (*aggregation.group_by, *(t.field for t in distinct if t.field))]
         if any(n is None for n in names):
             why_not("a group-by or counted field has no single field name in the index")
             return None
@@ -599,13 +600,14 @@ class ElasticBackend(Backend):
                                           "not the clock as Splunk's span does"))
         return spec
 
-    def event_field(self, canonical: str) -> str | None:
-        """The profile's name for one canonical field (None: only derivable, not a field)."""
-        mapped = to_profile(Match(canonical, Op.EXISTS), self.profile, lambda name: name, [], self.catalog)
+    def event_field(self, rule: Rule, canonical: str, diagnostics: list[Diagnostic]) -> str | None:
+        """The name the query uses for one canonical field (None: only derivable, not a field)."""
+        mapped = to_profile(Match(canonical, Op.EXISTS), self.profile, self.unknown_field(rule, diagnostics),
+                            diagnostics, self.catalog)
         return mapped.field if isinstance(mapped, Match) else None
 
-    def detection(self, rule: Rule, diagnostics: list[Diagnostic]) -> Expr:
-        """The rule's detection in the profile's field names."""
+    def unknown_field(self, rule: Rule, diagnostics: list[Diagnostic]) -> Callable[[str], str]:
+        """How a field the profile does not name is written (winlog.event_data.X on winlogbeat)."""
         windows = rule.logsource.product in (None, "windows")
 
         def unknown(name: str) -> str:
@@ -617,8 +619,12 @@ class ElasticBackend(Backend):
                 Level.WARNING, "unmapped-field",
                 f"field '{raw}' has no {self.profile} name in the field catalog; kept as '{raw}'"))
             return raw
+        return unknown
 
-        return to_profile(_keywords_contain(rule.detection), self.profile, unknown, diagnostics, self.catalog)
+    def detection(self, rule: Rule, diagnostics: list[Diagnostic]) -> Expr:
+        """The rule's detection in the profile's field names."""
+        return to_profile(_keywords_contain(rule.detection), self.profile, self.unknown_field(rule, diagnostics),
+                          diagnostics, self.catalog)
 
     def source_conditions(self, rule: Rule, with_category: bool) -> list[Expr]:
         """Log-source conditions in canonical fields, `cased` (they are exact ECS values)."""

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from sigma_wmi.api import backend, compile_rule, convert, load
 from sigma_wmi.backends.elastic_export import threat, toml_dumps, toml_string
-from sigma_wmi.model import Aggregate, Aggregation, Op, Rule, Threshold
+from sigma_wmi.model import Aggregate, Aggregation, Match, Op, Rule, Threshold
 
 ATTACK = "https://attack.mitre.org"
 
@@ -209,3 +209,15 @@ def test_threshold_kibana_cannot_carry_is_a_warning(target: str, fmt: str,
     assert "threshold-not-applied" in [d.code for d in output.diagnostics]
     if fmt == "ndjson":
         assert json.loads(output.text)["type"] != "threshold"
+
+
+def test_threshold_fields_are_named_as_the_query_names_them() -> None:
+    """A group-by field the catalog does not know: on winlogbeat the query reads it under
+    winlog.event_data, so the threshold must group by that same name."""
+    rule = _with_threshold(Threshold(Aggregate.COUNT, Op.GTE, 2))
+    rule = replace(rule, aggregation=replace(rule.aggregation, group_by=("ServiceName",)),  # type: ignore[arg-type]
+                   detection=Match("ServiceName", Op.EXISTS))
+    output = compile_rule(rule, "kql", "ndjson", profile="winlogbeat")
+    body = json.loads(output.text)
+    assert body["threshold"]["field"] == ["winlog.event_data.ServiceName"]
+    assert "winlog.event_data.ServiceName" in body["query"]

@@ -1,8 +1,7 @@
-"""ruff and mypy stay clean. mypy runs on the installed layout (backends/ as sigma_wmi.backends)."""
+"""ruff and mypy stay clean, run the way a developer runs them from the project root."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,13 +23,9 @@ def test_ruff_clean() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_mypy_clean(tmp_path: Path) -> None:
-    package = tmp_path / "sigma_wmi"
-    ignore = shutil.ignore_patterns("__pycache__")
-    shutil.copytree(REPO / "sigma_wmi", package, ignore=ignore)
-    shutil.copytree(REPO / "backends", package / "backends", ignore=ignore)
-    result = subprocess.run(
-        [_tool("mypy"), "-p", "sigma_wmi", "--config-file", str(REPO / "pyproject.toml"),
-         "--cache-dir", str(tmp_path / ".mypy_cache")],
-        cwd=tmp_path, capture_output=True, text=True)
+def test_mypy_clean() -> None:
+    # Exactly what a newcomer runs from a checkout: `mypy` in the project root (pyproject.toml
+    # names the files; sigma_wmi/backends links to backends/ as the installed package has it).
+    result = subprocess.run([_tool("mypy"), "--cache-dir", "/dev/null"], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "checked 0 source files" not in result.stdout

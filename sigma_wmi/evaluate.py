@@ -25,7 +25,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-import re2
+import re2  # type: ignore[import-untyped]  # google-re2 ships no type information
 
 from sigma_wmi.catalog import catalog
 from sigma_wmi.errors import SigmaWmiError

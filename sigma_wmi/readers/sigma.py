@@ -59,6 +59,7 @@ from sigma_wmi.model import (
     normalize,
     string_match,
 )
+from sigma_wmi.readers.values import DocumentValues
 from sigma_wmi.readers.yamlsource import locate
 
 _WILDCARDS = {SpecialChars.WILDCARD_MULTI: Wildcard.MANY, SpecialChars.WILDCARD_SINGLE: Wildcard.ONE}
@@ -135,7 +136,7 @@ def read_sigma(doc: dict[str, Any], text: str, path: str) -> Rule:
 
     cat = catalog()
     return Rule(
-        **{"id": "", **metadata_fields(doc)},
+        **{"id": "", **metadata_fields(DocumentValues(doc, text, origin))},
         detection=detection,
         logsource=logsource,
         related=tuple(
@@ -149,28 +150,30 @@ def read_sigma(doc: dict[str, Any], text: str, path: str) -> Rule:
     )
 
 
-def metadata_fields(doc: dict[str, Any]) -> dict[str, Any]:
-    """`Rule` fields for the descriptive keys `doc` has (a correlation overrides its base rule's)."""
+def metadata_fields(values: DocumentValues) -> dict[str, Any]:
+    """`Rule` fields for the descriptive keys the document has (a correlation overrides its base
+    rule's); a value of the wrong type is a located error."""
+    doc = values.doc
     fields: dict[str, Any] = {}
     if "title" in doc:
-        fields["title"] = str(doc["title"])
+        fields["title"] = values.text_value("title") or ""
     if "id" in doc:
-        fields["id"] = str(doc["id"] or "")
+        fields["id"] = values.text_value("id") or ""
     if "description" in doc:
-        fields["description"] = str(doc["description"] or "").strip()
+        fields["description"] = (values.text_value("description") or "").strip()
     for key in ("status", "level"):
         if key in doc:
-            fields[key] = _opt_str(doc[key])
+            fields[key] = values.text_value(key)
     if "author" in doc:
-        fields["authors"] = tuple(a.strip() for a in str(doc["author"] or "").split(",") if a.strip())
+        fields["authors"] = tuple(a.strip() for a in (values.text_value("author") or "").split(",") if a.strip())
     for key in ("date", "modified"):
         if key in doc:
-            fields[key] = _date(doc[key])
+            fields[key] = _date(values.text_value(key))
     for key in ("references", "falsepositives"):
         if key in doc:
-            fields[key] = tuple(str(r) for r in doc[key] or ())
+            fields[key] = values.text_list(key)
     if "tags" in doc:
-        fields["tags"] = tuple(str(t) for t in doc["tags"] or ())
+        fields["tags"] = values.text_list("tags")
         fields["tactics"], fields["techniques"] = parse_attack_tags(fields["tags"])
     return fields
 

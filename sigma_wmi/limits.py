@@ -38,6 +38,10 @@ MAX_VALUES_PER_ITEM = 10_000
 # Values in a whole rule after every modifier and expansion. Code `too-many-values`.
 MAX_VALUES_PER_RULE = 100_000
 
+# ---- SPL ----
+# Parentheses nested in one SPL expression; ESCU searches nest three or four. Code `too-deep`.
+MAX_SPL_DEPTH = 32
+
 # ---- ESCU macros ----
 # Nesting of macro definitions; they nest two or three deep in practice. Code `macro-depth`.
 MAX_MACRO_DEPTH = 20

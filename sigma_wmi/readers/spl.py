@@ -33,6 +33,7 @@ from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, Unex
 
 from sigma_wmi.catalog import catalog
 from sigma_wmi.errors import SigmaWmiError
+from sigma_wmi.limits import MAX_SPL_DEPTH
 from sigma_wmi.model import (
     And,
     Expr,
@@ -218,6 +219,7 @@ def _parser(grammar: str, start: str) -> Lark:
 
 
 def _parse(grammar: str, start: str, text: str) -> Tree[Any]:
+    _check_depth(text)  # the parse tree and its transformer recurse once per level or more
     try:
         return _parser(grammar, start).parse(text)
     except UnexpectedCharacters as err:
@@ -232,6 +234,25 @@ def _parse(grammar: str, start: str, text: str) -> Tree[Any]:
         raise SplError(f"unexpected {shown}", getattr(err, "column", None)) from None
     except LarkError as err:
         raise SplError(f"cannot parse: {err}") from None
+
+
+def _check_depth(text: str) -> None:
+    """Refuse parentheses (outside double-quoted strings) nested deeper than MAX_SPL_DEPTH."""
+    depth = 0
+    index = 0
+    while index < len(text):
+        char = text[index]
+        if char == '"':  # skip the string, `\"` included
+            index += 1
+            while index < len(text) and text[index] != '"':
+                index += 2 if text[index] == "\\" else 1
+        elif char == "(":
+            depth += 1
+            if depth > MAX_SPL_DEPTH:
+                raise SplError(f"parentheses nested more than {MAX_SPL_DEPTH} levels deep", index + 1, "too-deep")
+        elif char == ")":
+            depth -= 1
+        index += 1
 
 
 def _transform(transformer: Transformer[Any, Any], tree: Tree[Any]) -> Any:

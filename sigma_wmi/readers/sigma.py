@@ -181,8 +181,9 @@ def _check_value_counts(detection: dict[Any, Any], text: str, origin: Origin) ->
                 if count > MAX_VALUES_PER_ITEM or total > MAX_VALUES_PER_RULE:
                     limit, scope = ((MAX_VALUES_PER_ITEM, "this item") if count > MAX_VALUES_PER_ITEM
                                     else (MAX_VALUES_PER_RULE, "the rule"))
-                    line = locate(text, ("detection", str(name), str(key))) or _find_field_line(text, str(key)) \
-                        or locate(text, ("detection", str(name)))
+                    # `locate` follows mapping keys only; in a list of mappings the key's own line is found by text
+                    line = (locate(text, ("detection", str(name), str(key))) if isinstance(body, dict) else None) \
+                        or _find_field_line(text, str(key)) or locate(text, ("detection", str(name)))
                     raise SigmaWmiError(f"'{key}' makes {scope} stand for more than {limit} values after its "
                                         "modifiers", origin.at(line), "too-many-values")
 

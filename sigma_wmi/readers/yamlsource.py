@@ -226,8 +226,12 @@ def load_documents(text: str, path: str) -> list[Any]:
         column = mark.column + 1 if mark else None
         problem = err.problem or err.context or "invalid YAML"
         raise SigmaWmiError(f"YAML syntax error: {problem}", origin.at(line, column), "yaml-syntax") from None
+    except yaml.reader.ReaderError as err:  # a character YAML forbids; it has an offset, not a mark
+        raise SigmaWmiError(f"YAML syntax error: control character U+{err.character:04X} is not allowed "
+                            "(write it escaped in a double-quoted string)", origin.at(line_of(text, err.position)),
+                            "yaml-syntax") from None
     except yaml.YAMLError as err:
-        raise SigmaWmiError(f"YAML error: {err}", origin, "yaml-syntax") from None
+        raise SigmaWmiError(f"YAML error: {' '.join(str(err).split())}", origin, "yaml-syntax") from None
     except RecursionError:
         raise SigmaWmiError(f"YAML nested more than {MAX_YAML_DEPTH} levels deep", origin.at(_deep_line(text)),
                             "yaml-depth") from None

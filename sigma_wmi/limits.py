@@ -47,4 +47,4 @@ MAX_SPL_DEPTH = 32
 MAX_MACRO_DEPTH = 20
 # Characters all macro expansions of one search may produce; ESCU searches expand to a few KB.
 # Code `macro-too-large`.
-MAX_MACRO_EXPANSION_CHARS = 1024 * 1024
+MAX_MACRO_EXPANSION_CHARS = 256 * 1024

@@ -215,6 +215,10 @@ def load_documents(text: str, path: str) -> list[Any]:
     # An alias needs an anchor: only texts with both `&` and `*` are worth the event scan.
     if "&" in text and "*" in text and _alias_count(text) > MAX_ALIASES:
         raise SigmaWmiError(f"more than {MAX_ALIASES} YAML aliases (alias bomb?)", origin.at(1), "yaml-aliases")
+    if _nesting_bound(text) > _SAFE_COMPOSE_DEPTH:  # only then is the event scan worth its time
+        line = _deep_line(text)
+        if line is not None:
+            raise SigmaWmiError(f"YAML nested more than {MAX_YAML_DEPTH} levels deep", origin.at(line), "yaml-depth")
     try:
         return [doc for doc in yaml.load_all(text, Loader=_Loader) if doc is not None]
     except _Refused as err:
@@ -237,6 +241,17 @@ def load_documents(text: str, path: str) -> list[Any]:
                             "yaml-depth") from None
     except (ValueError, TypeError, OverflowError) as err:  # constructor errors carry no mark
         raise SigmaWmiError(f"YAML value error: {err}", origin, "yaml-value") from None
+
+
+# libyaml's composer recurses in C, unchecked: around 100,000 levels it overflows the stack and
+# the process dies. Texts that could nest deeper than this are scanned first (parser events).
+_SAFE_COMPOSE_DEPTH = 2000
+
+
+def _nesting_bound(text: str) -> int:
+    """An upper bound of a text's YAML nesting: every level needs a bracket, a `-` or `?`
+    indicator, or a line of its own."""
+    return sum(text.count(c) for c in "[{-?") + text.count("\n") + text.count("\r") + 1
 
 
 def _deep_line(text: str) -> int | None:

@@ -339,3 +339,17 @@ def test_json_lines_break_only_at_newline(tmp_path: Path) -> None:
     value = "a\u2028b\x1cc\x0bd\x85e"
     path.write_text(json.dumps({"v": value}, ensure_ascii=False) + "\n", encoding="utf-8")
     assert [event["v"] for event in read_events(path)] == [value]
+
+
+# ---- nesting beyond what the C YAML composer survives ----
+
+@pytest.mark.parametrize("text", ["a: " + "[" * 100_000 + "]" * 100_000, "a:\n" + "- " * 200_000 + "x",
+                                  "? " * 200_000 + "x"], ids=["brackets", "dashes", "question-marks"])
+def test_nesting_that_would_overflow_the_c_stack_is_refused_first(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "deep.yml"
+    path.write_text(text + "\n")
+    # in a child process: a regression would kill the interpreter (stack overflow), not raise
+    code = "import sys; from sigma_wmi.readers import read_source; print(read_source(__import__('pathlib').Path(sys.argv[1])).error)"
+    result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().startswith(f"{path}:") and "levels deep" in result.stdout

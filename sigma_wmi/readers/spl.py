@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, Unex
 
 from sigma_wmi.catalog import catalog
 from sigma_wmi.errors import SigmaWmiError
-from sigma_wmi.limits import MAX_SPL_DEPTH
+from sigma_wmi.limits import MAX_INT_BITS, MAX_SPL_DEPTH
 from sigma_wmi.model import (
     And,
     Expr,
@@ -187,15 +188,26 @@ def regex_match(field: str | None, regex: Regex) -> Match:
     return Match(field, Op.REGEX, (regex,), case_sensitive=not caseless)
 
 
+# A number as SPL writes one: Python's int()/float() would also take `inf`, `nan`, `1_000`, ` 5`.
+_NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
+_INTEGER = re.compile(r"[-+]?\d+")
+
+
 def _number(text: str) -> int | float | None:
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        return float(text)
-    except ValueError:
+    """The number `text` spells, None when it is not one; `SplError` when no target can hold it
+    (beyond 64 bits, or a float that overflows to infinity)."""
+    if not _NUMBER.fullmatch(text):
         return None
+    if _INTEGER.fullmatch(text):
+        # length first: int() of more than 4300 digits raises, and 20 digits are already too many
+        if len(text.lstrip("+-")) > 19 or abs(int(text)) >= 2**MAX_INT_BITS:
+            raise SplError(f"number {text[:24]}{'...' if len(text) > 24 else ''} is out of range "
+                           f"(more than {MAX_INT_BITS} bits)", code="spl-number")
+        return int(text)
+    value = float(text)
+    if not math.isfinite(value):
+        raise SplError(f"number {text[:24]} is out of range", code="spl-number")
+    return value
 
 
 # Ordering comparisons, the same in the search and eval languages.

@@ -64,6 +64,27 @@ def base64offset(values: int) -> Callable[[], object]:
     return lambda: read_text_rules(text, "b64.yml")
 
 
+def sigma_value_list(values: int) -> Callable[[], object]:
+    from sigma_wmi.readers import read_text_rules
+
+    per_item = 5000  # under the per-item limit: the rule total is what grows
+    body = "".join(f"  s{j}:\n    CommandLine|contains:\n"
+                   + "".join(f"      - v{j}_{i}\n" for i in range(min(per_item, values - j * per_item)))
+                   for j in range((values + per_item - 1) // per_item))
+    text = HEAD + "detection:\n" + body + "  condition: 1 of s*\n"
+    return lambda: read_text_rules(text, "values.yml")
+
+
+def spl_value_list(values: int) -> Callable[[], object]:
+    from sigma_wmi.errors import Origin
+    from sigma_wmi.readers.escu import import_search
+    from sigma_wmi.readers.macros import MacroLibrary
+
+    listed = ",".join(f'"v{i}.exe"' for i in range(values))
+    search = f"| tstats count from datamodel=Endpoint.Processes where Processes.process_name IN ({listed}) by Processes.dest"
+    return lambda: import_search(search, MacroLibrary(None), Origin("values.yml", 1))
+
+
 def value_merging(values: int) -> Callable[[], object]:
     from sigma_wmi.model import Match, Op, Or, Pattern, normalize
 
@@ -118,6 +139,8 @@ CLASSES: dict[str, tuple[Callable[[int], Callable[[], object]], list[int], str]]
     "macro bomb": (macro_bomb, [2, 4, 6, 10, 20], "macro depth, 10 calls each"),
     "windash": (windash, [2, 5, 6, 10, 30], "dashes in one value"),
     "base64offset": (base64offset, [100, 1000, 3000, 5000], "values"),
+    "Sigma value list": (sigma_value_list, [1000, 10_000, 20_000, 25_000, 150_000], "values in one rule"),
+    "SPL value list": (spl_value_list, [1000, 5000, 10_000, 150_000], "values in one IN (...)"),
     "value merging": (value_merging, [1000, 10_000, 50_000, 200_000], "OR-ed values"),
     "regex backtracking": (regex_backtracking, [10, 30, 10_000, 1_000_000], "event value length"),
     "deep YAML": (deep_yaml, [10, 60, 100, 1000, 100_000], "nested lists"),

@@ -21,8 +21,8 @@ MAX_EVENT_DEPTH = 64
 # Anchors/aliases per file; real rules use none or a handful. Code `yaml-aliases`.
 MAX_ALIASES = 100
 # Nodes of a document once every alias is expanded (what readers will walk); the largest
-# Sigma and ESCU rules have a few thousand. Code `yaml-too-large`.
-MAX_YAML_NODES = 200_000
+# Sigma rule (driver_load_win_vuln_drivers, 4432 values) has 4,475. Code `yaml-too-large`.
+MAX_YAML_NODES = 50_000
 # Characters of scalar text once every alias is expanded. Code `yaml-too-large`.
 MAX_YAML_CHARS = 8 * 1024 * 1024
 # Nesting of collections in one document; rules nest five or six levels. Code `yaml-depth`.
@@ -36,9 +36,12 @@ MAX_INT_BITS = 63
 # Code `too-many-values`.
 MAX_VALUES_PER_ITEM = 10_000
 # Values in a whole rule after every modifier and expansion. Code `too-many-values`.
-MAX_VALUES_PER_RULE = 100_000
+MAX_VALUES_PER_RULE = 20_000
 
 # ---- SPL ----
+# Characters of one ESCU search after macro expansion; the longest ESCU search has 5842.
+# Code `search-too-large`.
+MAX_SEARCH_CHARS = 64 * 1024
 # Parentheses nested in one SPL expression; ESCU searches nest three or four. Code `too-deep`.
 MAX_SPL_DEPTH = 32
 

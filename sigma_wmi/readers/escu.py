@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 from sigma_wmi.attack import attack
 from sigma_wmi.catalog import Catalog, catalog
 from sigma_wmi.errors import Diagnostic, Level, Origin, SigmaWmiError, add_once
+from sigma_wmi.limits import MAX_SEARCH_CHARS
 from sigma_wmi.model import (
     COMPARE_OPS,
     Aggregate,
@@ -174,6 +175,9 @@ class _Importer:
     # ---- the whole search ----
     def run(self, search: str) -> SearchImport:
         expansion = macro_lib.expand(search, self.library, self.origin)
+        if len(expansion.text) > MAX_SEARCH_CHARS:  # parsing cost grows with it; real searches are a few KB
+            raise SigmaWmiError(f"the search is longer than {MAX_SEARCH_CHARS} characters (macros expanded)",
+                                self.origin, "search-too-large")
         calls = expansion.calls
         stages = split_pipeline(expansion.text)
         if not stages or stages[0].command != "tstats":

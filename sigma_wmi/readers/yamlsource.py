@@ -76,7 +76,7 @@ class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
             seen: dict[Any, int] = {}
             for key_node, _ in node.value:
                 key = self.construct_object(key_node, deep=True)
-                try:
+                try:  # Python's equality on purpose: `1`, `1.0` and `true` would be one dict key
                     first = seen.get(key)
                 except TypeError:
                     continue  # an unhashable key: the base constructor reports it with its line

@@ -384,3 +384,28 @@ def test_an_overlong_search_is_refused_before_parsing(tmp_path: Path) -> None:
     assert info.value.code == "search-too-large" and info.value.origin is not None
     assert info.value.origin.line == 3  # `search:` (safe_dump sorts keys: id, name, search)
     assert time.perf_counter() - started < 2
+
+
+def test_the_deepest_rules_the_readers_accept_still_build_docs_and_convert(tmp_path: Path) -> None:
+    """The docs site (and every target) recursed past Python's limit on deep trees; with the
+    input bounds, the deepest accepted SPL and YAML nesting compile and render."""
+    from sigma_wmi.backends.docs import build_site
+    from sigma_wmi.backends.atc import QueryCompiler
+
+    where = "(Processes.process_name=a.exe OR NOT " * (limits.MAX_SPL_DEPTH // 2) + "Processes.process_name=b.exe" \
+        + ")" * (limits.MAX_SPL_DEPTH // 2)
+    escu_path = tmp_path / "deep_escu.yml"
+    escu_path.write_text(yaml.safe_dump({"name": "deep", "id": "d", "search": (
+        f"| tstats count from datamodel=Endpoint.Processes where {where} by Processes.dest")}, width=10**9))
+    nested = "[" * (limits.MAX_YAML_DEPTH - 1) + "]" * (limits.MAX_YAML_DEPTH - 1)
+    sigma_path = tmp_path / "deep_sigma.yml"
+    sigma_path.write_text(SIGMA_HEAD + f"x_custom: {nested}\ndetection:\n  sel:\n    Image: a\n  condition: sel\n")
+    rules = [*read_file(escu_path), *read_file(sigma_path)]
+    report = build_site(rules, tmp_path / "site")
+    assert report.rules == 2
+    for rule in rules:
+        blocks = QueryCompiler(None).compile(rule)
+        assert len(blocks) >= 4
+        for block in blocks:  # a query, or a stated reason the target cannot express it
+            assert block.text or block.note, block
+            assert "recursion" not in f"{block.note} {block.diagnostics}".lower(), block

@@ -409,3 +409,13 @@ def test_the_deepest_rules_the_readers_accept_still_build_docs_and_convert(tmp_p
         for block in blocks:  # a query, or a stated reason the target cannot express it
             assert block.text or block.note, block
             assert "recursion" not in f"{block.note} {block.diagnostics}".lower(), block
+
+
+@pytest.mark.parametrize("order", ["deepest last", "deepest first"])
+def test_nesting_built_from_aliases_counts_as_nesting(order: str) -> None:
+    lines = ["a0: &a0 [x]"] + [f"a{i}: &a{i} [*a{i - 1}]" for i in range(1, limits.MAX_YAML_DEPTH + 5)]
+    if order == "deepest first":  # the long chain is reached before its shallow uses
+        lines.append("z: [*a0, *a1]")
+    with pytest.raises(SigmaWmiError) as info:
+        load_documents("\n".join(lines) + "\n", "chain.yml")
+    assert info.value.code == "yaml-depth" and info.value.origin is not None and info.value.origin.line

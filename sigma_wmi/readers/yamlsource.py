@@ -109,8 +109,8 @@ def _check_expanded_size(root: Any) -> None:
 
     Aliases share nodes, so the expanded size is summed over the node graph once per
     node (memoized): linear in the file, however large the expansion. The error names the
-    innermost collection that is already too large."""
-    sizes: dict[int, tuple[int, int]] = {}
+    innermost collection that is already too large (for nesting: the first one too deep)."""
+    sizes: dict[int, tuple[int, int, int]] = {}  # expanded nodes, characters, height
     on_path: set[int] = set()
     stack: list[tuple[Any, bool, int]] = [(root, False, 1)]
     while stack:
@@ -132,12 +132,17 @@ def _check_expanded_size(root: Any) -> None:
                     stack.append((child, False, depth + 1))
             continue
         on_path.discard(key)
-        nodes = 1 + sum(sizes[id(c)][0] for c in children)
-        chars = (len(node.value) if isinstance(node, yaml.ScalarNode) else 0) + sum(sizes[id(c)][1] for c in children)
+        below = [sizes[id(c)] for c in children]
+        nodes = 1 + sum(b[0] for b in below)
+        chars = (len(node.value) if isinstance(node, yaml.ScalarNode) else 0) + sum(b[1] for b in below)
+        height = 1 + max((b[2] for b in below), default=0)
         if nodes > MAX_YAML_NODES or chars > MAX_YAML_CHARS:
             raise _Refused(f"document expands to more than {MAX_YAML_NODES} nodes or {MAX_YAML_CHARS} characters "
                            "(alias bomb?)", node.start_mark, "yaml-too-large")
-        sizes[key] = (nodes, chars)
+        if height > MAX_YAML_DEPTH:  # nesting built from aliases: each piece shallow, the whole deep
+            raise _Refused(f"nested more than {MAX_YAML_DEPTH} levels deep once aliases are expanded",
+                           node.start_mark, "yaml-depth")
+        sizes[key] = (nodes, chars, height)
 
 
 def _children(node: Any) -> list[Any]:

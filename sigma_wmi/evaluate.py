@@ -445,13 +445,16 @@ def _linear_search(regex: Regex) -> Callable[[str], bool]:
     try:
         compiled = re2.compile(f"(?{inline}){body}" if inline else body, _re2_options())
     except re2.error as err:
-        detail = err.args[0].decode(errors="replace") if err.args and isinstance(err.args[0], bytes) else str(err)
+        detail = _re2_detail(err)
+        shown = _shown(regex.pattern)
         try:
             re.compile(regex.pattern)
         except re.error:
-            raise RegexError(f"invalid regular expression {regex.pattern!r}: {detail}", regex.pattern,
-                             "bad-regex") from None
-        raise RegexError(f"regular expression {regex.pattern!r} needs a backtracking engine ({detail}); "
+            raise RegexError(f"invalid regular expression {shown}: {detail}", regex.pattern, "bad-regex") from None
+        if "too large" in detail:
+            raise RegexError(f"regular expression {shown} is too large for the linear-time engine ({detail})",
+                             regex.pattern, "regex-too-large") from None
+        raise RegexError(f"regular expression {shown} needs a backtracking engine ({detail}); "
                          "the evaluator only runs linear-time regexes", regex.pattern, "regex-unsupported") from None
     search = compiled.search
     return lambda text: search(text) is not None
@@ -498,12 +501,33 @@ def _re2_options() -> re2.Options:
 
 
 def _wildcard_fullmatch(regexes: list[str]) -> Callable[[str], bool]:
-    """Full match of OR-ed wildcard patterns (already regex text) in linear time."""
+    """Full match of OR-ed wildcard patterns (already regex text) in linear time. Compiled in
+    chunks: RE2 bounds each program's memory, and a union of thousands of patterns exceeds it."""
     options = re2.Options()
     options.log_errors = False
     options.dot_nl = True  # a wildcard matches any character, line breaks included
-    full = re2.compile("|".join(f"(?:{o})" for o in regexes), options).fullmatch
-    return lambda text: full(text) is not None
+    matchers = []
+    for start in range(0, len(regexes), _UNION_CHUNK):
+        union = "|".join(f"(?:{o})" for o in regexes[start:start + _UNION_CHUNK])
+        try:
+            matchers.append(re2.compile(union, options).fullmatch)
+        except re2.error as err:
+            raise RegexError(f"wildcard patterns too large for the linear-time engine ({_re2_detail(err)})", "",
+                             "regex-too-large") from None
+    return lambda text: any(full(text) is not None for full in matchers)
+
+
+_UNION_CHUNK = 256  # wildcard patterns per RE2 program
+
+
+def _re2_detail(err: Exception) -> str:
+    detail = err.args[0] if err.args else err
+    return detail.decode(errors="replace") if isinstance(detail, bytes) else str(detail)
+
+
+def _shown(pattern: str) -> str:
+    """A pattern for a one-line message: quoted, escaped, at most about 60 characters."""
+    return repr(pattern) if len(pattern) <= 60 else repr(pattern[:57]) + "..."
 
 
 def _text_of(value: Any) -> str:

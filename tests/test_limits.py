@@ -23,7 +23,7 @@ from sigma_wmi import limits
 from sigma_wmi.errors import Origin, SigmaWmiError
 from sigma_wmi.evaluate import compile_rule, evaluate
 from sigma_wmi.events import read_events
-from sigma_wmi.model import Match, Op, Or, Pattern, Regex, normalize
+from sigma_wmi.model import Match, Op, Or, Pattern, Regex, Wildcard, normalize
 from sigma_wmi.readers import read_file, read_text_rules
 from sigma_wmi.readers.macros import MacroLibrary, expand
 from sigma_wmi.readers.sigma import _expanded_count
@@ -419,3 +419,22 @@ def test_nesting_built_from_aliases_counts_as_nesting(order: str) -> None:
     with pytest.raises(SigmaWmiError) as info:
         load_documents("\n".join(lines) + "\n", "chain.yml")
     assert info.value.code == "yaml-depth" and info.value.origin is not None and info.value.origin.line
+
+
+def test_many_wildcard_patterns_stay_in_linear_time_and_agree_with_python_re() -> None:
+    patterns = [Pattern((f"a{i}", Wildcard.ONE, "b", Wildcard.MANY)) for i in range(3000)]
+    match = Match("f", Op.WILDCARD, tuple(patterns))
+    oracle = [re.compile(f"a{i}.b.*", re.S) for i in range(3000)]
+    for text in ["a5xb", "a2999\nbzz", "a3000xb", "a12b", "xa5xb", "a5xbx"]:
+        assert evaluate(match, {"f": text}) == any(o.fullmatch(text) for o in oracle), text
+
+
+def test_a_regex_too_large_for_re2_is_a_located_error(tmp_path: Path) -> None:
+    path = tmp_path / "r.yml"
+    huge = "|".join(f"a{i}.b" for i in range(60_000))
+    path.write_text(SIGMA_HEAD + f"detection:\n  sel:\n    CommandLine|re: '{huge}'\n  condition: sel\n")
+    (rule,) = read_file(path)
+    with pytest.raises(SigmaWmiError) as info:
+        compile_rule(rule)
+    assert info.value.code == "regex-too-large" and info.value.origin == Origin(str(path), 5)
+    assert len(str(info.value)) < 300

@@ -438,3 +438,8 @@ def test_a_regex_too_large_for_re2_is_a_located_error(tmp_path: Path) -> None:
         compile_rule(rule)
     assert info.value.code == "regex-too-large" and info.value.origin == Origin(str(path), 5)
     assert len(str(info.value)) < 300
+
+
+def test_a_quoted_macro_call_is_a_literal_value_in_the_model() -> None:
+    (rule,) = read_file(REPO / "tests" / "bad" / "escu" / "macro_in_quoted_value.yml")
+    assert rule.detection == Match("process_name", Op.EQUALS, (Pattern.literal("`not_a_macro`"),))

@@ -443,3 +443,28 @@ def test_a_regex_too_large_for_re2_is_a_located_error(tmp_path: Path) -> None:
 def test_a_quoted_macro_call_is_a_literal_value_in_the_model() -> None:
     (rule,) = read_file(REPO / "tests" / "bad" / "escu" / "macro_in_quoted_value.yml")
     assert rule.detection == Match("process_name", Op.EQUALS, (Pattern.literal("`not_a_macro`"),))
+
+
+# ---- any edit of a real rule: rules, or one located one-line error; never anything else ----
+
+HOSTILE = ["\x00", "\x0b", "\u2028", "\r", "&a ", "*a", "<<: ", "- ", "[", "{", "}", "]", ": ", "|windash",
+           "|base64offset", "|re", "`", '"', "\\", "99999999999999999999999", "1.0e+999", "!!binary ", "!!set ",
+           "? ", "---\n", "\t", "#", "%", "(", ")"]
+SAMPLE_RULES = sorted(p for p in RULES.rglob("*.yml"))
+
+
+@settings(max_examples=EXAMPLES * 3, deadline=None)
+@given(st.sampled_from(SAMPLE_RULES), st.lists(st.tuples(st.floats(0, 1), st.sampled_from(HOSTILE)), min_size=1,
+                                               max_size=4))
+def test_hostile_edits_of_real_rules_read_or_fail_located(path: Path, edits: list[tuple[float, str]]) -> None:
+    text = path.read_text(encoding="utf-8")
+    for where, snippet in edits:
+        cut = int(where * len(text))
+        text = text[:cut] + snippet + text[cut:]
+    started = time.process_time()
+    try:
+        read_text_rules(text, "edited.yml")
+    except SigmaWmiError as err:
+        assert err.origin is not None and err.origin.path == "edited.yml" and err.origin.line, str(err)
+        assert "\n" not in str(err), str(err)
+    assert time.process_time() - started < 2

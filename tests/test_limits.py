@@ -468,3 +468,20 @@ def test_hostile_edits_of_real_rules_read_or_fail_located(path: Path, edits: lis
         assert err.origin is not None and err.origin.path == "edited.yml" and err.origin.line, str(err)
         assert "\n" not in str(err), str(err)
     assert time.process_time() - started < 2
+
+
+@pytest.mark.parametrize("text", [
+    "\n".join(["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+              + [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]),
+    "a: &a [1, *a]",
+], ids=["bomb", "cycle"])
+def test_the_cheap_tree_count_is_bounded_on_shared_nodes_too(text: str) -> None:
+    """The loader uses the memo-free count when a text has no anchor; should an alias ever slip
+    past that test, the count still stops at the limits (visits are expanded nodes)."""
+    from sigma_wmi.readers.yamlsource import _check_tree_size, _Loader
+
+    started = time.process_time()
+    with pytest.raises(yaml.MarkedYAMLError) as info:
+        _check_tree_size(yaml.compose(text, Loader=_Loader))
+    assert getattr(info.value, "code", None) in ("yaml-too-large", "yaml-depth")
+    assert time.process_time() - started < 0.5

@@ -53,8 +53,13 @@ class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
         for first, resolvers in _BaseLoader.yaml_implicit_resolvers.items()
     }
 
+    # Set per load: without aliases the document is a tree, and one cheap count bounds it. (The
+    # count is safe on any graph too: it stops after MAX_YAML_NODES visits, a cycle at the depth
+    # limit; the memoized walk only reports alias trouble more precisely.)
+    may_share_nodes = True
+
     def construct_document(self, node: Any) -> Any:
-        _check_expanded_size(node)
+        (_check_expanded_size if self.may_share_nodes else _check_tree_size)(node)
         return super().construct_document(node)
 
     def construct_object(self, node: Any, deep: bool = False) -> Any:
@@ -145,6 +150,28 @@ def _check_expanded_size(root: Any) -> None:
         sizes[key] = (nodes, chars, height)
 
 
+def _check_tree_size(root: Any) -> None:
+    """`_check_expanded_size` for a document without aliases: every node is visited once
+    anyway, so no memo, no cycle check; the error names the node where a limit is crossed."""
+    nodes = chars = 0
+    stack: list[tuple[Any, int]] = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        nodes += 1
+        value = node.value
+        if isinstance(value, str):
+            chars += len(value)
+        elif depth > MAX_YAML_DEPTH:
+            raise _Refused(f"nested more than {MAX_YAML_DEPTH} levels deep", node.start_mark, "yaml-depth")
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((child, depth + 1) for child in value)
+        else:
+            stack.extend((item, depth + 1) for pair in value for item in pair)
+        if nodes > MAX_YAML_NODES or chars > MAX_YAML_CHARS:
+            raise _Refused(f"document has more than {MAX_YAML_NODES} nodes or {MAX_YAML_CHARS} characters",
+                           node.start_mark, "yaml-too-large")
+
+
 def _children(node: Any) -> list[Any]:
     if isinstance(node, yaml.SequenceNode):
         return list(node.value)
@@ -224,8 +251,15 @@ def load_documents(text: str, path: str) -> list[Any]:
         line = _deep_line(text)
         if line is not None:
             raise SigmaWmiError(f"YAML nested more than {MAX_YAML_DEPTH} levels deep", origin.at(line), "yaml-depth")
+    loader = _Loader(text)
+    loader.may_share_nodes = "&" in text and "*" in text  # an alias `*a` needs an anchor `&a`
     try:
-        return [doc for doc in yaml.load_all(text, Loader=_Loader) if doc is not None]
+        documents = []
+        while loader.check_data():
+            document = loader.get_data()
+            if document is not None:
+                documents.append(document)
+        return documents
     except _Refused as err:
         where = origin.at(err.problem_mark.line + 1, err.problem_mark.column + 1) if err.problem_mark else origin
         raise SigmaWmiError(err.problem or "refused YAML", where, err.code) from None
@@ -246,6 +280,8 @@ def load_documents(text: str, path: str) -> list[Any]:
                             "yaml-depth") from None
     except (ValueError, TypeError, OverflowError) as err:  # constructor errors carry no mark
         raise SigmaWmiError(f"YAML value error: {err}", origin, "yaml-value") from None
+    finally:
+        loader.dispose()
 
 
 # libyaml's composer recurses in C, unchecked: around 100,000 levels it overflows the stack and

@@ -22,6 +22,7 @@ from sigma_wmi.backends.base import Backend, convert_safely
 from sigma_wmi.errors import Diagnostic, Level, Origin, SigmaWmiError
 from sigma_wmi.parallel import ordered_map
 from sigma_wmi.readers import ReadOptions, SourceFile, read_source, rule_files
+from sigma_wmi.readers.yamlsource import display_path, regular_file_error
 from sigma_wmi.registry import backend_class
 
 CACHE_SCHEMA = 1
@@ -103,7 +104,7 @@ def convert_file(path: Path, jobs: list[Job], read_options: ReadOptions) -> list
     started = time.perf_counter()
     source = read_source(path, read_options)
     if source.error is not None:
-        return [RuleResult(str(path), status="failed", diagnostics=[source.error.diagnostic().to_json()],
+        return [RuleResult(display_path(path), status="failed", diagnostics=[source.error.diagnostic().to_json()],
                            seconds=time.perf_counter() - started)]
     results = []
     for rule in source.rules:
@@ -117,7 +118,7 @@ def convert_file(path: Path, jobs: list[Job], read_options: ReadOptions) -> list
             outputs[job.key] = output.text
             diagnostics.extend(_located(d, rule.origin, job.target) for d in output.diagnostics)
         results.append(RuleResult(
-            path=str(path), id=rule.id, title=rule.title, status=_status(outputs, jobs, diagnostics),
+            path=display_path(path), id=rule.id, title=rule.title, status=_status(outputs, jobs, diagnostics),
             diagnostics=[d.to_json() for d in diagnostics], outputs=outputs,
             seconds=time.perf_counter() - started))
         started = time.perf_counter()
@@ -173,12 +174,14 @@ class Cache:
         self._macro_prints: dict[Path, str] = {}
 
     def key(self, path: Path) -> str | None:
+        if regular_file_error(path) is not None:  # a FIFO or device: never read here, the reader reports it
+            return None
         try:
             content = path.read_bytes()
         except OSError:
             return None
         digest = hashlib.sha256(self.salt.encode())
-        digest.update(str(path).encode())  # reports name the path, so it is part of the result
+        digest.update(os.fsencode(path))  # reports name the path, so it is part of the result
         digest.update(content)
         digest.update(self._macros(path.resolve().parent).encode())
         return digest.hexdigest()
@@ -230,7 +233,7 @@ def _directory_fingerprint(directory: Path) -> str:
     digest = hashlib.sha256()
     for item in sorted(directory.glob("*")):
         if item.suffix in (".yml", ".yaml") and item.is_file():
-            digest.update(item.name.encode())
+            digest.update(os.fsencode(item.name))
             digest.update(item.read_bytes())
     return digest.hexdigest()
 

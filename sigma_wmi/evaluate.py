@@ -25,6 +25,8 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import re2  # type: ignore[import-untyped]  # google-re2 ships no type information
+
 from sigma_wmi.catalog import catalog
 from sigma_wmi.errors import SigmaWmiError
 from sigma_wmi.model import (
@@ -45,12 +47,12 @@ from sigma_wmi.model import (
     matches,
     pattern_regex,
 )
+from sigma_wmi.readers.yamlsource import yaml_lines
 
 Event = Mapping[str, Any]
 Predicate = Callable[[Event], bool]
 _StrTest = Callable[[str], bool]
 
-_REGEX_FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE}
 _COMPARE: dict[Op, Callable[[float, float], bool]] = {
     Op.LT: lambda a, b: a < b,
     Op.LTE: lambda a, b: a <= b,
@@ -164,14 +166,25 @@ def logsource_predicate(logsource: LogSource) -> Predicate:
 
 
 def compile_rule(rule: Rule, with_logsource: bool = True) -> Predicate:
-    """The rule as a predicate over canonical events: log source and detection."""
-    detection = compile_expr(rule.detection)
+    """The rule as a predicate over canonical events: log source and detection. A regex the
+    evaluator refuses is a `SigmaWmiError` at the rule's line that holds it."""
+    try:
+        detection = compile_expr(rule.detection)
+    except RegexError as err:
+        line = _line_holding(rule.source_text, err.pattern)
+        err.origin = rule.origin.at(line or rule.origin.line)
+        raise
     if not with_logsource:
         return detection
     source = logsource_predicate(rule.logsource)
     if source is _always:
         return detection
     return lambda event: source(event) and detection(event)
+
+
+def _line_holding(text: str, needle: str) -> int | None:
+    """1-based line of `text` (YAML line breaks) on which `needle` first appears."""
+    return next((number for number, line in enumerate(yaml_lines(text), 1) if needle and needle in line), None)
 
 
 def hits(rule: Rule, events: Iterable[Event]) -> list[Event]:
@@ -373,8 +386,7 @@ def _pattern_test(patterns: list[Pattern], fold: bool) -> _StrTest:
         found = re.compile("|".join(re.escape(n) for n in needles)).search
         tests.append(lambda text: found(text) is not None)
     if others:
-        full = re.compile("|".join(f"(?:{o})" for o in others), re.DOTALL).fullmatch
-        tests.append(lambda text: full(text) is not None)
+        tests.append(_wildcard_fullmatch(others))
     if not tests:
         return lambda text: False
     if len(tests) == 1:
@@ -399,23 +411,123 @@ def _shape(parts: list[Any]) -> str:
 
 
 def _regex_test(match: Match) -> Callable[[Any], bool]:
-    compiled = []
+    searches = []
     for value in match.values:
         if not isinstance(value, Regex):
             raise SigmaWmiError(f"regex match with a non-regex value {value!r}", code="bad-model")
-        flags = 0
-        for flag in value.flags:
-            flags |= _REGEX_FLAGS.get(flag, 0)
-        try:
-            compiled.append(re.compile(value.pattern, flags).search)
-        except re.error as err:
-            raise SigmaWmiError(f"invalid regular expression {value.pattern!r}: {err}",
-                                code="bad-regex") from None
+        searches.append(_linear_search(value))
 
     def test(value: Any) -> bool:
         text = value if isinstance(value, str) else _text_of(value)
-        return any(search(text) is not None for search in compiled)
+        return any(search(text) for search in searches)
     return test
+
+
+class RegexError(SigmaWmiError):
+    """A rule's regular expression the evaluator cannot run; `pattern` locates it in the rule."""
+
+    def __init__(self, message: str, pattern: str, code: str) -> None:
+        super().__init__(message, code=code)
+        self.pattern = pattern
+
+
+def _linear_search(regex: Regex) -> Callable[[str], bool]:
+    """A search in time linear in the text (RE2: no backtracking), so `(a+)+$` over a long
+    event value returns at once. Sigma regexes are PCRE; what RE2 cannot run in linear time
+    (backreferences, lookarounds, possessive quantifiers, verbose mode) is refused, never run
+    with a backtracking engine on untrusted events."""
+    unsupported = set(regex.flags) - set(_RE2_FLAGS) - {"x"}
+    if unsupported:
+        raise RegexError(f"regex flag(s) {', '.join(sorted(unsupported))} cannot be evaluated", regex.pattern,
+                         "regex-unsupported")
+    inline = "".join(_RE2_FLAGS[f] for f in sorted(regex.flags) if f in _RE2_FLAGS)
+    body = _without_verbose_layout(regex.pattern) if "x" in regex.flags else regex.pattern
+    try:
+        compiled = re2.compile(f"(?{inline}){body}" if inline else body, _re2_options())
+    except re2.error as err:
+        detail = _re2_detail(err)
+        shown = _shown(regex.pattern)
+        try:
+            re.compile(regex.pattern)
+        except re.error:
+            raise RegexError(f"invalid regular expression {shown}: {detail}", regex.pattern, "bad-regex") from None
+        if "too large" in detail:
+            raise RegexError(f"regular expression {shown} is too large for the linear-time engine ({detail})",
+                             regex.pattern, "regex-too-large") from None
+        raise RegexError(f"regular expression {shown} needs a backtracking engine ({detail}); "
+                         "the evaluator only runs linear-time regexes", regex.pattern, "regex-unsupported") from None
+    search = compiled.search
+    return lambda text: search(text) is not None
+
+
+# Sigma's regex flags as RE2 inline flags; RE2 has no verbose (x) mode: see below.
+_RE2_FLAGS = {"i": "i", "m": "m", "s": "s"}
+
+
+def _without_verbose_layout(pattern: str) -> str:
+    """A verbose-mode (x) pattern without its layout: whitespace and `#` comments outside
+    character classes dropped, escapes kept as written (RE2 has no verbose mode)."""
+    out: list[str] = []
+    in_class = False
+    index = 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "\\":
+            out.append(pattern[index:index + 2])
+            index += 2
+            continue
+        if in_class:
+            # a `]` first in a class (`[]a]`, `[^]a]`) is a literal, not the end
+            in_class = char != "]" or out[-1] == "[" or (out[-1] == "^" and out[-2] == "[")
+            out.append(char)
+        elif char == "[":
+            in_class = True
+            out.append(char)
+        elif char == "#":
+            end = pattern.find("\n", index)
+            index = len(pattern) if end < 0 else end
+            continue
+        elif not char.isspace():
+            out.append(char)
+        index += 1
+    return "".join(out)
+
+
+@functools.cache
+def _re2_options() -> re2.Options:
+    options = re2.Options()
+    options.log_errors = False  # a refused pattern is our error, not a line on stderr
+    return options
+
+
+def _wildcard_fullmatch(regexes: list[str]) -> Callable[[str], bool]:
+    """Full match of OR-ed wildcard patterns (already regex text) in linear time. Compiled in
+    chunks: RE2 bounds each program's memory, and a union of thousands of patterns exceeds it."""
+    options = re2.Options()
+    options.log_errors = False
+    options.dot_nl = True  # a wildcard matches any character, line breaks included
+    matchers = []
+    for start in range(0, len(regexes), _UNION_CHUNK):
+        union = "|".join(f"(?:{o})" for o in regexes[start:start + _UNION_CHUNK])
+        try:
+            matchers.append(re2.compile(union, options).fullmatch)
+        except re2.error as err:
+            raise RegexError(f"wildcard patterns too large for the linear-time engine ({_re2_detail(err)})", "",
+                             "regex-too-large") from None
+    return lambda text: any(full(text) is not None for full in matchers)
+
+
+_UNION_CHUNK = 256  # wildcard patterns per RE2 program
+
+
+def _re2_detail(err: Exception) -> str:
+    detail = err.args[0] if err.args else err
+    return detail.decode(errors="replace") if isinstance(detail, bytes) else str(detail)
+
+
+def _shown(pattern: str) -> str:
+    """A pattern for a one-line message: quoted, escaped, at most about 60 characters."""
+    return repr(pattern) if len(pattern) <= 60 else repr(pattern[:57]) + "..."
 
 
 def _text_of(value: Any) -> str:

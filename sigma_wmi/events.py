@@ -22,7 +22,9 @@ from typing import Any
 
 from sigma_wmi.catalog import Catalog, catalog
 from sigma_wmi.errors import Origin, SigmaWmiError
+from sigma_wmi.limits import MAX_EVENT_DEPTH, MAX_EVENT_LINE_BYTES
 from sigma_wmi.model import LogSource
+from sigma_wmi.readers.yamlsource import regular_file_error
 
 Event = dict[str, Any]
 
@@ -57,8 +59,11 @@ def read_events(path: str | Path) -> Iterator[Event]:
     """Raw events from a JSON-lines, JSON or EVTX file, each tagged with "@file" and "@line"
     (the JSON line, or the EVTX record number). Bad input raises `SigmaWmiError`."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise SigmaWmiError(f"event file not found: {path}", Origin(str(path)), "no-events")
+    refused = regular_file_error(path)  # before any open: a FIFO blocks, /dev/zero never ends
+    if refused is not None:
+        raise refused
     if path.suffix.lower() == ".evtx":
         yield from _read_evtx(path)
     elif path.suffix.lower() in _JSON_SUFFIXES:
@@ -79,19 +84,27 @@ def _read_json(path: Path) -> Iterator[Event]:
             doc = json.loads(text)
         except json.JSONDecodeError:
             doc = None  # maybe JSON lines after all
+        except RecursionError:
+            raise _too_deep(path, 1) from None
         if doc is not None:
             items = doc if isinstance(doc, list) else [doc]
             for index, item in enumerate(items, 1):
                 yield _tagged(_json_object(item, path, 1), path, index)
             return
-    for number, line in enumerate(text.splitlines(), 1):
+    # JSON lines end at \n only: U+2028 or \x1c inside a JSON string is text, not a line break
+    for number, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
+        if len(line) > MAX_EVENT_LINE_BYTES:
+            raise SigmaWmiError(f"event line longer than {MAX_EVENT_LINE_BYTES} characters", Origin(str(path), number),
+                                "bad-events")
         try:
             item = json.loads(line)
         except json.JSONDecodeError as err:
             raise SigmaWmiError(f"invalid JSON event: {err.msg} (column {err.colno})",
                                 Origin(str(path), number, err.colno), "bad-events") from None
+        except RecursionError:
+            raise _too_deep(path, number) from None
         yield _tagged(_json_object(item, path, number), path, number)
 
 
@@ -99,9 +112,30 @@ def _json_object(item: Any, path: Path, line: int) -> Event:
     if not isinstance(item, dict):
         raise SigmaWmiError(f"an event must be a JSON object, got {type(item).__name__}",
                             Origin(str(path), line), "bad-events")
+    if _deeper_than(item, MAX_EVENT_DEPTH):  # flattening recurses once per level
+        raise _too_deep(path, line)
     # Elasticsearch exports wrap the document in _source.
     source = item.get("_source")
     return dict(source) if isinstance(source, dict) and "_index" in item else dict(item)
+
+
+def _too_deep(path: Path, line: int) -> SigmaWmiError:
+    return SigmaWmiError(f"event nested more than {MAX_EVENT_DEPTH} levels deep", Origin(str(path), line),
+                         "bad-events")
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Does `value` nest objects/arrays more than `limit` levels? (iterative: no recursion)"""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        for child in children:
+            if isinstance(child, (dict, list)):
+                if depth + 1 > limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
 
 
 def _tagged(event: Event, path: Path, line: int) -> Event:

@@ -381,23 +381,37 @@ def _drop_implied_exists(items: list[Expr]) -> list[Expr]:
 
 
 def _merge_values(items: list[Expr]) -> list[Expr]:
-    merged: list[Expr] = []
+    """Merge an Or's matches that differ only in their values, keeping first-seen order and
+    dropping repeated values. Values are collected in lists and each merged `Match` is built
+    once: linear in the number of values (200,000 values in a list stay fast)."""
+    merged: list[Expr | list[Value]] = []
     slot: dict[tuple[object, ...], int] = {}
+    firsts: dict[int, Match] = {}
     seen: dict[int, set[tuple[type, Value]]] = {}  # per slot, for O(1) duplicate checks
     for item in items:
         if isinstance(item, Match) and item.values and item.op is not Op.FIELDREF:
             key = (item.field, item.op, item.case_sensitive)
-            if key in slot:
-                index = slot[key]
-                previous = merged[index]
-                assert isinstance(previous, Match)
+            index = slot.setdefault(key, len(merged))
+            if index == len(merged):
+                firsts[index] = item
+                seen[index] = set()
+                merged.append([])
+            values = merged[index]
+            assert isinstance(values, list)
+            for value in item.values:
                 # keyed by type too: 1, 1.0 and True are equal in Python but not as field values
-                fresh = [v for v in item.values if (type(v), v) not in seen[index]]
-                seen[index].update((type(v), v) for v in fresh)
-                merged[index] = Match(previous.field, previous.op, previous.values + tuple(fresh),
-                                      previous.case_sensitive, previous.line)
-                continue
-            slot[key] = len(merged)
-            seen[len(merged)] = {(type(v), v) for v in item.values}
+                if (type(value), value) not in seen[index]:
+                    seen[index].add((type(value), value))
+                    values.append(value)
+            continue
         merged.append(item)
-    return merged
+    result: list[Expr] = []
+    for index, entry in enumerate(merged):
+        if isinstance(entry, list):
+            first = firsts[index]
+            unchanged = len(entry) == len(first.values)
+            result.append(first if unchanged else Match(first.field, first.op, tuple(entry), first.case_sensitive,
+                                                        first.line))
+        else:
+            result.append(entry)
+    return result

@@ -17,7 +17,7 @@ from sigma_wmi.readers.sigma_correlation import (
     is_correlation,
     read_correlation,
 )
-from sigma_wmi.readers.yamlsource import load_documents, read_text, split_documents
+from sigma_wmi.readers.yamlsource import display_path, load_documents, read_text, split_documents
 
 RULE_SUFFIXES = (".yml", ".yaml")
 
@@ -39,12 +39,15 @@ class SourceFile:
 
 
 def rule_files(paths: Iterable[Path | str]) -> list[Path]:
-    """Rule files under the given files and directories, recursively, in a stable order."""
+    """Rule files under the given files and directories, recursively, in a stable order.
+
+    Every non-directory entry with a rule suffix is listed, FIFOs and devices too: reading
+    refuses them with an error (before opening), so none is skipped silently."""
     found: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.suffix in RULE_SUFFIXES and p.is_file()))
+            found.extend(sorted(p for p in path.rglob("*") if p.suffix in RULE_SUFFIXES and not p.is_dir()))
         else:
             found.append(path)
     return found
@@ -78,7 +81,7 @@ def read_text_rules(text: str, path: str, options: ReadOptions | None = None) ->
 
 def read_file(path: Path | str, options: ReadOptions | None = None) -> list[Rule]:
     path = Path(path)
-    return read_text_rules(read_text(path), str(path), options)
+    return read_text_rules(read_text(path), display_path(path), options)
 
 
 def read_source(path: Path, options: ReadOptions | None = None) -> SourceFile:
@@ -88,7 +91,8 @@ def read_source(path: Path, options: ReadOptions | None = None) -> SourceFile:
     except SigmaWmiError as err:
         return SourceFile(path, error=err)
     except RecursionError:
-        return SourceFile(path, error=SigmaWmiError("rule is nested too deeply", Origin(str(path)), "too-deep"))
+        return SourceFile(path, error=SigmaWmiError("rule is nested too deeply", Origin(display_path(path)),
+                                                    "too-deep"))
 
 
 def _read_document(doc: Any, text: str, path: str, options: ReadOptions) -> Rule:

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 from sigma_wmi.attack import attack
 from sigma_wmi.catalog import Catalog, catalog
 from sigma_wmi.errors import Diagnostic, Level, Origin, SigmaWmiError, add_once
+from sigma_wmi.limits import MAX_SEARCH_CHARS
 from sigma_wmi.model import (
     COMPARE_OPS,
     Aggregate,
@@ -55,6 +56,7 @@ from sigma_wmi.readers.spl import (
     parse_where,
     split_pipeline,
 )
+from sigma_wmi.readers.values import DocumentValues
 from sigma_wmi.readers.yamlsource import locate
 
 PARTIAL = "partial-import"
@@ -173,6 +175,9 @@ class _Importer:
     # ---- the whole search ----
     def run(self, search: str) -> SearchImport:
         expansion = macro_lib.expand(search, self.library, self.origin)
+        if len(expansion.text) > MAX_SEARCH_CHARS:  # parsing cost grows with it; real searches are a few KB
+            raise SigmaWmiError(f"the search is longer than {MAX_SEARCH_CHARS} characters (macros expanded)",
+                                self.origin, "search-too-large")
         calls = expansion.calls
         stages = split_pipeline(expansion.text)
         if not stages or stages[0].command != "tstats":
@@ -431,25 +436,27 @@ def read_escu(doc: dict[str, Any], text: str, path: str, macros_dir: Path | None
     search_origin = origin.at(locate(text, ("search",)) or origin.line)
     imported = import_search(search, macro_lib.MacroLibrary(directory), search_origin)
 
-    raw_tags = doc.get("tags")
-    tags: dict[str, Any] = raw_tags if isinstance(raw_tags, dict) else {}
-    techniques, tactics, attack_notes = _attack(tags.get("mitre_attack_id"), origin)
+    values = DocumentValues(doc, text, origin)
+    techniques, tactics, attack_notes = _attack(values.text_list("tags", "mitre_attack_id", single=True), origin)
+    for key in ("data_source", "data_sources"):  # read by the ATC cards
+        values.text_list(key, single=True)
+    values.text_value("how_to_implement")  # printed by the docs pages
     extras = {key: value for key, value in doc.items() if key not in _RULE_KEYS}
     extras["spl"] = dict(imported.metadata, where_exact=imported.where_exact, partial=imported.partial)
     extras["import_status"] = "partial" if imported.partial else "ok"
-    false_positives = doc.get("known_false_positives")
+    false_positives = values.text_value("known_false_positives")
     return Rule(
-        id=str(doc.get("id") or ""),
+        id=values.text_value("id") or "",
         title=doc["name"].strip(),
         detection=imported.detection,
         logsource=imported.logsource,
-        description=str(doc.get("description") or "").strip(),
-        status=_text(doc.get("status")),
-        authors=tuple(a.strip() for a in str(doc.get("author") or "").split(",") if a.strip()),
-        date=_date(doc.get("date") or doc.get("creation_date")),
-        modified=_date(doc.get("modification_date")),
-        references=tuple(str(r) for r in doc.get("references") or () if r),
-        falsepositives=(str(false_positives).strip(),) if false_positives else (),
+        description=(values.text_value("description") or "").strip(),
+        status=values.text_value("status"),
+        authors=tuple(a.strip() for a in (values.text_value("author") or "").split(",") if a.strip()),
+        date=_date(values.text_value("date") or values.text_value("creation_date")),
+        modified=_date(values.text_value("modification_date")),
+        references=tuple(r for r in values.text_list("references") if r),
+        falsepositives=(false_positives.strip(),) if false_positives else (),
         tags=tuple(f"attack.{t}" for t in tactics) + tuple(f"attack.{t.id.lower()}" for t in techniques),
         tactics=tactics,
         techniques=techniques,
@@ -469,13 +476,13 @@ def import_search(search: str, library: macro_lib.MacroLibrary, origin: Origin,
     return importer.run(search)
 
 
-def _attack(ids: Any, origin: Origin) -> tuple[tuple[Technique, ...], tuple[str, ...], list[Diagnostic]]:
+def _attack(ids: tuple[str, ...], origin: Origin) -> tuple[tuple[Technique, ...], tuple[str, ...], list[Diagnostic]]:
     table = attack()
     techniques: list[Technique] = []
     tactics: list[str] = []
     notes: list[Diagnostic] = []
-    for raw in ids or ():
-        technique = Technique(str(raw).strip().upper())
+    for raw in ids:
+        technique = Technique(raw.strip().upper())
         if technique not in techniques:
             techniques.append(technique)
         known, diagnostic = table.resolve(technique.id)
@@ -486,10 +493,6 @@ def _attack(ids: Any, origin: Origin) -> tuple[tuple[Technique, ...], tuple[str,
             if tactic and tactic.shortname not in tactics:
                 tactics.append(tactic.shortname)
     return tuple(techniques), tuple(tactics), notes
-
-
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
 
 
 def _date(value: Any) -> str | None:

@@ -16,16 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from sigma_wmi.errors import Origin, SigmaWmiError
+from sigma_wmi.limits import MAX_MACRO_DEPTH, MAX_MACRO_EXPANSION_CHARS
+from sigma_wmi.readers.yamlsource import display_path, load_documents, locate, read_text, regular_file_error
 
 # Macros every ESCU search uses; they shape output, they select nothing.
 STANDARD_MACROS = frozenset({"security_content_summariesonly", "drop_dm_object_name", "security_content_ctime"})
-MAX_DEPTH = 20  # definitions nest two or three deep in practice
 
 _CALL = re.compile(r"`\s*([A-Za-z0-9_\-.:]+)\s*(?:\((.*?)\))?\s*`", re.S)
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def is_standard(name: str) -> bool:
@@ -61,11 +59,10 @@ class MacroLibrary:
 
 
 def _load_macro(directory: Path, name: str, arity: int) -> Macro | None:
-    candidates = [directory / f"{name}.yml", directory / f"{name}.yaml"]
-    for path in candidates:
-        if path.is_file():
-            macro = _read_macro(path)
-            if macro is not None and len(macro.arguments) == arity:
+    for path in (directory / f"{name}.yml", directory / f"{name}.yaml"):
+        if path.exists() or path.is_symlink():
+            macro = _read_macro(path)  # the macro's own file: any problem with it is the error
+            if len(macro.arguments) == arity:
                 return macro
     # File names usually equal macro names; fall back to a scan for the rest.
     for macro in _all_macros(directory):
@@ -82,32 +79,39 @@ def _all_macros(directory: Path) -> tuple[Macro, ...]:
 def _all_macros_at(directory: Path, _stamp: int) -> tuple[Macro, ...]:
     found = []
     for path in sorted(directory.glob("*.y*ml")):
-        macro = _read_macro(path)
-        if macro is not None:
-            found.append(macro)
+        try:
+            found.append(_read_macro(path))
+        except SigmaWmiError:
+            continue  # another macro's broken file; a call to that macro reports it (by file name)
     return tuple(found)
 
 
-def _read_macro(path: Path) -> Macro | None:
+def _read_macro(path: Path) -> Macro:
+    """The macro defined in `path`; `SigmaWmiError` (with the macro file's line) when the file is
+    not a regular file, too large, not strict YAML or not a macro definition."""
+    refused = regular_file_error(path)  # before any open: a FIFO would block, a device never end
+    if refused is not None:
+        raise refused
+    stat = path.stat()
     # cached by modification stamp: a long-lived process (a server, a test run) sees edits
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
     return _read_macro_at(path, stat.st_mtime_ns, stat.st_size)
 
 
 @functools.lru_cache(maxsize=4096)
-def _read_macro_at(path: Path, _mtime: int, _size: int) -> Macro | None:
-    try:
-        doc = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return None  # a broken macro file is reported as an unknown macro where it is used
-    if not isinstance(doc, dict) or "definition" not in doc:
-        return None
-    name = str(doc.get("name") or path.stem)
-    args = tuple(str(a) for a in doc.get("arguments") or ())
-    return Macro(name, str(doc["definition"]), args)
+def _read_macro_at(path: Path, _mtime: int, _size: int) -> Macro:
+    shown = display_path(path)
+    text = read_text(path)
+    documents = load_documents(text, shown)
+    doc = documents[0] if len(documents) == 1 else None
+    if not isinstance(doc, dict) or not isinstance(doc.get("definition"), str):
+        raise SigmaWmiError("not a macro: expected one mapping with a 'definition' string", Origin(shown, 1),
+                            "invalid-macro")
+    arguments = doc.get("arguments") or []
+    if not isinstance(arguments, list) or not all(isinstance(a, str) for a in arguments):
+        raise SigmaWmiError("macro 'arguments' must be a list of names",
+                            Origin(shown, locate(text, ("arguments",)) or 1), "invalid-macro")
+    name = doc.get("name")
+    return Macro(name if isinstance(name, str) and name else path.stem, doc["definition"], tuple(arguments))
 
 
 def find_macros_dir(rule_path: str | Path) -> Path | None:
@@ -150,36 +154,89 @@ def expand(text: str, library: MacroLibrary, origin: Origin | None = None,
            keep: Callable[[str], bool] = is_standard) -> Expansion:
     """Replace every macro call in `text` by its definition, recursively.
 
-    Calls for which `keep(name)` is true stay in the text untouched. Raises
+    Calls for which `keep(name)` is true stay in the text untouched, and so do backticks
+    inside a double-quoted SPL string (Splunk expands no macro there). Raises
     `SigmaWmiError` for an unknown macro (code `unknown-macro`), a wrong number of
-    arguments, or a cycle (`macro-cycle`).
+    arguments, a cycle (`macro-cycle`), nesting deeper than MAX_MACRO_DEPTH (`macro-depth`)
+    or expansions producing more than MAX_MACRO_EXPANSION_CHARS (`macro-too-large`).
     """
     result = Expansion(text)
-    result.text = _expand(text, library, origin, keep, (), result.calls)
+    result.text = _Expander(library, origin, keep, result.calls).run(text, ())
     return result
 
 
-def _expand(text: str, library: MacroLibrary, origin: Origin | None, keep: Callable[[str], bool],
-            stack: tuple[str, ...], calls: list[MacroCall]) -> str:
-    if len(stack) > MAX_DEPTH:
-        raise SigmaWmiError(f"macros nest deeper than {MAX_DEPTH}: {' -> '.join(stack)}", origin, "macro-depth")
+class _Expander:
+    """One expansion, with one budget: every character a definition adds is counted, so a
+    macro calling another ten times, twenty deep, stops at the limit instead of at 10**20."""
 
-    def replace(found: re.Match[str]) -> str:
+    def __init__(self, library: MacroLibrary, origin: Origin | None, keep: Callable[[str], bool],
+                 calls: list[MacroCall]) -> None:
+        self.library = library
+        self.origin = origin
+        self.keep = keep
+        self.calls = calls
+        self.spent = 0
+
+    def run(self, text: str, stack: tuple[str, ...]) -> str:
+        if len(stack) > MAX_MACRO_DEPTH:
+            raise SigmaWmiError(f"macros nest deeper than {MAX_MACRO_DEPTH}: {' -> '.join(stack)}", self.origin,
+                                "macro-depth")
+        pieces: list[str] = []
+        position = 0
+        for found in unquoted_calls(text):
+            pieces.append(text[position:found.start()])
+            pieces.append(self.replace(found, stack))
+            position = found.end()
+        pieces.append(text[position:])
+        return "".join(pieces)
+
+    def replace(self, found: re.Match[str], stack: tuple[str, ...]) -> str:
         name = found.group(1)
         args = split_args(found.group(2)) if found.group(2) is not None else ()
-        calls.append(MacroCall(name, args))
-        if keep(name):
+        self.calls.append(MacroCall(name, args))
+        if self.keep(name):
             return found.group(0)
         if name in stack:
-            raise SigmaWmiError(f"macro cycle: {' -> '.join((*stack, name))}", origin, "macro-cycle")
-        macro = library.get(name, len(args))
+            raise SigmaWmiError(f"macro cycle: {' -> '.join((*stack, name))}", self.origin, "macro-cycle")
+        macro = self.library.get(name, len(args))
         if macro is None:
-            where = f" in {library.directory}" if library.directory else " (no macros directory found)"
+            where = f" in {self.library.directory}" if self.library.directory else " (no macros directory found)"
             arity = f" with {len(args)} argument(s)" if args else ""
-            raise SigmaWmiError(f"unknown macro `{name}`{arity}{where}", origin, "unknown-macro")
+            raise SigmaWmiError(f"unknown macro `{name}`{arity}{where}", self.origin, "unknown-macro")
         body = macro.definition
         for param, value in zip(macro.arguments, args, strict=True):
             body = body.replace(f"${param}$", value)
-        return _expand(body, library, origin, keep, (*stack, name), calls)
+        self.spent += len(body) + 1  # + 1: even an empty definition costs its call
+        if self.spent > MAX_MACRO_EXPANSION_CHARS:
+            raise SigmaWmiError(f"macro expansion exceeds {MAX_MACRO_EXPANSION_CHARS} characters "
+                                f"(at `{name}`, {' -> '.join(stack) or 'the search'})", self.origin, "macro-too-large")
+        return self.run(body, (*stack, name))
 
-    return _CALL.sub(replace, text)
+
+def unquoted_calls(text: str) -> list[re.Match[str]]:
+    """Macro calls in `text` outside double-quoted strings (`\\"` escapes a quote inside one)."""
+    found: list[re.Match[str]] = []
+    position = 0
+    while position < len(text):
+        char = text[position]
+        if char == '"':
+            position = _string_end(text, position)
+        elif char == "`" and (call := _CALL.match(text, position)) is not None:
+            found.append(call)
+            position = call.end()
+        else:
+            position += 1
+    return found
+
+
+def _string_end(text: str, start: int) -> int:
+    """Index after the double-quoted string opening at `start` (the end of text if unclosed)."""
+    position = start + 1
+    while position < len(text):
+        if text[position] == "\\":
+            position += 2
+        elif text[position] == '"':
+            return position + 1
+        else:
+            position += 1
+    return len(text)

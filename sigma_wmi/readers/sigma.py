@@ -8,6 +8,7 @@ unescaped patterns, and fills in file and line for every error.
 from __future__ import annotations
 
 import datetime
+import re
 from typing import Any
 
 from sigma.conditions import (
@@ -40,6 +41,7 @@ from sigma.types import (
 
 from sigma_wmi.catalog import catalog
 from sigma_wmi.errors import Origin, SigmaWmiError
+from sigma_wmi.limits import MAX_VALUES_PER_ITEM, MAX_VALUES_PER_RULE
 from sigma_wmi.model import (
     And,
     Expr,
@@ -59,7 +61,8 @@ from sigma_wmi.model import (
     normalize,
     string_match,
 )
-from sigma_wmi.readers.yamlsource import locate
+from sigma_wmi.readers.values import DocumentValues
+from sigma_wmi.readers.yamlsource import locate, yaml_lines
 
 _WILDCARDS = {SpecialChars.WILDCARD_MULTI: Wildcard.MANY, SpecialChars.WILDCARD_SINGLE: Wildcard.ONE}
 _COMPARE = {
@@ -104,6 +107,7 @@ def read_sigma(doc: dict[str, Any], text: str, path: str) -> Rule:
                                            and all(isinstance(c, str) for c in condition))):
         raise SigmaWmiError("condition must be a string or a non-empty list of strings",
                             origin.at(locate(text, ("detection", "condition")) or detection_line), "invalid-sigma")
+    _check_value_counts(doc["detection"], text, origin)
     try:
         sigma_rule = SigmaRule.from_dict(doc)
     except SigmaError as err:
@@ -135,7 +139,7 @@ def read_sigma(doc: dict[str, Any], text: str, path: str) -> Rule:
 
     cat = catalog()
     return Rule(
-        **{"id": "", **metadata_fields(doc)},
+        **{"id": "", **metadata_fields(DocumentValues(doc, text, origin))},
         detection=detection,
         logsource=logsource,
         related=tuple(
@@ -149,28 +153,76 @@ def read_sigma(doc: dict[str, Any], text: str, path: str) -> Rule:
     )
 
 
-def metadata_fields(doc: dict[str, Any]) -> dict[str, Any]:
-    """`Rule` fields for the descriptive keys `doc` has (a correlation overrides its base rule's)."""
+# How many values one value becomes under a modifier: pySigma's `windash` gives five dash
+# variants (-, /, en dash, em dash, horizontal bar) at every dash matching this pattern, and
+# each combination; `base64offset` three encodings.
+_WINDASH_DASH = re.compile(r"\B[-/]\b")
+_WINDASH_VARIANTS = 5
+_BASE64_OFFSETS = 3
+
+
+def _check_value_counts(detection: dict[Any, Any], text: str, origin: Origin) -> None:
+    """Refuse, before pySigma expands anything, a detection item standing for more values than
+    MAX_VALUES_PER_ITEM once its modifiers are applied, or a rule for more than MAX_VALUES_PER_RULE
+    (a value with 20 dashes under `windash` alone is 5**20 values)."""
+    total = 0
+    for name, body in detection.items():
+        if name == "condition":
+            continue
+        items = [body] if isinstance(body, dict) else [b for b in body if isinstance(b, dict)] \
+            if isinstance(body, list) else []
+        if isinstance(body, list) and not items:
+            total += len(body)  # keywords
+        for item in items:
+            for key, values in item.items():
+                count = sum(_expanded_count(v, str(key).split("|")[1:])
+                            for v in (values if isinstance(values, list) else [values]))
+                total += count
+                if count > MAX_VALUES_PER_ITEM or total > MAX_VALUES_PER_RULE:
+                    limit, scope = ((MAX_VALUES_PER_ITEM, "this item") if count > MAX_VALUES_PER_ITEM
+                                    else (MAX_VALUES_PER_RULE, "the rule"))
+                    # `locate` follows mapping keys only; in a list of mappings the key's own line is found by text
+                    line = (locate(text, ("detection", str(name), str(key))) if isinstance(body, dict) else None) \
+                        or _find_field_line(text, str(key)) or locate(text, ("detection", str(name)))
+                    raise SigmaWmiError(f"'{key}' makes {scope} stand for more than {limit} values after its "
+                                        "modifiers", origin.at(line), "too-many-values")
+
+
+def _expanded_count(value: Any, modifiers: list[str]) -> int:
+    count = 1
+    for modifier in modifiers:
+        if modifier == "windash" and isinstance(value, str):
+            dashes = len(_WINDASH_DASH.findall(value))
+            count *= _WINDASH_VARIANTS ** min(dashes, 32)  # capped: already far beyond any limit
+        elif modifier == "base64offset":
+            count *= _BASE64_OFFSETS
+    return count
+
+
+def metadata_fields(values: DocumentValues) -> dict[str, Any]:
+    """`Rule` fields for the descriptive keys the document has (a correlation overrides its base
+    rule's); a value of the wrong type is a located error."""
+    doc = values.doc
     fields: dict[str, Any] = {}
     if "title" in doc:
-        fields["title"] = str(doc["title"])
+        fields["title"] = values.text_value("title") or ""
     if "id" in doc:
-        fields["id"] = str(doc["id"] or "")
+        fields["id"] = values.text_value("id") or ""
     if "description" in doc:
-        fields["description"] = str(doc["description"] or "").strip()
+        fields["description"] = (values.text_value("description") or "").strip()
     for key in ("status", "level"):
         if key in doc:
-            fields[key] = _opt_str(doc[key])
+            fields[key] = values.text_value(key)
     if "author" in doc:
-        fields["authors"] = tuple(a.strip() for a in str(doc["author"] or "").split(",") if a.strip())
+        fields["authors"] = tuple(a.strip() for a in (values.text_value("author") or "").split(",") if a.strip())
     for key in ("date", "modified"):
         if key in doc:
-            fields[key] = _date(doc[key])
+            fields[key] = _date(values.text_value(key))
     for key in ("references", "falsepositives"):
         if key in doc:
-            fields[key] = tuple(str(r) for r in doc[key] or ())
+            fields[key] = values.text_list(key)
     if "tags" in doc:
-        fields["tags"] = tuple(str(t) for t in doc["tags"] or ())
+        fields["tags"] = values.text_list("tags")
         fields["tactics"], fields["techniques"] = parse_attack_tags(fields["tags"])
     return fields
 
@@ -310,19 +362,28 @@ def _error_line(err: Exception, text: str, doc: dict[str, Any]) -> int | None:
             for key in keys:
                 if isinstance(key, str) and "|" in key:
                     for modifier in key.split("|")[1:]:
-                        if f"'{modifier}'" in message or f" {modifier}" in message:
+                        if _names(message, modifier):  # whole token: `re` is not the start of `remaining`
                             return locate(text, ("detection", name, key))
             if f"'{name}'" in message:
                 return locate(text, ("detection", name))
         if "condition" in message.lower() or "not defined" in message or isinstance(err, SigmaConditionError):
             return locate(text, ("detection", "condition"))
+    lowered = message.lower()
     for key in ("logsource", "tags", "date", "modified", "status", "level", "related", "id", "title",
                 "falsepositives", "references", "author", "description", "fields"):
-        if key in message.lower():
+        # whole words: the "id" in "invalid" is not the rule's id
+        if any(_names(lowered, word) for word in _MESSAGE_KEYS.get(key, (key,))):
             return locate(text, (key,))
     return locate(text, ("detection",))
 
 
+def _names(message: str, word: str) -> bool:
+    """Does `message` contain `word` as a whole token (not inside a longer word or key)?"""
+    return bool(word) and re.search(rf"(?<![\w-]){re.escape(word)}(?![\w-])", message) is not None
+
+
+# How pySigma's messages name a key, where not by the key itself.
+_MESSAGE_KEYS = {"id": ("id", "identifier"), "falsepositives": ("falsepositives", "false positives")}
 _MESSAGE_MODIFIERS = {"Regular expression": "re", "CIDR": "cidr"}
 
 
@@ -331,13 +392,13 @@ def _modifier_named_in(message: str) -> str | None:
     from sigma.modifiers import reverse_modifier_mapping
 
     for class_name, identifier in reverse_modifier_mapping.items():
-        if class_name in message:
+        if _names(message, class_name):
             return identifier
     return next((ident for words, ident in _MESSAGE_MODIFIERS.items() if words in message), None)
 
 
 def _find_field_line(text: str, sigma_field: str) -> int | None:
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(yaml_lines(text), 1):
         stripped = line.strip().lstrip("- ").strip()
         if stripped.startswith(sigma_field + "|") or stripped.startswith(sigma_field + ":"):
             return number

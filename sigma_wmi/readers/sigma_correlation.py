@@ -16,6 +16,7 @@ from sigma_wmi.catalog import catalog
 from sigma_wmi.errors import Origin, SigmaWmiError
 from sigma_wmi.model import Aggregate, Aggregation, Op, Rule, Threshold, parse_timespan
 from sigma_wmi.readers.sigma import metadata_fields
+from sigma_wmi.readers.values import DocumentValues
 from sigma_wmi.readers.yamlsource import locate
 
 _TYPES = {"event_count": Aggregate.COUNT, "value_count": Aggregate.DISTINCT_COUNT}
@@ -43,6 +44,7 @@ class Correlation:
     conditions: tuple[tuple[Op, int], ...]
     generate: bool  # the base rule also alerts on its own
     origin: Origin
+    metadata: dict[str, Any]  # `Rule` fields from the correlation's own descriptive keys
 
 
 def read_correlation(doc: dict[str, Any], text: str, path: str) -> Correlation:
@@ -57,7 +59,7 @@ def read_correlation(doc: dict[str, Any], text: str, path: str) -> Correlation:
     if not isinstance(body, dict):
         raise fail("correlation must be a mapping")
     kind = body.get("type")
-    if kind not in _TYPES:
+    if not isinstance(kind, str) or kind not in _TYPES:
         raise fail(f"correlation type '{kind}' is not supported (only event_count and value_count, "
                    "which the model holds as count thresholds)", "type")
     rules = body.get("rules")
@@ -95,8 +97,9 @@ def read_correlation(doc: dict[str, Any], text: str, path: str) -> Correlation:
         raise SigmaWmiError(f"generate must be true or false, not {generate!r}",
                             origin.at(locate(text, ("generate",)) or locate(text, ("correlation", "generate"))
                                       or origin.line), "invalid-correlation")
+    own = metadata_fields(DocumentValues({k: doc[k] for k in _OWN_KEYS if k in doc}, text, origin))
     return Correlation(doc, rules[0], _TYPES[kind], counted, tuple(group_by), window, tuple(conditions),
-                       generate, origin)
+                       generate, origin, own)
 
 
 def apply_correlations(rules: list[Rule], correlations: list[Correlation]) -> list[Rule]:
@@ -130,7 +133,6 @@ def apply_correlations(rules: list[Rule], correlations: list[Correlation]) -> li
 
 
 def _merged(base: Rule, corr: Correlation, aggregation: Aggregation) -> Rule:
-    own = metadata_fields({k: corr.doc[k] for k in _OWN_KEYS if k in corr.doc})
     extras = {**base.extras, "correlation": corr.doc["correlation"]}
-    return dataclasses.replace(base, **own, aggregation=aggregation, origin=corr.origin, extras=extras,
+    return dataclasses.replace(base, **corr.metadata, aggregation=aggregation, origin=corr.origin, extras=extras,
                                source_text=base.source_text)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, Unex
 
 from sigma_wmi.catalog import catalog
 from sigma_wmi.errors import SigmaWmiError
+from sigma_wmi.limits import MAX_INT_BITS, MAX_SPL_DEPTH
 from sigma_wmi.model import (
     And,
     Expr,
@@ -186,15 +188,26 @@ def regex_match(field: str | None, regex: Regex) -> Match:
     return Match(field, Op.REGEX, (regex,), case_sensitive=not caseless)
 
 
+# A number as SPL writes one: Python's int()/float() would also take `inf`, `nan`, `1_000`, ` 5`.
+_NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
+_INTEGER = re.compile(r"[-+]?\d+")
+
+
 def _number(text: str) -> int | float | None:
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        return float(text)
-    except ValueError:
+    """The number `text` spells, None when it is not one; `SplError` when no target can hold it
+    (beyond 64 bits, or a float that overflows to infinity)."""
+    if not _NUMBER.fullmatch(text):
         return None
+    if _INTEGER.fullmatch(text):
+        # length first: int() of more than 4300 digits raises, and 20 digits are already too many
+        if len(text.lstrip("+-")) > 19 or abs(int(text)) >= 2**MAX_INT_BITS:
+            raise SplError(f"number {text[:24]}{'...' if len(text) > 24 else ''} is out of range "
+                           f"(more than {MAX_INT_BITS} bits)", code="spl-number")
+        return int(text)
+    value = float(text)
+    if not math.isfinite(value):
+        raise SplError(f"number {text[:24]} is out of range", code="spl-number")
+    return value
 
 
 # Ordering comparisons, the same in the search and eval languages.
@@ -218,6 +231,7 @@ def _parser(grammar: str, start: str) -> Lark:
 
 
 def _parse(grammar: str, start: str, text: str) -> Tree[Any]:
+    _check_depth(text)  # the parse tree and its transformer recurse once per level or more
     try:
         return _parser(grammar, start).parse(text)
     except UnexpectedCharacters as err:
@@ -232,6 +246,25 @@ def _parse(grammar: str, start: str, text: str) -> Tree[Any]:
         raise SplError(f"unexpected {shown}", getattr(err, "column", None)) from None
     except LarkError as err:
         raise SplError(f"cannot parse: {err}") from None
+
+
+def _check_depth(text: str) -> None:
+    """Refuse parentheses (outside double-quoted strings) nested deeper than MAX_SPL_DEPTH."""
+    depth = 0
+    index = 0
+    while index < len(text):
+        char = text[index]
+        if char == '"':  # skip the string, `\"` included
+            index += 1
+            while index < len(text) and text[index] != '"':
+                index += 2 if text[index] == "\\" else 1
+        elif char == "(":
+            depth += 1
+            if depth > MAX_SPL_DEPTH:
+                raise SplError(f"parentheses nested more than {MAX_SPL_DEPTH} levels deep", index + 1, "too-deep")
+        elif char == ")":
+            depth -= 1
+        index += 1
 
 
 def _transform(transformer: Transformer[Any, Any], tree: Tree[Any]) -> Any:

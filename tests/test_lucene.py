@@ -124,7 +124,8 @@ GOLDEN_ECS = [
     ("sel: {CommandLine: null}\ncondition: sel", P + "NOT _exists_:process.command_line", []),
     ("sel: {CommandLine|re: '^a/b\\d$'}\ncondition: sel", P + "process.command_line:/a\\/b[0-9]/", []),
     ("sel: {CommandLine|re|i: 'ab'}\ncondition: sel", P + "process.command_line:/.*[aA][bB].*/", []),
-    ("sel: {DestinationIp|cidr: '10.0.0.0/8'}\ncondition: sel", 'destination.ip:"10.0.0.0/8"', []),
+    ("sel: {DestinationIp|cidr: '10.0.0.0/8'}\ncondition: sel",
+     'event.action:("connection_attempted" OR "connection_accepted") AND destination.ip:"10.0.0.0/8"', []),
     ("a: {Image|endswith: '\\x.exe'}\nb: {CommandLine|contains: y}\ncondition: a or not b",
      P + "(process.executable.caseless:*\\\\x.exe OR (NOT process.command_line.caseless:*y*))", []),
 ]

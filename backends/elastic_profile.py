@@ -73,7 +73,8 @@ def place(rule: Rule, profile: str, cat: Catalog | None = None) -> Placement:
     spec = targets()["profiles"][profile]
     cat = cat or catalog()
     source = rule.logsource
-    product = source.product or "windows"
+    # Without a product, a log source the table knows (a Windows category or channel) is Windows.
+    product = source.product or ("windows" if cat.logsource_entry(source) else None)
     entry: Mapping[str, Any] | None = None
     if product in spec.get("products", ()):
         categories = spec.get("categories", {})

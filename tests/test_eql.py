@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from sigma_wmi.api import compile_rule, load
 from sigma_wmi.backends.elastic import EqlBackend, EqlGenerator, eql_field, eql_string
 from sigma_wmi.backends.elastic_regex import lucene_regex
-from sigma_wmi.errors import Level, SigmaWmiError, UnsupportedError
+from sigma_wmi.errors import SigmaWmiError, UnsupportedError
 from sigma_wmi.model import Match, Op, Pattern, Regex, Wildcard
 
 eql = pytest.importorskip("eql")

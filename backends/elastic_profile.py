@@ -90,7 +90,7 @@ def place(rule: Rule, profile: str, cat: Catalog | None = None) -> Placement:
             entry = spec.get("default")
     if entry is None:
         raise UnsupportedError(
-            f"no index of profile {profile} ({spec['title']}) holds log source {source.key()}",
+            f"no index of profile {profile} holds {source.key()} events ({spec['title']})",
             rule.origin, code="no-index")
     return Placement(
         profile=profile,

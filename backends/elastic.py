@@ -297,9 +297,12 @@ class _KeywordQuery(QueryGenerator):
     COMPARE = "{field} {op} {value}"
     case_sensitive_fields: list[str]
 
-    def __init__(self, diagnostics: list[Diagnostic], caseless: Callable[[str], bool]) -> None:
+    def __init__(self, diagnostics: list[Diagnostic], caseless: Callable[[str], bool],
+                 foldable: Callable[[str], bool] | None = None) -> None:
         super().__init__(diagnostics)
         self.caseless = caseless
+        # keyword fields (whole-value terms) where a case-folded regex may stand in for `.caseless`
+        self.foldable = foldable or (lambda name: False)
         self.case_sensitive_fields = []
 
     # per target
@@ -433,6 +436,26 @@ class LuceneGenerator(_KeywordQuery):
     OR = " OR "
     NOT = "NOT "
     target = "lucene"
+    # Elasticsearch refuses longer regular expressions (index.max_regex_length, default 1000).
+    MAX_REGEX_LENGTH: ClassVar[int] = 1000
+
+    def strings(self, match: Match) -> Fragment:
+        """Without a `.caseless` sub-field, a keyword field keeps Sigma's case-insensitive
+        match through a regex with both cases of every letter (`[cC]\\:`), where it fits."""
+        field = match.field
+        if field is None or match.case_sensitive or self.caseless(field) or not self.foldable(field) \
+                or not all(isinstance(v, (Pattern, str)) for v in match.values):
+            return super().strings(match)
+        regexes = []
+        for value in match.values:
+            pattern = full_pattern(match, value if isinstance(value, Pattern) else Pattern.literal(str(value)))
+            regex = lucene_pattern_regex(pattern, caseless=True)
+            if len(regex) > self.MAX_REGEX_LENGTH:
+                return super().strings(match)
+            regexes.append("/" + regex + "/")
+        return self.values(field, regexes)
+
+    match_equals = match_contains = match_startswith = match_endswith = match_wildcard = strings
 
     def quoted(self, text: str) -> str:
         return lucene_phrase(text)
@@ -662,7 +685,11 @@ class _KeywordBackend(ElasticBackend):
             info = target.info(name)
             return info is not None and info.caseless
 
-        generator = self.generator(target.diagnostics, caseless)
+        def foldable(name: str) -> bool:
+            info = target.info(name)
+            return info is not None and info.is_keyword
+
+        generator = self.generator(target.diagnostics, caseless, foldable)
         text = generator.generate(expr)
         if generator.case_sensitive_fields:
             add_once(target.diagnostics, Diagnostic(

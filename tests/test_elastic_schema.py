@@ -212,6 +212,8 @@ def _query(detection: str, target: str = "eql", **kwargs: Any) -> str:
     ("kql", "ecs", "image_load", "ImageLoaded|endswith: '\\A.dll'", "dll.path:*\\\\A.dll"),
     ("kql", "ecs", "image_load", "Image|endswith: '\\A.exe'", "process.executable.caseless:*\\\\a.exe"),
     ("lucene", "ecs", "registry_set", "Image|endswith: '\\A.exe'", "process.executable.caseless:*\\\\a.exe"),
+    # no .caseless on registry.path: Lucene folds case into a regex instead
+    ("lucene", "ecs", "registry_set", "TargetObject|contains: 'R\\x'", "registry.path:/.*[Rr]\\\\[xX].*/"),
 ])
 def test_schema_true_emission(target: str, profile: str, category: str, detection: str, expected_end: str) -> None:
     service = "security" if not category else None

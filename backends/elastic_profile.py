@@ -14,6 +14,7 @@ applies, in order (`ElasticBackend.TRANSFORMS`), the way sqlglot's dialects list
 from __future__ import annotations
 
 import functools
+import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -342,6 +343,8 @@ def typed_literals(expr: Expr, target: Target) -> Expr:
         if (info.is_number or info.is_boolean) and match.op not in (Op.EQUALS, Op.LT, Op.LTE, Op.GT, Op.GTE):
             raise target.fail("literal-type", f"'{target.sigma_for(match.field)}' is '{match.field}', a "
                               f"{info.type} field, which has no '{match.op.value}' match", match.field, match.line)
+        if info.type == "ip":
+            return _ip(match, target)
         if info.is_number:
             return replace(match, values=tuple(_number(v, match, target) for v in match.values))
         if info.is_boolean:
@@ -370,6 +373,31 @@ def _number(value: Value, match: Match, target: Target) -> Value:
     raise target.fail("literal-type", f"value {_shown(value)} of '{target.sigma_for(match.field)}' is not a "
                       f"number, and '{match.field}' is numeric ({target.placement.schema.name})",
                       match.field, match.line)
+
+
+def _ip(match: Match, target: Target) -> Expr:
+    """An ip field takes addresses (equals) and networks (cidr): Elasticsearch refuses a
+    wildcard or a text that is not an address, so such a value can never match."""
+    if match.op is Op.CIDR:
+        return match
+    texts = [v.text if isinstance(v, Pattern) and not v.has_wildcards else None for v in match.values]
+    if match.op is not Op.EQUALS or None in texts:
+        raise target.fail("literal-type", f"'{target.sigma_for(match.field)}' is '{match.field}', an ip field: "
+                          f"it takes addresses and |cidr networks, not '{match.op.value}' patterns",
+                          match.field, match.line)
+    kept = []
+    for value, text in zip(match.values, texts, strict=True):
+        try:
+            ipaddress.ip_address(text or "")
+        except ValueError:
+            target.warn("value-not-allowed", f"{match.field} holds IP addresses only; {text!r} was dropped")
+            continue
+        kept.append(value)
+    if not kept:
+        raise target.fail("value-not-allowed", f"'{match.field}' (Sigma '{target.sigma_for(match.field)}') holds IP "
+                          f"addresses only; the rule asks for {', '.join(repr(t) for t in texts)}",
+                          match.field, match.line)
+    return replace(match, values=tuple(kept))
 
 
 _BOOLEANS = {"true": True, "false": False}

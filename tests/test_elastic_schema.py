@@ -229,6 +229,8 @@ def test_schema_true_emission(target: str, profile: str, category: str, detectio
     ("eql", "ecs", "network_connection", "DestinationPort|contains: '44'", "literal-type", "DestinationPort"),
     ("lucene", "ecs", "registry_set", "EventType: SetValue", "field-not-in-schema", "EventType"),
     ("kql", "ecs", "process_creation", "GrantedAccess: '0x10'", "field-not-in-schema", "GrantedAccess"),
+    ("lucene", "ecs", "network_connection", "DestinationIp|startswith: '10.'", "literal-type", "DestinationIp"),
+    ("eql", "winlogbeat", "network_connection", "DestinationIp: '-'", "value-not-allowed", "DestinationIp"),
 ])
 def test_what_the_index_cannot_hold_fails_with_a_located_reason(target: str, profile: str, category: str,
                                                                 detection: str, code: str, named: str) -> None:

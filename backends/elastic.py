@@ -7,16 +7,16 @@ keep Sigma's case-insensitive matching:
 - EQL: `:` (and `like~`, `regex~`) are case-insensitive, so every string match keeps
   Sigma's semantics. Values with a literal `*` or `?` go through `regex~` because `:`
   and `like` have no escape for wildcard characters.
-- KQL and Lucene: keyword fields compare case-sensitively. Fields the catalog marks
-  `caseless` use Elastic Defend's `.caseless` (lower-case normalized) subfield with a
-  lower-cased value; every other string comparison is listed in one per-rule
-  `case-sensitive` warning.
+- KQL and Lucene: keyword fields compare case-sensitively. Where the index's schema has a
+  `.caseless` (lower-case normalized) sub-field, the query uses it with a lower-cased value;
+  elsewhere Lucene folds case into a regex (`[cC]`) and KQL, which has no regex, lists the
+  field in one per-rule `case-sensitive` warning.
 
-Field names come from the catalog through a profile: `ecs` (Elastic Defend,
-logs-endpoint.events.*) or `winlogbeat` (winlogbeat-*, `winlog.event_data.*` where ECS
-has no field). Fields the catalog does not know keep the rule's name: on winlogbeat a
-Windows rule's unknown field is `winlog.event_data.<Name>` (how winlogbeat stores event
-data); on Elastic Defend it passes through unchanged with an `unmapped-field` warning.
+Where the events are, and what the query may name, is data: `elastic_profile.place` finds
+the index and the generated schema of the rule's log source on the profile (`ecs`: Elastic
+Defend; `elastic_agent`: the Windows/System integrations; `winlogbeat`), and each backend's
+`TRANSFORMS` rewrite the rule to that schema's fields, types and event kinds before the
+generator writes it. A field the index lacks fails the rule (`field-not-in-schema`).
 """
 
 from __future__ import annotations
@@ -213,19 +213,11 @@ class EqlGenerator(QueryGenerator):
     NULL_IS_UNKNOWN = True
     target = "eql"
 
-    def __init__(self, diagnostics: list[Diagnostic], keyword_field: Callable[[str], bool] | None = None) -> None:
-        super().__init__(diagnostics)
-        # Elasticsearch's EQL does not compare a keyword field with a number (event.code: "5861").
-        self.keyword_field = keyword_field or (lambda name: False)
-
     def strings(self, match: Match) -> Fragment:
         field = eql_field(self.named(match))
         groups: dict[str, list[str]] = {}
         scalars: list[str] = []
-        as_text = self.keyword_field(self.named(match))
-        for value in match.values:
-            if isinstance(value, int) and not isinstance(value, bool) and as_text:
-                value = str(value)
+        for value in match.values:  # typed by the schema already (elastic_profile.typed_literals)
             if not isinstance(value, (Pattern, str)):
                 scalars.append(f"{field} == {_scalar(value)}")
                 continue

@@ -105,6 +105,23 @@ def test_wildcard_patterns_round_trip(parts: list[Any]) -> None:
     assert word_pattern(node.expr) == pattern
 
 
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(min_size=1, max_size=40), st.sampled_from([Op.EQUALS, Op.CONTAINS, Op.STARTSWITH]))
+def test_case_folded_regex_matches_every_casing_and_nothing_else(text: str, op: Op) -> None:
+    """Without .caseless, Lucene writes a regex; read back by luqum and run by Python's re it
+    matches the value in any casing (Sigma's rule) and not a different value."""
+    generator = LuceneGenerator([], lambda name: False, lambda name: True)
+    node = parse(generator.generate(Match("f", op, (Pattern.literal(text),))))
+    assert isinstance(node, lt.SearchField) and isinstance(node.expr, lt.Regex)
+    body = node.expr.value[1:-1]
+    swapped = "".join(c.swapcase() if len(c.swapcase()) == 1 else c for c in text)
+    around = ("x" if op is Op.CONTAINS else "", "" if op is Op.EQUALS else "y")
+    for candidate in (text, swapped):
+        assert re.fullmatch(body, around[0] + candidate + around[1], re.S)
+    assert not re.fullmatch(body, "\x00" + text if op is Op.EQUALS else text[:-1], re.S)
+    assert not generator.case_sensitive_fields
+
+
 # ---------------------------------------------------------------------------
 # Golden tables
 # ---------------------------------------------------------------------------

@@ -93,10 +93,11 @@ def place(rule: Rule, profile: str, cat: Catalog | None = None) -> Placement:
         raise UnsupportedError(
             f"no index of profile {profile} holds {source.key()} events ({spec['title']})",
             rule.origin, code="no-index")
+    schema = schemas.load(entry.get("schema") or spec["schema"])
     return Placement(
         profile=profile,
-        index=tuple(entry["index"]),
-        schema=schemas.load(entry.get("schema") or spec["schema"]),
+        index=tuple(entry.get("index") or (schema.provenance["index"],)),
+        schema=schema,
         names=spec["names"],
         layout=spec["layout"],
         event_data=spec.get("event_data"),

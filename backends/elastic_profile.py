@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from sigma_wmi import schema as schemas
-from sigma_wmi.catalog import Catalog, catalog, to_profile
+from sigma_wmi.catalog import Catalog, catalog, to_profile, without_absent_fields
 from sigma_wmi.errors import Diagnostic, Level, Origin, UnsupportedError, add_once
 from sigma_wmi.model import (
     And,
@@ -31,7 +31,6 @@ from sigma_wmi.model import (
     Match,
     Not,
     Op,
-    Or,
     Pattern,
     Regex,
     Rule,
@@ -235,48 +234,28 @@ def target_names(expr: Expr, target: Target) -> Expr:
 
 
 def absent_fields(expr: Expr, target: Target) -> Expr:
-    """Tests on fields the index's schema lacks. Such a test is never true, so an OR branch
-    on one is dropped (with a warning); anywhere else the rule cannot fire as written and
-    fails with `field-not-in-schema`, naming the Sigma field and its line."""
-    dropped: list[str] = []
-
-    def prune(node: Expr, in_or: bool) -> Expr | None:
-        if isinstance(node, Match):
-            if node.field is None or target.info(node.field) is not None:
-                return node
-            if not in_or:
-                raise target.fail(
-                    "field-not-in-schema",
-                    f"field '{target.sigma_for(node.field)}' is '{node.field}' on profile "
-                    f"{target.placement.profile}, which index {', '.join(target.placement.index)} does not have",
-                    node.field, node.line)
-            dropped.append(target.sources.get(node.field, (node.field, None))[0])
-            return None
-        if isinstance(node, Not):
-            inner = prune(node.item, False)
-            assert inner is not None
-            return Not(inner)
-        if isinstance(node, Or):
-            kept = [k for item in node.items if (k := prune(item, True)) is not None]
-            if not kept:
-                first = next(m for m in _matches(node) if m.field is not None)
-                raise target.fail("field-not-in-schema", f"no field of an OR exists on profile "
-                                  f"{target.placement.profile}, e.g. '{target.sigma_for(first.field)}' "
-                                  f"('{first.field}')", first.field, first.line)
-            return kept[0] if len(kept) == 1 else Or(tuple(kept))
-        items = []
-        for item in node.items:
-            kept_item = prune(item, False)
-            assert kept_item is not None
-            items.append(kept_item)
-        return And(tuple(items))
-
-    result = prune(expr, False)
-    assert result is not None
-    if dropped:
-        target.warn("absent-field", f"OR branches on fields index {', '.join(target.placement.index)} does not "
-                    f"have were dropped (never true there): {', '.join(sorted(set(dropped)))}")
-    return result
+    """Tests on fields the index's schema lacks, decided exactly as `without_absent_fields`
+    does for Splunk's 4688: such a test is never true (`null` always is). Branches that
+    decision removes are named in an `absent-field` warning; a rule it decides entirely
+    (never true, or true for every event) fails with `field-not-in-schema`, naming the Sigma
+    field and its line."""
+    absent = [m for m in _matches(expr) if m.field is not None and target.info(m.field) is None]
+    if not absent:
+        return expr
+    decided = without_absent_fields(expr, lambda name: target.info(name) is None)
+    if isinstance(decided, bool):
+        first = absent[0]
+        assert first.field is not None
+        raise target.fail(
+            "field-not-in-schema",
+            f"field '{target.sigma_for(first.field)}' is '{first.field}' on profile {target.placement.profile}, "
+            f"which index {', '.join(target.placement.index)} does not have"
+            + ("" if not decided else "; without it the rule would match every event"),
+            first.field, first.line)
+    names = sorted({target.sigma_for(m.field) for m in absent if m.field is not None})
+    target.warn("absent-field", f"tests on fields index {', '.join(target.placement.index)} does not have "
+                f"were decided (never true there) and dropped: {', '.join(names)}")
+    return decided
 
 
 def source_conditions(expr: Expr, target: Target) -> Expr:

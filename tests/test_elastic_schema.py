@@ -254,6 +254,27 @@ def test_an_allowed_value_list_keeps_the_values_a_field_can_hold() -> None:
     assert raised.value.code == "value-not-allowed"
 
 
+@pytest.mark.parametrize(("detection", "expected"), [
+    # a filter on a field Defend never has never excludes anything
+    ("sel: {CommandLine: a}\nfilter: {LogonId: '0x3e7'}\ncondition: sel and not filter",
+     'process.command_line : "a"'),
+    # `null` on a field that is never there always holds: the OR is decided
+    ("sel: {CommandLine: a}\nopt: {LogonId: null}\nother: {Image: b}\ncondition: sel and (opt or other)",
+     'process.command_line : "a"'),
+])
+def test_absent_fields_are_decided_exactly_and_named(detection: str, expected: str) -> None:
+    out = compile_rule(sigma_rule(detection), "eql")
+    assert out.text == 'process where event.type == "start" and ' + expected
+    (note,) = out.diagnostics
+    assert note.code == "absent-field" and "LogonId" in note.message
+
+
+def test_a_rule_decided_entirely_by_an_absent_field_fails() -> None:
+    with pytest.raises(UnsupportedError, match="'LogonId'.*match every event") as raised:
+        compile_rule(sigma_rule("filter: {LogonId: '0x3e7'}\ncondition: not filter"), "eql")
+    assert raised.value.code == "field-not-in-schema"
+
+
 def test_values_longer_than_ignore_above_are_diagnosed() -> None:
     long = "A" * 1100
     out = compile_rule(sigma_rule(f"sel: {{CommandLine|contains: '{long}', Image: 'x{long}'}}\ncondition: sel"),

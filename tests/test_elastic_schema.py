@@ -270,7 +270,7 @@ def test_absent_fields_are_decided_exactly_and_named(detection: str, expected: s
 
 
 def test_a_rule_decided_entirely_by_an_absent_field_fails() -> None:
-    with pytest.raises(UnsupportedError, match="'LogonId'.*match every event") as raised:
+    with pytest.raises(UnsupportedError, match=r"'LogonId'.*match every event") as raised:
         compile_rule(sigma_rule("filter: {LogonId: '0x3e7'}\ncondition: not filter"), "eql")
     assert raised.value.code == "field-not-in-schema"
 

@@ -41,6 +41,13 @@ def test_committed_schemas_are_what_the_generator_builds(tmp_path: Path) -> None
     assert [p.read_bytes() for p in again] == [p.read_bytes() for p in written]  # deterministic
 
 
+def test_generate_command_refuses_a_folder_without_schemas(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sigma_wmi.generate.__main__ import main
+
+    assert main([str(tmp_path)]) == 2
+    assert "no schemas/ folder" in capsys.readouterr().err
+
+
 def _defend_field(stream: str, name: str) -> dict[str, Any]:
     """A field of a Defend data stream read straight from upstream's nested fields.yml
     (a node's name may itself hold dots: `code_signature.trusted` inside `dll`)."""

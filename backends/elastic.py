@@ -7,16 +7,16 @@ keep Sigma's case-insensitive matching:
 - EQL: `:` (and `like~`, `regex~`) are case-insensitive, so every string match keeps
   Sigma's semantics. Values with a literal `*` or `?` go through `regex~` because `:`
   and `like` have no escape for wildcard characters.
-- KQL and Lucene: keyword fields compare case-sensitively. Fields the catalog marks
-  `caseless` use Elastic Defend's `.caseless` (lower-case normalized) subfield with a
-  lower-cased value; every other string comparison is listed in one per-rule
-  `case-sensitive` warning.
+- KQL and Lucene: keyword fields compare case-sensitively. Where the index's schema has a
+  `.caseless` (lower-case normalized) sub-field, the query uses it with a lower-cased value;
+  elsewhere Lucene folds case into a regex (`[cC]`) and KQL, which has no regex, lists the
+  field in one per-rule `case-sensitive` warning.
 
-Field names come from the catalog through a profile: `ecs` (Elastic Defend,
-logs-endpoint.events.*) or `winlogbeat` (winlogbeat-*, `winlog.event_data.*` where ECS
-has no field). Fields the catalog does not know keep the rule's name: on winlogbeat a
-Windows rule's unknown field is `winlog.event_data.<Name>` (how winlogbeat stores event
-data); on Elastic Defend it passes through unchanged with an `unmapped-field` warning.
+Where the events are, and what the query may name, is data: `elastic_profile.place` finds
+the index and the generated schema of the rule's log source on the profile (`ecs`: Elastic
+Defend; `elastic_agent`: the Windows/System integrations; `winlogbeat`), and each backend's
+`TRANSFORMS` rewrite the rule to that schema's fields, types and event kinds before the
+generator writes it. A field the index lacks fails the rule (`field-not-in-schema`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar
 
+from sigma_wmi.backends import elastic_profile
 from sigma_wmi.backends.base import Backend, OptionSpec, Output
 from sigma_wmi.backends.elastic_regex import (
     RegexError,
@@ -34,11 +35,10 @@ from sigma_wmi.backends.elastic_regex import (
     regex_wildcards,
 )
 from sigma_wmi.backends.query import Fragment, QueryGenerator
-from sigma_wmi.catalog import Catalog, catalog, to_profile
+from sigma_wmi.catalog import Catalog, catalog
 from sigma_wmi.errors import Diagnostic, Level, UnsupportedError, add_once
 from sigma_wmi.model import (
     Aggregate,
-    And,
     Expr,
     Match,
     Not,
@@ -51,7 +51,6 @@ from sigma_wmi.model import (
     describe_aggregation,
     format_timespan,
     full_pattern,
-    map_matches,
     patterns_match,
 )
 
@@ -214,19 +213,11 @@ class EqlGenerator(QueryGenerator):
     NULL_IS_UNKNOWN = True
     target = "eql"
 
-    def __init__(self, diagnostics: list[Diagnostic], keyword_field: Callable[[str], bool] | None = None) -> None:
-        super().__init__(diagnostics)
-        # Elasticsearch's EQL does not compare a keyword field with a number (event.code: "5861").
-        self.keyword_field = keyword_field or (lambda name: False)
-
     def strings(self, match: Match) -> Fragment:
         field = eql_field(self.named(match))
         groups: dict[str, list[str]] = {}
         scalars: list[str] = []
-        as_text = self.keyword_field(self.named(match))
-        for value in match.values:
-            if isinstance(value, int) and not isinstance(value, bool) and as_text:
-                value = str(value)
+        for value in match.values:  # typed by the schema already (elastic_profile.typed_literals)
             if not isinstance(value, (Pattern, str)):
                 scalars.append(f"{field} == {_scalar(value)}")
                 continue
@@ -298,9 +289,12 @@ class _KeywordQuery(QueryGenerator):
     COMPARE = "{field} {op} {value}"
     case_sensitive_fields: list[str]
 
-    def __init__(self, diagnostics: list[Diagnostic], caseless: Callable[[str], bool]) -> None:
+    def __init__(self, diagnostics: list[Diagnostic], caseless: Callable[[str], bool],
+                 foldable: Callable[[str], bool] | None = None) -> None:
         super().__init__(diagnostics)
         self.caseless = caseless
+        # keyword fields (whole-value terms) where a case-folded regex may stand in for `.caseless`
+        self.foldable = foldable or (lambda name: False)
         self.case_sensitive_fields = []
 
     # per target
@@ -434,6 +428,26 @@ class LuceneGenerator(_KeywordQuery):
     OR = " OR "
     NOT = "NOT "
     target = "lucene"
+    # Elasticsearch refuses longer regular expressions (index.max_regex_length, default 1000).
+    MAX_REGEX_LENGTH: ClassVar[int] = 1000
+
+    def strings(self, match: Match) -> Fragment:
+        """Without a `.caseless` sub-field, a keyword field keeps Sigma's case-insensitive
+        match through a regex with both cases of every letter (`[cC]\\:`), where it fits."""
+        field = match.field
+        if field is None or match.case_sensitive or self.caseless(field) or not self.foldable(field) \
+                or not all(isinstance(v, (Pattern, str)) for v in match.values):
+            return super().strings(match)
+        regexes = []
+        for value in match.values:
+            pattern = full_pattern(match, value if isinstance(value, Pattern) else Pattern.literal(str(value)))
+            regex = lucene_pattern_regex(pattern, caseless=True)
+            if len(regex) > self.MAX_REGEX_LENGTH:
+                return super().strings(match)
+            regexes.append("/" + regex + "/")
+        return self.values(field, regexes)
+
+    match_equals = match_contains = match_startswith = match_endswith = match_wildcard = strings
 
     def quoted(self, text: str) -> str:
         return lucene_phrase(text)
@@ -486,23 +500,34 @@ class LuceneGenerator(_KeywordQuery):
 
 # Kibana's threshold rules refuse more group-by fields than this.
 _KIBANA_MAX_THRESHOLD_FIELDS = 3
-INDEX_PATTERNS = {"ecs": ("logs-endpoint.events.*",), "winlogbeat": ("winlogbeat-*",)}
 
 
 class ElasticBackend(Backend):
-    """What the three Elastic languages share: profiles, log-source conditions, exports."""
+    """What the three Elastic languages share: profiles, placement, rewrites, exports."""
 
     formats = ("query", "ndjson", "toml")
     combined_formats = frozenset({"ndjson"})
     options = (
-        OptionSpec("profile", "field names: ecs (Elastic Defend, logs-endpoint.events.*) or winlogbeat "
-                   "(winlogbeat-*, Sysmon/Security fields under winlog.event_data)", "ecs", ("ecs", "winlogbeat")),
-        OptionSpec("index", "ndjson/toml: comma-separated index patterns (default: per profile)", ()),
+        OptionSpec("profile", "where the events are: " + "; ".join(
+            f"{name}: {spec['title']}" for name, spec in elastic_profile.targets()["profiles"].items()),
+            "ecs", elastic_profile.profiles()),
+        OptionSpec("index", "ndjson/toml: comma-separated index patterns (default: the profile's index "
+                   "for the rule's log source)", ()),
         OptionSpec("interval", "ndjson/toml: how often the rule runs", "5m"),
         OptionSpec("lookback", "ndjson/toml: extra look-back added to the interval", "1m"),
     )
     language: ClassVar[str]  # Kibana's name: eql, kuery, lucene
     rule_type: ClassVar[str]  # Kibana rule type: eql or query
+    # The rewrites from the rule's canonical tree to the tree the generator writes, in order.
+    TRANSFORMS: ClassVar[tuple[elastic_profile.Transform, ...]] = (
+        elastic_profile.keywords_contain,
+        elastic_profile.mapped_values,
+        elastic_profile.target_names,
+        elastic_profile.absent_fields,
+        elastic_profile.source_conditions,
+        elastic_profile.typed_literals,
+        elastic_profile.keyword_limits,
+    )
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
@@ -512,16 +537,25 @@ class ElasticBackend(Backend):
     def profile(self) -> str:
         return str(self.settings["profile"])
 
+    def target(self, rule: Rule, diagnostics: list[Diagnostic]) -> elastic_profile.Target:
+        """The rule placed on the profile (`no-index` when no index holds its events)."""
+        placement = elastic_profile.place(rule, self.profile, self.catalog)
+        if placement.note:
+            diagnostics.append(Diagnostic(Level.INFO, "index-guess",
+                                          f"{self.name}: index {', '.join(placement.index)}: {placement.note}"))
+        return elastic_profile.Target(rule, placement, diagnostics, self.catalog, self.name)
+
     def convert(self, rule: Rule, format: str | None = None) -> Output:
         from sigma_wmi.backends import elastic_export  # the exports need the query, not the reverse
 
         chosen = self.check_format(format)
         diagnostics: list[Diagnostic] = []
-        query = self.query(rule, diagnostics)
+        target = self.target(rule, diagnostics)
+        query = self.query(elastic_profile.apply(self.TRANSFORMS, rule.detection, target), target)
         threshold = None  # the Kibana threshold rule the export carries
         if rule.aggregation is not None:
             notes: list[Diagnostic] = []
-            possible = self.threshold_rule(rule, notes)
+            possible = self.threshold_rule(rule, target, notes)
             if chosen != "query":
                 threshold = possible
                 for note in notes:
@@ -536,7 +570,7 @@ class ElasticBackend(Backend):
             text = query
         else:
             export = elastic_export.RuleExport(rule, query, self.language, self.rule_type,
-                                               tuple(self.settings["index"]) or INDEX_PATTERNS[self.profile],
+                                               tuple(self.settings["index"]) or target.placement.index,
                                                self.settings["interval"], self.settings["lookback"], diagnostics,
                                                threshold, rule.aggregation.window if rule.aggregation else None)
             text = export.ndjson() if chosen == "ndjson" else export.toml()
@@ -550,10 +584,12 @@ class ElasticBackend(Backend):
         return super().combine(outputs, format)  # ndjson and queries: one per line
 
     # ---- the query ----
-    def query(self, rule: Rule, diagnostics: list[Diagnostic]) -> str:
+    def query(self, expr: Expr, target: elastic_profile.Target) -> str:
+        """The query text of the rewritten tree."""
         raise NotImplementedError
 
-    def threshold_rule(self, rule: Rule, diagnostics: list[Diagnostic]) -> dict[str, Any] | None:
+    def threshold_rule(self, rule: Rule, target: elastic_profile.Target,
+                       diagnostics: list[Diagnostic]) -> dict[str, Any] | None:
         """Kibana's threshold rule for the rule's thresholds, or None with an info why not.
 
         Kibana alerts when a group's count (and optionally one field's distinct count) is at
@@ -581,7 +617,7 @@ class ElasticBackend(Backend):
         if distinct and distinct[0].field in aggregation.group_by:
             why_not(f"it counts distinct values of {distinct[0].field}, which it also groups by")
             return None
-        names = [self.event_field(rule, f, diagnostics)
+        names = [self.event_field(target, f)
                  for f in (*aggregation.group_by, *(t.field for t in distinct if t.field))]
         if any(n is None for n in names):
             why_not("a group-by or counted field has no single field name in the index")
@@ -600,58 +636,13 @@ class ElasticBackend(Backend):
                                           "not the clock as Splunk's span does"))
         return spec
 
-    def event_field(self, rule: Rule, canonical: str, diagnostics: list[Diagnostic]) -> str | None:
-        """The name the query uses for one canonical field (None: only derivable, not a field)."""
-        mapped = to_profile(Match(canonical, Op.EXISTS), self.profile, self.unknown_field(rule, diagnostics),
-                            diagnostics, self.catalog)
-        return mapped.field if isinstance(mapped, Match) else None
-
-    def unknown_field(self, rule: Rule, diagnostics: list[Diagnostic]) -> Callable[[str], str]:
-        """How a field the profile does not name is written (winlog.event_data.X on winlogbeat)."""
-        windows = rule.logsource.product in (None, "windows")
-
-        def unknown(name: str) -> str:
-            spec = self.catalog.spec(name)
-            raw = (spec.names.get("sigma") if spec else None) or name
-            if self.profile == "winlogbeat" and windows:
-                return f"winlog.event_data.{raw}"
-            add_once(diagnostics, Diagnostic(
-                Level.WARNING, "unmapped-field",
-                f"field '{raw}' has no {self.profile} name in the field catalog; kept as '{raw}'"))
-            return raw
-        return unknown
-
-    def detection(self, rule: Rule, diagnostics: list[Diagnostic]) -> Expr:
-        """The rule's detection in the profile's field names."""
-        return to_profile(_keywords_contain(rule.detection), self.profile, self.unknown_field(rule, diagnostics),
-                          diagnostics, self.catalog)
-
-    def source_conditions(self, rule: Rule, with_category: bool) -> list[Expr]:
-        """Log-source conditions in canonical fields, `cased` (they are exact ECS values)."""
-        source = self.catalog.logsource(rule.logsource)
-        conditions: list[Expr] = []
-        if source.ecs_category and with_category:
-            conditions.append(Match("event_category", Op.EQUALS, (Pattern.literal(source.ecs_category),), True))
-        if source.ecs_category and source.ecs_type:
-            conditions.append(Match("event_type", Op.EQUALS, (Pattern.literal(source.ecs_type),), True))
-        if not source.ecs_category and rule.logsource.product in (None, "windows"):
-            # No ECS category (Sysmon WMI events, PowerShell logs): the Windows channel and event ids.
-            channel = source.channel or ("Microsoft-Windows-Sysmon/Operational" if source.sysmon_event_ids else None)
-            event_ids = source.event_ids or source.sysmon_event_ids
-            if channel:
-                conditions.append(Match("channel", Op.EQUALS, (Pattern.literal(channel),), False))
-                if event_ids:
-                    conditions.append(Match("event_id", Op.EQUALS, event_ids))
-        return conditions
-
-    def with_conditions(self, rule: Rule, detection: Expr, diagnostics: list[Diagnostic],
-                        with_category: bool) -> Expr:
-        prefix = self.source_conditions(rule, with_category)
-        if not prefix:
-            return detection
-        mapped = to_profile(And(tuple(prefix)), self.profile, lambda name: name, diagnostics, self.catalog)
-        assert isinstance(mapped, And)
-        return And((*mapped.items, detection))
+    def event_field(self, target: elastic_profile.Target, canonical: str) -> str | None:
+        """The name the query uses for one canonical field (None: only derivable, or not in
+        the index's schema)."""
+        mapped = elastic_profile.target_names(Match(canonical, Op.EXISTS), target)
+        if not isinstance(mapped, Match) or mapped.field is None or target.info(mapped.field) is None:
+            return None
+        return mapped.field
 
 
 class EqlBackend(ElasticBackend):
@@ -660,64 +651,49 @@ class EqlBackend(ElasticBackend):
     extensions: ClassVar[Mapping[str, str]] = {"query": ".eql", "ndjson": ".ndjson", "toml": ".toml"}
     language = "eql"
     rule_type = "eql"
+    TRANSFORMS = (
+        elastic_profile.keywords_contain,
+        elastic_profile.keywords_in_message,  # EQL has no search over the whole event
+        elastic_profile.mapped_values,
+        elastic_profile.target_names,
+        elastic_profile.absent_fields,
+        elastic_profile.source_conditions_but_category,  # `<category> where` tests event.category
+        elastic_profile.typed_literals,
+        elastic_profile.keyword_limits,
+    )
 
-    def query(self, rule: Rule, diagnostics: list[Diagnostic]) -> str:
-        detection = self.keywords_to_message(self.detection(rule, diagnostics), diagnostics)
-        source = self.catalog.logsource(rule.logsource)
-        category = source.ecs_category or "any"
+    def query(self, expr: Expr, target: elastic_profile.Target) -> str:
+        category = self.catalog.logsource(target.rule.logsource).ecs_category or "any"
         if not _EQL_IDENT.match(category):
             category = eql_string(category)
-        expr = self.with_conditions(rule, detection, diagnostics, with_category=False)
-        return f"{category} where {EqlGenerator(diagnostics, self.keyword_field).generate(expr)}"
-
-    def keyword_field(self, name: str) -> bool:
-        """Is a profile field a keyword (string) field by the catalog?"""
-        canonical = self.catalog.from_profile(self.profile, name)
-        spec = self.catalog.spec(canonical) if canonical else None
-        return spec is not None and spec.type == "keyword"
-
-    def keywords_to_message(self, expr: Expr, diagnostics: list[Diagnostic]) -> Expr:
-        """EQL cannot search the whole event: keywords look in the catalog's event text field."""
-        field = self.catalog.name_in(self.profile, "event_message")
-        assert field is not None
-
-        def move(node: Match) -> Expr:
-            if node.field is not None:
-                return node
-            add_once(diagnostics, Diagnostic(Level.INFO, "keyword-field",
-                                         f"keyword search written as a search in '{field}'"))
-            return replace(node, field=field)
-
-        return map_matches(expr, move)
+        return f"{category} where {EqlGenerator(target.diagnostics).generate(expr)}"
 
 
 class _KeywordBackend(ElasticBackend):
     generator: ClassVar[type[_KeywordQuery]]
 
-    def query(self, rule: Rule, diagnostics: list[Diagnostic]) -> str:
-        expr = self.with_conditions(rule, self.detection(rule, diagnostics), diagnostics, with_category=True)
-        generator = self.generator(diagnostics, self.caseless)
+    def query(self, expr: Expr, target: elastic_profile.Target) -> str:
+        def caseless(name: str) -> bool:
+            info = target.info(name)
+            return info is not None and info.caseless
+
+        def foldable(name: str) -> bool:
+            info = target.info(name)
+            return info is not None and info.is_keyword
+
+        generator = self.generator(target.diagnostics, caseless, foldable)
         text = generator.generate(expr)
         if generator.case_sensitive_fields:
-            where = "the ecs profile has no .caseless subfield for" if self.profile == "ecs" else \
-                "winlogbeat indices have no .caseless subfields; case-sensitive on"
-            add_once(diagnostics, Diagnostic(
+            add_once(target.diagnostics, Diagnostic(
                 Level.WARNING, "case-sensitive",
-                f"keyword fields compare case-sensitively and {where} "
-                + ", ".join(generator.case_sensitive_fields)))
+                f"keyword fields compare case-sensitively and {', '.join(target.placement.index)} has no "
+                f".caseless sub-field for " + ", ".join(generator.case_sensitive_fields)))
         return text
-
-    def caseless(self, name: str) -> bool:
-        if self.profile != "ecs":
-            return False
-        canonical = self.catalog.from_profile("ecs", name)
-        spec = self.catalog.spec(canonical) if canonical else None
-        return bool(spec and spec.caseless)
 
 
 class KqlBackend(_KeywordBackend):
     name = "kql"
-    description = "Kibana KQL (kuery) with .caseless subfields; Kibana/TOML rule export"
+    description = "Kibana KQL (kuery), .caseless sub-fields where the schema has them; Kibana/TOML rule export"
     extensions: ClassVar[Mapping[str, str]] = {"query": ".kql", "ndjson": ".ndjson", "toml": ".toml"}
     language = "kuery"
     rule_type = "query"
@@ -726,31 +702,11 @@ class KqlBackend(_KeywordBackend):
 
 class LuceneBackend(_KeywordBackend):
     name = "lucene"
-    description = "Elasticsearch Lucene query_string with .caseless subfields; Kibana/TOML rule export"
+    description = "Elasticsearch Lucene query_string, .caseless sub-fields where the schema has them; Kibana/TOML export"
     extensions: ClassVar[Mapping[str, str]] = {"query": ".lucene", "ndjson": ".ndjson", "toml": ".toml"}
     language = "lucene"
     rule_type = "query"
     generator = LuceneGenerator
-
-
-def _keywords_contain(tree: Expr) -> Expr:
-    """Sigma keywords match anywhere in the event: `evil` is `*evil*` on whatever field holds it."""
-    return map_matches(tree, _keyword_contains)
-
-
-def _keyword_contains(expr: Match) -> Expr:
-    if expr.field is not None or not expr.op.is_string:
-        return expr
-    many = Pattern((Wildcard.MANY,))
-    patterns = []
-    for value in expr.values:
-        if not isinstance(value, (Pattern, str)):
-            value = Pattern.literal(_scalar(value))
-        full = full_pattern(expr, value) if isinstance(value, Pattern) else Pattern.literal(value)
-        lead = bool(full.parts) and full.parts[0] is Wildcard.MANY
-        trail = bool(full.parts) and full.parts[-1] is Wildcard.MANY
-        patterns.append((Pattern(()) if lead else many) + full + (Pattern(()) if trail else many))
-    return patterns_match(None, patterns, expr.case_sensitive, expr.line)
 
 
 __all__ = [

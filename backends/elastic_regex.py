@@ -289,10 +289,14 @@ def lucene_regex(regex: Regex, caseless: bool) -> str:
     return "|".join(texts)
 
 
-def lucene_pattern_regex(pattern: Pattern) -> str:
-    """A Lucene regex (anchored by the engine) matching exactly what a wildcard pattern does."""
-    return "".join(lucene_regex_literal(p) if isinstance(p, str) else (".*" if p is Wildcard.MANY else ".")
-                   for p in pattern.parts)
+def lucene_pattern_regex(pattern: Pattern, caseless: bool = False) -> str:
+    """A Lucene regex (anchored by the engine) matching exactly what a wildcard pattern does;
+    with `caseless`, each letter matches either case (`[aA]`)."""
+    if not caseless:
+        return "".join(lucene_regex_literal(p) if isinstance(p, str) else (".*" if p is Wildcard.MANY else ".")
+                       for p in pattern.parts)
+    return "".join("".join(_lucene_node(_Lit(c), True) for c in p) if isinstance(p, str)
+                   else (".*" if p is Wildcard.MANY else ".") for p in pattern.parts)
 
 
 def lucene_regex_literal(text: str) -> str:

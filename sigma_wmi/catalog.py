@@ -130,6 +130,15 @@ class Catalog:
             raw_profile=entry.get("raw_profile"),
         )
 
+    def logsource_entry(self, logsource: LogSource) -> dict[str, Any]:
+        """The log-source table's raw entry for a log source (service, then category on top)."""
+        entry: dict[str, Any] = {}
+        if logsource.service and logsource.service in self._services:
+            entry.update(self._services[logsource.service])
+        if logsource.category and logsource.category in self._categories:
+            entry.update(self._categories[logsource.category])
+        return entry
+
     def categories(self) -> list[str]:
         """Every Sigma log-source category the table describes, in file order."""
         return list(self._categories)

@@ -112,6 +112,17 @@ def eql_hits(query_text: str, samples: list[Sample]) -> set[int]:
     return found
 
 
+def _eql(rule: Rule) -> str:
+    """EQL on Elastic Defend (ecs); Defend records no PowerShell or WMI logs, so those rules
+    compile for winlogbeat, whose names agree with `to_ecs` for the fields they use."""
+    try:
+        return _compile(rule, "eql")
+    except UnsupportedError as err:
+        if err.code != "no-index":
+            raise
+        return _compile(rule, "eql", profile="winlogbeat")
+
+
 # ---- Splunk through our SPL reader ----
 
 def splunk_predicates(rule: Rule) -> tuple[Callable[[dict[str, Any]], bool], set[str]]:
@@ -151,7 +162,7 @@ def describe(samples: list[Sample], indexes: set[int]) -> list[str]:
 def check(rule: Rule, samples: list[Sample], route: str) -> None:
     expected = ours(rule, samples)
     if route == "eql":
-        got = eql_hits(_compile(rule, "eql"), samples)
+        got = eql_hits(_eql(rule), samples)
     else:
         predicate, uncovered = splunk_predicates(rule)
         covered = {i for i, s in enumerate(samples) if str(s.canonical.get("channel", "")).lower() not in uncovered}

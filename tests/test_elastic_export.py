@@ -38,7 +38,7 @@ def test_ndjson_rule(scrcons_rule_path: Path, target: str, rule_type: str, langu
     assert doc["rule_id"] == "ec1d5e28-8f3b-4188-a6f8-6e8df81dc28e"
     assert doc["type"] == rule_type and doc["language"] == language
     assert doc["query"] == compile_rule(rule, target).text
-    assert doc["index"] == ["logs-endpoint.events.*"]
+    assert doc["index"] == ["logs-endpoint.events.process-*"]  # Defend's process events
     assert (doc["severity"], doc["risk_score"]) == ("medium", 47)
     assert doc["name"] == rule.title and doc["author"] == ["Thomas Patzke"]
     assert doc["from"] == "now-6m" and doc["interval"] == "5m"
@@ -90,11 +90,12 @@ def test_threat_follows_revocations_and_reports_them() -> None:
 
 
 def test_ndjson_combines_one_object_per_line() -> None:
-    text = convert(RULES / "sigma", "kql", "ndjson")
+    # elastic_agent: an index for every pack rule (Defend has no PowerShell or WMI logs)
+    text = convert(RULES / "sigma", "kql", "ndjson", profile="elastic_agent")
     lines = text.splitlines()
     assert len(lines) == len(load(RULES / "sigma")) >= 2
     assert all(json.loads(line)["language"] == "kuery" for line in lines)
-    assert text == convert(RULES / "sigma", "kql", "ndjson")  # deterministic
+    assert text == convert(RULES / "sigma", "kql", "ndjson", profile="elastic_agent")  # deterministic
 
 
 def test_ndjson_is_produced_with_the_network_disabled(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -105,7 +106,7 @@ def test_ndjson_is_produced_with_the_network_disabled(monkeypatch: pytest.Monkey
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
     for target in ("eql", "kql", "lucene"):
-        text = convert(RULES, target, "ndjson")
+        text = convert(RULES, target, "ndjson", profile="elastic_agent")
         assert all(json.loads(line)["threat"] is not None for line in text.splitlines())
 
 
@@ -127,7 +128,7 @@ def test_toml_export_parses_and_holds_the_rule(scrcons_rule_path: Path) -> None:
 
 
 def test_toml_combine_keeps_documents_apart() -> None:
-    eql = backend("eql")
+    eql = backend("eql", profile="elastic_agent")
     rules = load(RULES / "sigma")
     combined = eql.combine([eql.convert(r, "toml").text for r in rules], "toml")
     assert combined.count("[metadata]") == len(rules)

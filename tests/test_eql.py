@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from sigma_wmi.api import compile_rule, load
 from sigma_wmi.backends.elastic import EqlBackend, EqlGenerator, eql_field, eql_string
 from sigma_wmi.backends.elastic_regex import lucene_regex
-from sigma_wmi.errors import Level, SigmaWmiError, UnsupportedError
+from sigma_wmi.errors import SigmaWmiError, UnsupportedError
 from sigma_wmi.model import Match, Op, Pattern, Regex, Wildcard
 
 eql = pytest.importorskip("eql")
@@ -195,19 +195,54 @@ def test_golden(detection: str, expected: str) -> None:
     parse(text)
 
 
-def test_category_and_type_from_the_log_source() -> None:
-    detection = "sel: {TargetObject|contains: Run}\ncondition: sel"
-    assert eql_of(detection, category="registry_set").startswith("registry where registry.path : ")
-    assert eql_of("sel: {TargetFilename|endswith: '.ps1'}\ncondition: sel",
-                  category="file_delete").startswith('file where event.type == "deletion" and ')
-    assert eql_of("sel: {DestinationPort: 4444}\ncondition: sel", category="network_connection") \
-        == "network where destination.port == 4444"
-    wmi = eql_of("sel: {EventType: WmiConsumerEvent}\ncondition: sel", category="wmi_event")
-    assert wmi.startswith("any where ")
+@pytest.mark.parametrize(("profile", "category", "detection", "expected"), [
+    # Elastic Defend: event.type/event.action say which registry or file operation it was
+    ("ecs", "registry_set", "TargetObject|contains: Run",
+     'registry where event.type == "change" and registry.path : "*Run*"'),
+    ("ecs", "registry_delete", "TargetObject|contains: Run",
+     'registry where event.type == "deletion" and registry.path : "*Run*"'),
+    ("ecs", "registry_add", "TargetObject|contains: Run",
+     'registry where event.type == "creation" and registry.path : "*Run*"'),
+    ("ecs", "file_delete", "TargetFilename|endswith: '.ps1'",
+     'file where event.type == "deletion" and file.path : "*.ps1"'),
+    ("ecs", "file_event", "TargetFilename|endswith: '.ps1'",
+     'file where event.type == "creation" and file.path : "*.ps1"'),
+    ("ecs", "network_connection", "DestinationPort: 4444",
+     'network where event.action in ("connection_attempted", "connection_accepted") and destination.port == 4444'),
+    # Sysmon in ECS: the event id tells Sysmon 12 (add/delete) from 13 (set)
+    ("winlogbeat", "registry_set", "TargetObject|contains: Run",
+     'registry where event.code == "13" and registry.path : "*Run*"'),
+    ("winlogbeat", "registry_delete", "TargetObject|contains: Run",
+     'registry where event.code == "12" and winlog.event_data.EventType in ("DeleteKey", "DeleteValue") '
+     'and registry.path : "*Run*"'),
+    ("elastic_agent", "process_access", "GrantedAccess: '0x1410'",
+     'process where event.code == "10" and winlog.event_data.GrantedAccess : "0x1410"'),
+    ("winlogbeat", "wmi_event", "EventType: WmiConsumerEvent",
+     'any where winlog.channel : "Microsoft-Windows-Sysmon/Operational" and event.code : ("19", "20", "21") '
+     'and winlog.event_data.EventType : "WmiConsumerEvent"'),
+])
+def test_event_kind_conditions_from_the_log_source(profile: str, category: str, detection: str,
+                                                   expected: str) -> None:
+    text = eql_of(f"sel: {{{detection}}}\ncondition: sel", category=category, profile=profile)
+    assert text == expected
+    parse(text)
+
+
+@pytest.mark.parametrize(("profile", "category", "service"), [
+    ("ecs", "wmi_event", None), ("ecs", "ps_script", None), ("ecs", "", "security"),
+    ("ecs", "process_access", None), ("winlogbeat", "process_creation", None),
+])
+def test_a_log_source_without_an_index_fails_with_no_index(profile: str, category: str,
+                                                           service: str | None) -> None:
+    rule = sigma_rule("sel: {CommandLine: x}\ncondition: sel", category=category, service=service,
+                      product="linux" if profile == "winlogbeat" else "windows")
+    with pytest.raises(UnsupportedError, match="no index") as raised:
+        compile_rule(rule, "eql", profile=profile)
+    assert raised.value.code == "no-index"
 
 
 def test_channel_condition_for_services() -> None:
-    text = eql_of("sel: {EventID: 5861}\ncondition: sel", category="", service="wmi")
+    text = eql_of("sel: {EventID: 5861}\ncondition: sel", category="", service="wmi", profile="winlogbeat")
     assert text == 'any where winlog.channel : "Microsoft-Windows-WMI-Activity/Operational" and event.code : "5861"'
     parse(text)
 
@@ -224,11 +259,18 @@ def test_winlogbeat_profile_puts_unknown_windows_fields_under_event_data() -> No
     assert text == P + "winlog.event_data.SomethingNew : \"x\""
 
 
-def test_ecs_profile_passes_unknown_fields_through_with_a_warning() -> None:
-    out = compile_rule(sigma_rule("sel: {SomethingNew: x}\ncondition: sel"), "eql")
-    assert out.text == P + 'SomethingNew : "x"'
-    assert [d.code for d in out.diagnostics] == ["unmapped-field"]
-    assert out.diagnostics[0].level is Level.WARNING
+def test_a_field_the_index_lacks_fails_naming_the_sigma_field_and_line() -> None:
+    rule = sigma_rule("sel:\n  CommandLine: a\n  SomethingNew: x\ncondition: sel")
+    with pytest.raises(UnsupportedError, match="'SomethingNew'") as raised:
+        compile_rule(rule, "eql")
+    assert raised.value.code == "field-not-in-schema"
+    assert raised.value.origin is not None and raised.value.origin.line is not None
+
+
+def test_an_or_branch_on_an_absent_field_is_dropped_with_a_warning() -> None:
+    out = compile_rule(sigma_rule("a: {CommandLine: a}\nb: {SomethingNew: x}\ncondition: a or b"), "eql")
+    assert out.text == P + 'process.command_line : "a"'
+    assert [d.code for d in out.diagnostics] == ["absent-field"]
 
 
 def test_fieldref_is_unsupported() -> None:
@@ -331,7 +373,7 @@ def _repo_rules() -> list[Any]:
     return load(RULES)
 
 
-@pytest.mark.parametrize("profile", ["ecs", "winlogbeat"])
+@pytest.mark.parametrize("profile", ["ecs", "elastic_agent", "winlogbeat"])
 def test_every_repository_rule_parses(profile: str) -> None:
     backend = EqlBackend(profile=profile)
     rules = _repo_rules()
@@ -339,14 +381,19 @@ def test_every_repository_rule_parses(profile: str) -> None:
     for rule in rules:
         try:
             text = backend.convert(rule).text
-        except UnsupportedError:
+        except UnsupportedError as err:
+            # Elastic Defend records no PowerShell logs nor Sysmon WMI events
+            assert profile == "ecs" and err.code == "no-index", err
             continue
         parse(text)
         assert backend.convert(rule).text == text  # deterministic
 
 
 def test_outputs_carry_origin_and_target() -> None:
-    rule = sigma_rule("sel: {SomethingNew: x}\ncondition: sel")
-    (diagnostic,) = compile_rule(rule, "eql").diagnostics
-    assert diagnostic.target == "eql" and diagnostic.origin is not None
-    assert json.dumps(diagnostic.to_json())
+    rule = sigma_rule("keywords: [evil]\ncondition: keywords")
+    diagnostics = compile_rule(rule, "eql").diagnostics
+    # the keyword search moves to `message`, which is analysed text on Elastic Defend
+    assert [d.code for d in diagnostics] == ["keyword-field", "text-field"]
+    for diagnostic in diagnostics:
+        assert diagnostic.target == "eql" and diagnostic.origin is not None
+        assert json.dumps(diagnostic.to_json())

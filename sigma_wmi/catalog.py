@@ -72,6 +72,8 @@ class Catalog:
         self._from_sigma: dict[tuple[str | None, str], str] = {}
         # (profile, lower-cased name) -> canonical
         self._from_profile: dict[tuple[str, str], str] = {}
+        # (profile, lower-cased name) -> every canonical field with that name, in file order
+        self._profile_candidates: dict[tuple[str, str], list[str]] = {}
         for name, entry in fields_doc["fields"].items():
             spec = _field_spec(name, entry)
             self.fields[name] = spec
@@ -82,8 +84,10 @@ class Catalog:
                 target = spec.names.get(profile)
                 if target:
                     self._from_profile.setdefault((profile, target.lower()), name)
+                    self._profile_candidates.setdefault((profile, target.lower()), []).append(name)
         self._categories = logsources_doc.get("categories", {})
         self._services = logsources_doc.get("services", {})
+        self._plain_profile: str = logsources_doc.get("plain_profile", "sysmon")
 
     # ---- names ----
     def canonical(self, sigma_name: str, logsource: LogSource) -> str:
@@ -96,6 +100,71 @@ class Catalog:
     def from_profile(self, profile: str, name: str) -> str | None:
         """The canonical field a profile's field name stands for (case-insensitive)."""
         return self._from_profile.get((profile, name.lower()))
+
+    def applies(self, spec: FieldSpec, logsource: LogSource) -> bool:
+        """Does the field exist in the log source (no `categories`, or one names it)?"""
+        return spec.categories is None or bool(
+            {logsource.category, logsource.service} & spec.categories)
+
+    def resolve_event_name(self, profile: str, name: str, logsource: LogSource) -> str:
+        """The name an event field recorded under `profile` has for rules of `logsource`:
+        the canonical field whose `profile` name it is *and* that exists in the log
+        source (as `canonical` decides for Sigma names), else the name itself. A field
+        scoped to its categories wins over a general one, as in `canonical`."""
+        candidates = self._profile_candidates.get((profile, name.lower()), ())
+        general = None
+        for canonical in candidates:
+            spec = self.fields[canonical]
+            if spec.categories is None:
+                general = general or canonical
+            elif self.applies(spec, logsource):
+                return canonical
+        return general or name
+
+    def event_profile(self, logsource: LogSource, channel: str | None) -> str:
+        """The profile whose names an event of `channel` uses when it is read for rules of
+        `logsource`. A channel's `raw_profile` (logsources.yaml) translates its events into
+        the Sigma taxonomy of a category (Security 4688 → process_creation); rules of a
+        service marked `rules_use_raw_names` name that channel's own fields, read with the
+        plain profile."""
+        service = self.service_of_channel(channel) if channel else None
+        if service is None:
+            return self._plain_profile
+        entry = self._services[service]
+        profile = entry.get("raw_profile")
+        if not profile or (entry.get("rules_use_raw_names") and logsource.category is None):
+            return self._plain_profile
+        return str(profile)
+
+    def service_of_channel(self, channel: str) -> str | None:
+        """The Sigma service whose channel this is (case-insensitive)."""
+        return self._service_by_channel.get(channel.lower())
+
+    @functools.cached_property
+    def _service_by_channel(self) -> dict[str, str]:
+        table: dict[str, str] = {}
+        for service, entry in self._services.items():
+            channel = entry.get("channel")
+            if isinstance(channel, str):
+                table.setdefault(channel.lower(), service)
+        return table
+
+    def logsource_of_event(self, channel: str | None, event_id: int | None) -> LogSource:
+        """The first log source (logsources.yaml order) an event belongs to: a category by
+        its channel and event id, else the channel's service."""
+        service = self.service_of_channel(channel) if channel else None
+        for category, entry in self._categories.items():
+            ids: list[int] = []
+            if service == "sysmon" or channel is None:
+                ids += entry.get("sysmon_event_ids", [])
+            if service == "security" or channel is None:
+                ids += entry.get("security_event_ids", [])
+            own = entry.get("channel")
+            if (own and channel and own.lower() == channel.lower()) or (own and channel is None):
+                ids += entry.get("event_ids", [])
+            if event_id is not None and event_id in ids:
+                return LogSource(product="windows", category=category)
+        return LogSource(product="windows", service=service)
 
     def spec(self, canonical: str) -> FieldSpec | None:
         return self.fields.get(canonical)

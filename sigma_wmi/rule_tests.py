@@ -31,10 +31,11 @@ from typing import Any
 import click
 
 from sigma_wmi.api import load_all
+from sigma_wmi.catalog import Catalog, catalog
 from sigma_wmi.errors import Origin, SigmaWmiError
 from sigma_wmi.evaluate import Predicate, alerting, compile_rule
-from sigma_wmi.events import canonical_event, read_events, to_ecs
-from sigma_wmi.model import Rule
+from sigma_wmi.events import canonical_event, known_shape, read_events, to_ecs
+from sigma_wmi.model import LogSource, Rule
 from sigma_wmi.readers.yamlsource import locate
 
 TESTS_KEY = "x_sigma_wmi_tests"
@@ -184,21 +185,37 @@ def _default_shared(rule: Rule) -> Path | None:
 # ---------------------------------------------------------------------------
 
 class EventCache:
-    """Canonical events per (file, mapping), read once however many rules use them."""
+    """Events per file, read once however many rules use them, and mapped once per
+    (mapping, log source): an event's names depend on the log source it is read for."""
 
-    def __init__(self) -> None:
-        self._events: dict[tuple[Path, str], list[dict[str, Any]]] = {}
+    def __init__(self, cat: Catalog | None = None) -> None:
+        self.catalog = cat or catalog()
+        self._raw: dict[Path, list[dict[str, Any]]] = {}
+        self._events: dict[tuple[Path, str, LogSource], list[dict[str, Any]]] = {}
 
-    def get(self, path: Path, mapped: str = "raw") -> list[dict[str, Any]]:
-        key = (path.resolve(), mapped)
+    def raw(self, path: Path) -> list[dict[str, Any]]:
+        key = path.resolve()
+        if key not in self._raw:
+            events = list(read_events(path))
+            if not any(known_shape(event) for event in events):
+                raise SigmaWmiError(
+                    f"no event of a known shape in {path} ({len(events)} objects read): expected "
+                    "Windows events (EventID/Channel), evtx_dump JSON ({\"Event\": {\"System\": ...}}) "
+                    "or ECS/winlogbeat documents (event.code)", Origin(str(path)), "no-events")
+            self._raw[key] = events
+        return self._raw[key]
+
+    def get(self, path: Path, mapped: str = "raw", logsource: LogSource | None = None) -> list[dict[str, Any]]:
+        logsource = logsource or LogSource()
+        key = (path.resolve(), mapped, logsource)
         if key not in self._events:
             events = []
-            for raw in read_events(path):
+            for raw in self.raw(path):
                 if mapped == "ecs":
-                    event = canonical_event(to_ecs(raw))
+                    event = canonical_event(to_ecs(raw), logsource, self.catalog)
                     event.update({k: v for k, v in raw.items() if k.startswith("@")})
                 else:
-                    event = canonical_event(raw)
+                    event = canonical_event(raw, logsource, self.catalog)
                 events.append(event)
             self._events[key] = events
         return self._events[key]
@@ -218,7 +235,11 @@ def run_case(case: TestCase, predicate: Predicate, rule: Rule, roots: Roots, cac
         if case.events.startswith(SHARED_PREFIX):
             return CaseResult(case, "skip", str(path) if path else None, message="shared data not available")
         return CaseResult(case, "fail", str(path) if path else None, message="event file not found")
-    ids = [record_id(e) for e in alerting(rule, cache.get(path, case.mapped), predicate)]
+    try:
+        events = cache.get(path, case.mapped, rule.logsource)
+    except SigmaWmiError as err:
+        return CaseResult(case, "fail", str(path), message=err.message)
+    ids = [record_id(e) for e in alerting(rule, events, predicate)]
     result = CaseResult(case, "pass", str(path), len(ids), ids)
     problems = []
     if case.hits is not None and len(ids) != case.hits:
@@ -251,7 +272,8 @@ def test_rules(rules: Iterable[Rule], event_files: Iterable[Path] = (), roots: R
         for case in declared_tests(rule):
             report.cases.append(run_case(case, predicate, rule, roots, cache))
         for path in files:
-            report.hits[str(path)] = [record_id(e) for e in alerting(rule, cache.get(path), predicate)]
+            events = cache.get(path, logsource=rule.logsource)
+            report.hits[str(path)] = [record_id(e) for e in alerting(rule, events, predicate)]
         reports.append(report)
     return reports
 

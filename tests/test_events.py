@@ -19,6 +19,7 @@ from sigma_wmi.events import (
     read_events,
     to_ecs,
 )
+from sigma_wmi.model import LogSource
 
 SYNTHETIC = REPO / "tests" / "data" / "events" / "wmi_pack_synthetic.jsonl"
 SYSMON = "Microsoft-Windows-Sysmon/Operational"
@@ -75,8 +76,13 @@ def test_missing_file() -> None:
 
 # ---- canonical names ----
 
-def test_profile_follows_the_channel() -> None:
-    assert raw_profile({"Channel": "Security"}) == "security"
+def test_profile_follows_the_channel_and_log_source() -> None:
+    """Security events are translated to Sysmon-style names for a category (4688 →
+    process_creation) and keep their own names for `service: security` rules."""
+    assert raw_profile({"Channel": "Security", "EventID": 4688}) == "security"
+    assert raw_profile({"Channel": "Security", "EventID": 4624}) == "sysmon"
+    assert raw_profile({"Channel": "Security", "EventID": 4688}, LogSource("windows", service="security")) == "sysmon"
+    assert raw_profile({"Channel": "Security"}, LogSource("windows", "process_creation")) == "security"
     assert raw_profile({"Channel": SYSMON.upper()}) == "sysmon"
     assert raw_profile({"Channel": "Microsoft-Windows-WMI-Activity/Operational"}) == "wmi_activity"
     assert raw_profile({"Channel": "Windows PowerShell"}) == "sysmon"

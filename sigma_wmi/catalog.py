@@ -110,7 +110,8 @@ class Catalog:
         """The name an event field recorded under `profile` has for rules of `logsource`:
         the canonical field whose `profile` name it is *and* that exists in the log
         source (as `canonical` decides for Sigma names), else the name itself. A field
-        scoped to its categories wins over a general one, as in `canonical`."""
+        scoped to its categories wins over a general one, as in `canonical`. A name the
+        profile lacks resolves as the same Sigma name in a rule would."""
         candidates = self._profile_candidates.get((profile, name.lower()), ())
         general = None
         for canonical in candidates:
@@ -119,7 +120,8 @@ class Catalog:
                 general = general or canonical
             elif self.applies(spec, logsource):
                 return canonical
-        return general or name
+        # A name the profile does not have may be the field's Sigma name (Provider_Name).
+        return general or self.canonical(name, logsource)
 
     def event_profile(self, logsource: LogSource, channel: str | None) -> str:
         """The profile whose names an event of `channel` uses when it is read for rules of

@@ -43,6 +43,10 @@ _WMI_ACTIVITY_CHANNEL = "Microsoft-Windows-WMI-Activity/Operational"
 
 _JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
 
+# System fields an event's own data may also name; the System value then goes under the
+# Sigma taxonomy's name for it, which the catalog resolves like the rule's.
+_SYSTEM_SIGMA_NAMES = {"Provider": "Provider_Name"}
+
 
 # ---------------------------------------------------------------------------
 # Reading files
@@ -193,15 +197,21 @@ def flatten_evtx_record(doc: Mapping[str, Any]) -> Event:
         event["TimeCreated"] = created["SystemTime"]
     if system.get("EventRecordID") is not None:
         event["EventRecordID"] = _scalar(system["EventRecordID"])
+    payload: Event = {}
     data = root.get("EventData")
     if isinstance(data, dict):
-        _merge_data(event, data)
+        _merge_data(payload, data)
     user_data = root.get("UserData")
     if isinstance(user_data, dict):
         # UserData wraps its fields in one provider-specific element.
         for inner in user_data.values():
             if isinstance(inner, dict):
-                _merge_data(event, {k: v for k, v in inner.items() if k != "#attributes"})
+                _merge_data(payload, {k: v for k, v in inner.items() if k != "#attributes"})
+    for key, sigma_name in _SYSTEM_SIGMA_NAMES.items():
+        if key in payload and key in event:  # WMI-Activity's own `Provider`: the System one steps aside
+            event[sigma_name] = event.pop(key)
+    for key, value in payload.items():
+        event.setdefault(key, value)
     return event
 
 

@@ -34,7 +34,7 @@ from sigma_wmi.backends.elastic_regex import (
     regex_wildcards,
 )
 from sigma_wmi.backends.query import Fragment, QueryGenerator
-from sigma_wmi.catalog import Catalog, catalog, to_profile
+from sigma_wmi.catalog import to_profile
 from sigma_wmi.errors import Diagnostic, Level, UnsupportedError, add_once
 from sigma_wmi.model import (
     Aggregate,
@@ -506,7 +506,6 @@ class ElasticBackend(Backend):
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        self.catalog: Catalog = catalog()
 
     @property
     def profile(self) -> str:
@@ -536,7 +535,9 @@ class ElasticBackend(Backend):
             text = query
         else:
             export = elastic_export.RuleExport(rule, query, self.language, self.rule_type,
-                                               tuple(self.settings["index"]) or INDEX_PATTERNS[self.profile],
+                                               tuple(self.settings["index"])
+                                               or self.catalog.source_conditions("elastic", rule.logsource).get("index")
+                                               or INDEX_PATTERNS[self.profile],
                                                self.settings["interval"], self.settings["lookback"], diagnostics,
                                                threshold, rule.aggregation.window if rule.aggregation else None)
             text = export.ndjson() if chosen == "ndjson" else export.toml()

@@ -35,6 +35,7 @@ from sigma_wmi.catalog import Catalog, catalog
 from sigma_wmi.errors import Origin, SigmaWmiError
 from sigma_wmi.evaluate import Predicate, alerting, compile_rule
 from sigma_wmi.events import canonical_event, known_shape, read_events, to_ecs
+from sigma_wmi.mapping import mapped_catalog
 from sigma_wmi.model import LogSource, Rule
 from sigma_wmi.readers.yamlsource import locate
 
@@ -261,18 +262,20 @@ def run_case(case: TestCase, predicate: Predicate, rule: Rule, roots: Roots, cac
 def test_rules(rules: Iterable[Rule], event_files: Iterable[Path] = (), roots: Roots | None = None,
                cache: EventCache | None = None) -> list[RuleReport]:
     """Declared tests of every rule, and hits on `event_files`. Raises `SigmaWmiError`
-    for a bad declaration or an unreadable event file."""
+    for a bad declaration or an unreadable event file. Rules and events are mapped
+    through the cache's catalog (with `--mapping` files merged in)."""
     roots = roots or Roots()
     cache = cache or EventCache()
     files = list(event_files)
     reports = []
     for rule in rules:
-        predicate = compile_rule(rule)
+        mapped = cache.catalog.map_rule(rule)
+        predicate = compile_rule(rule, cat=cache.catalog)
         report = RuleReport(rule)
         for case in declared_tests(rule):
-            report.cases.append(run_case(case, predicate, rule, roots, cache))
+            report.cases.append(run_case(case, predicate, mapped, roots, cache))
         for path in files:
-            events = cache.get(path, logsource=rule.logsource)
+            events = cache.get(path, logsource=mapped.logsource)
             report.hits[str(path)] = [record_id(e) for e in alerting(rule, events, predicate)]
         reports.append(report)
     return reports
@@ -309,8 +312,10 @@ def _print_report(reports: list[RuleReport], load_errors: list[SigmaWmiError], s
               help="Project root for relative test paths (default: current directory).")
 @click.option("--shared", type=click.Path(file_okay=False, path_type=Path),
               help="Root of 'shared:' test paths (default: $SIGMA_WMI_SHARED or ../shared).")
+@click.option("--mapping", "mappings", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Environment mapping (sigma-wmi mapping or pySigma pipeline YAML); repeatable.")
 def test_command(rules: tuple[Path, ...], event_files: tuple[Path, ...], report_path: Path | None,
-                 root: Path | None, shared: Path | None) -> None:
+                 root: Path | None, shared: Path | None, mappings: tuple[Path, ...]) -> None:
     """Run RULES over recorded events: hits per rule and each rule's declared tests.
 
     Exit code 0 when every declared test passes, 1 when a test fails or a rule file
@@ -319,7 +324,8 @@ def test_command(rules: tuple[Path, ...], event_files: tuple[Path, ...], report_
     started = time.perf_counter()
     loaded, load_errors = load_all(list(rules))
     try:
-        reports = test_rules(loaded, event_files, Roots(root, shared))
+        cat = mapped_catalog(tuple(str(p) for p in mappings))
+        reports = test_rules(loaded, event_files, Roots(root, shared), EventCache(cat))
     except SigmaWmiError as err:
         click.echo(f"{err}", err=True)
         sys.exit(2)

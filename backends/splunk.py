@@ -342,9 +342,16 @@ class SplunkBackend(Backend):
 
     def source_condition(self, rule: Rule, source: LogSourceInfo, profile: str,
                          diagnostics: list[Diagnostic]) -> list[str]:
-        mapped = self.catalog.source_conditions("splunk", rule.logsource)
-        if mapped:  # the environment's own index/sourcetype/source (--mapping) replace the defaults
-            return [_any_of(key, values) for key, values in mapped.items()]
+        # --mapping: a sourcetype or source replaces the channel and event-code conditions (the
+        # environment says what its events are); an index alone only says where they are.
+        mapped = [_any_of(key, values) for key, values in
+                  self.catalog.source_conditions("splunk", rule.logsource).items()]
+        if any(part.lstrip("(").startswith(("sourcetype=", "source=")) for part in mapped):
+            return mapped
+        return mapped + self._default_source_condition(rule, source, profile, diagnostics)
+
+    def _default_source_condition(self, rule: Rule, source: LogSourceInfo, profile: str,
+                                  diagnostics: list[Diagnostic]) -> list[str]:
         if rule.logsource.product not in (None, "windows") or (
                 not source.channel and not source.sysmon_event_ids and not source.security_event_ids):
             diagnostics.append(info("no-logsource-condition",

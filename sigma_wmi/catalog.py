@@ -339,12 +339,13 @@ class Catalog:
                 return dataclasses.replace(match, field=prefix + match.field)
             return match
 
-        detection = map_matches(rule.detection, rename)
-        if dropped:
+        detection = rule.detection
+        if dropped:  # dropped fields are named as the rule names them, so before renaming
             kept = _without_items(detection, dropped)
             if kept is None:
                 raise SigmaWmiError("the mapping drops every condition of the rule", rule.origin, "bad-mapping")
             detection = kept
+        detection = map_matches(detection, rename)
         return dataclasses.replace(rule, logsource=logsource, detection=detection)
 
     def mapped_logsource(self, logsource: LogSource) -> LogSource:

@@ -375,8 +375,12 @@ def load_mapping(path: str | Path) -> EnvironmentMapping:
         if errors:
             error = jsonschema.exceptions.best_match(errors)
             assert error is not None
+            where = tuple(error.absolute_path)
+            if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+                extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+                where += tuple(extra[:1])  # the unknown key's own line
             raise SigmaWmiError(f"invalid mapping: {_describe(error)}",
-                                Origin(str(path), _line_of(text, tuple(error.absolute_path))), "bad-mapping")
+                                Origin(str(path), _line_of(text, where)), "bad-mapping")
         mapping = _mapping_from_doc(doc, str(path))
     return dataclasses.replace(mapping, sources=(str(path),))
 

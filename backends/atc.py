@@ -431,7 +431,7 @@ class AtcBackend(Backend):
         # Created on first use: building backends in __init__ would load every plugin
         # whenever the registry merely instantiates this target.
         if self._compiler is None:
-            self._compiler = QueryCompiler(self._targets)
+            self._compiler = QueryCompiler(self._targets, tuple(self.settings["mapping"]))
         return self._compiler
 
     def convert(self, rule: Rule, format: str | None = None) -> Output:

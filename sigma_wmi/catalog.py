@@ -91,8 +91,9 @@ class Catalog:
         self._from_profile: dict[tuple[str, str], str] = {}
         # (profile, lower-cased name) -> every canonical field with that name, in file order
         self._profile_candidates: dict[tuple[str, str], list[str]] = {}
+        self.event_data_prefixes: tuple[str, ...] = tuple(fields_doc.get("winlogbeat_event_data", ()))
         for name, entry in fields_doc["fields"].items():
-            spec = _field_spec(name, entry)
+            spec = _field_spec(name, entry, self.event_data_prefixes[0])
             self.fields[name] = spec
             for sigma_name in spec.sigma:
                 for category in sorted(spec.categories) if spec.categories else [None]:
@@ -390,7 +391,7 @@ def _scoped_entry(fields: dict[str, Any], canonical: str) -> dict[str, Any]:
     return entry
 
 
-def _field_spec(name: str, entry: dict[str, Any]) -> FieldSpec:
+def _field_spec(name: str, entry: dict[str, Any], event_data_prefix: str) -> FieldSpec:
     names = {p: entry[p] for p in PROFILES if p != "sigma" and entry.get(p)}
     sigma = tuple(entry.get("sigma", ()))
     if sigma:
@@ -402,7 +403,7 @@ def _field_spec(name: str, entry: dict[str, Any]) -> FieldSpec:
             raw = names.get("sysmon") or names.get("security") or names.get("wmi_activity")
             raw = raw or (sigma[0] if sigma else None)
             if raw:
-                names["winlogbeat"] = f"winlog.event_data.{raw}"
+                names["winlogbeat"] = f"{event_data_prefix}{raw}"
     derive = entry.get("derive")
     return FieldSpec(
         name=name,

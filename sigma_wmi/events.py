@@ -39,7 +39,8 @@ _META_KEYS = {
 _MESSAGE_KEYS = {"Eventfilter": "ESS", "Consumer": "CONSUMER", "ClientProcessID": "ClientProcessId"}
 _MESSAGE_FIELD = re.compile(r"(?:^|[;,.]\s*)([A-Za-z][A-Za-z]*)\s*=\s?")
 _REFER_SUFFIX = re.compile(r"\s*\(refer to its activate eventid:\d+\)\s*$")
-_WMI_ACTIVITY_CHANNEL = "Microsoft-Windows-WMI-Activity/Operational"
+# The Sigma service (logsources.yaml gives its channel) whose nxlog exports keep fields in `Message`.
+_MESSAGE_FIELDS_SERVICE = "wmi"
 
 _JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
 
@@ -277,9 +278,19 @@ def _scalar(value: Any) -> Any:
 def event_logsource(event: Mapping[str, Any], cat: Catalog | None = None) -> LogSource:
     """The log source a raw or flat event belongs to, by its channel and event id."""
     cat = cat or catalog()
-    channel = event.get("Channel") or event.get("winlog.channel")
-    return cat.logsource_of_event(channel if isinstance(channel, str) else None,
+    channel = _channel(event, cat)
+    return cat.logsource_of_event(channel,
                                   _event_id(event.get("EventID") or event.get("event.code")))
+
+
+def _channel(event: Mapping[str, Any], cat: Catalog) -> str | None:
+    """A flat raw event's channel, under its Windows or its winlogbeat name (catalog)."""
+    for profile in ("sysmon", "winlogbeat"):
+        name = cat.name_in(profile, "channel")
+        value = event.get(name) if name else None
+        if isinstance(value, str):
+            return value
+    return None
 
 
 def _event_id(value: Any) -> int | None:
@@ -291,9 +302,8 @@ def raw_profile(event: Mapping[str, Any], logsource: LogSource | None = None) ->
     """The catalog profile whose names a raw event uses when read for rules of `logsource`
     (default: the event's own log source), chosen by its channel."""
     cat = catalog()
-    channel = event.get("Channel") or event.get("winlog.channel")
     logsource = logsource or event_logsource(event, cat)
-    return cat.event_profile(logsource, channel if isinstance(channel, str) else None)
+    return cat.event_profile(logsource, _channel(event, cat))
 
 
 def canonical_event(raw: Mapping[str, Any], logsource: LogSource | None = None,
@@ -308,10 +318,10 @@ def canonical_event(raw: Mapping[str, Any], logsource: LogSource | None = None,
     cat = cat or catalog()
     flat = _flatten(raw)
     logsource = logsource or event_logsource(flat, cat)
-    channel = flat.get("Channel") or flat.get("winlog.channel")
-    profile = cat.event_profile(logsource, channel if isinstance(channel, str) else None)
+    channel = _channel(flat, cat)
+    profile = cat.event_profile(logsource, channel)
     numbers = _number_fields(cat)
-    if str(flat.get("Channel", "")).lower() == _WMI_ACTIVITY_CHANNEL.lower():
+    if channel and cat.service_of_channel(channel) == _MESSAGE_FIELDS_SERVICE:
         _recover_from_message(flat)
     out: Event = {}
     for key, value in flat.items():
@@ -338,7 +348,7 @@ def _canonical_name(key: str, profile: str, logsource: LogSource, cat: Catalog) 
 
 
 def _lookup_name(key: str, profile: str, logsource: LogSource, cat: Catalog) -> str:
-    for prefix in ("winlog.event_data.", "winlog.user_data."):
+    for prefix in cat.event_data_prefixes:
         if key.startswith(prefix):
             key = key[len(prefix):]
             break
@@ -436,7 +446,7 @@ def to_ecs(raw: Mapping[str, Any]) -> dict[str, Any]:
         if name == "event_id":
             _put(doc, "event.code", str(value))
             continue
-        path = cat.name_in("ecs", name) or (name if "." in name else f"winlog.event_data.{name}")
+        path = cat.name_in("ecs", name) or (name if "." in name else f"{cat.event_data_prefixes[0]}{name}")
         _put(doc, path, value)
     event_id = event.get("event_id")
     if isinstance(event_id, int):

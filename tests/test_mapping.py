@@ -299,3 +299,14 @@ def test_list_logsources_and_profiles() -> None:
     assert mapped["process_creation"][6] == "splunk:index=edr_win splunk:sourcetype=corp:edr:process elastic:index=logs-edr-*"
     profiles = {row[0]: row[1] for row in _lines("profiles")}
     assert set(profiles) == set(catalog().profiles()) and profiles["sysmon"].endswith("fields")
+
+
+def test_the_readme_example_is_a_valid_mapping(tmp_path: Path) -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Mapping your environment", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "env.yml"
+    path.write_text(example, encoding="utf-8")
+    mapping = load_mapping(path)
+    assert {r.target for r in mapping.renames} >= {"host_fqdn", "proc_path", "process.command_line.text"}
+    assert [n.name for n in mapping.new_logsources] == ["payroll"]

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jsonschema  # type: ignore[import-untyped]  # no stubs installed
 import yaml
 
 from sigma_wmi.catalog import Catalog, catalog
@@ -370,6 +369,8 @@ def load_mapping(path: str | Path) -> EnvironmentMapping:
     if _is_pipeline(doc):
         mapping = _mapping_from_pipeline(doc, text, str(path))
     else:
+        import jsonschema  # type: ignore[import-untyped]  # no stubs; imported only when a mapping is read
+
         validator = jsonschema.Draft202012Validator(MAPPING_SCHEMA)
         errors = sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path)))
         if errors:
@@ -385,7 +386,7 @@ def load_mapping(path: str | Path) -> EnvironmentMapping:
     return dataclasses.replace(mapping, sources=(str(path),))
 
 
-def _describe(error: jsonschema.ValidationError) -> str:
+def _describe(error: Any) -> str:  # a jsonschema.ValidationError
     where = ".".join(map(str, error.absolute_path)) or "top level"
     if error.validator == "additionalProperties":
         return f"{where}: {error.message.replace('Additional properties are not allowed', 'unknown key')}"

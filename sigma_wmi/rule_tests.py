@@ -192,7 +192,7 @@ class EventCache:
     def __init__(self, cat: Catalog | None = None) -> None:
         self.catalog = cat or catalog()
         self._raw: dict[Path, list[dict[str, Any]]] = {}
-        self._events: dict[tuple[Path, str, LogSource], list[dict[str, Any]]] = {}
+        self._events: dict[tuple[Path, str, LogSource | None], list[dict[str, Any]]] = {}
 
     def raw(self, path: Path) -> list[dict[str, Any]]:
         key = path.resolve()
@@ -207,7 +207,7 @@ class EventCache:
         return self._raw[key]
 
     def get(self, path: Path, mapped: str = "raw", logsource: LogSource | None = None) -> list[dict[str, Any]]:
-        logsource = logsource or LogSource()
+        # None: each event read for its own log source (its channel and event id)
         key = (path.resolve(), mapped, logsource)
         if key not in self._events:
             events = []

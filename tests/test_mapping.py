@@ -310,3 +310,13 @@ def test_the_readme_example_is_a_valid_mapping(tmp_path: Path) -> None:
     mapping = load_mapping(path)
     assert {r.target for r in mapping.renames} >= {"host_fqdn", "proc_path", "process.command_line.text"}
     assert [n.name for n in mapping.new_logsources] == ["payroll"]
+
+
+def test_docs_pages_show_mapped_queries(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    result = CliRunner().invoke(main, ["docs", str(RULES / "sigma"), "-o", str(site), "-t", "splunk", "-q",
+                                       "--mapping", str(ENV)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    pages = [p.read_text(encoding="utf-8") for p in site.rglob("*.md")]
+    assert any("proc_path" in page for page in pages)
+    assert not any("proc_path" in p.read_text(encoding="utf-8") for p in RULES.rglob("*.yml"))  # inputs untouched

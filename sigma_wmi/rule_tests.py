@@ -33,7 +33,7 @@ import click
 from sigma_wmi.api import load_all
 from sigma_wmi.catalog import Catalog, catalog
 from sigma_wmi.errors import Origin, SigmaWmiError
-from sigma_wmi.evaluate import Predicate, alerting, compile_rule
+from sigma_wmi.evaluate import Predicate, alerting, compile_rule, logsource_predicate
 from sigma_wmi.events import canonical_event, known_shape, read_events, to_ecs
 from sigma_wmi.mapping import mapped_catalog
 from sigma_wmi.model import LogSource, Rule
@@ -207,19 +207,25 @@ class EventCache:
         return self._raw[key]
 
     def get(self, path: Path, mapped: str = "raw", logsource: LogSource | None = None) -> list[dict[str, Any]]:
-        # None: each event read for its own log source (its channel and event id)
+        """The file's events read for rules of `logsource`: only those the log source covers
+        (by channel and event id, which read alike for every log source), each mapped once.
+        None: every event, each read for its own log source."""
         key = (path.resolve(), mapped, logsource)
         if key not in self._events:
-            events = []
-            for raw in self.raw(path):
-                if mapped == "ecs":
-                    event = canonical_event(to_ecs(raw), logsource, self.catalog)
-                    event.update({k: v for k, v in raw.items() if k.startswith("@")})
-                else:
-                    event = canonical_event(raw, logsource, self.catalog)
-                events.append(event)
-            self._events[key] = events
+            raws = self.raw(path)
+            if logsource is not None:
+                covers = logsource_predicate(logsource, self.catalog)
+                own = self.get(path, mapped)
+                raws = [raw for raw, event in zip(raws, own, strict=True) if covers(event)]
+            self._events[key] = [self._mapped(raw, mapped, logsource) for raw in raws]
         return self._events[key]
+
+    def _mapped(self, raw: dict[str, Any], mapped: str, logsource: LogSource | None) -> dict[str, Any]:
+        if mapped != "ecs":
+            return canonical_event(raw, logsource, self.catalog)
+        event = canonical_event(to_ecs(raw), logsource, self.catalog)
+        event.update({k: v for k, v in raw.items() if k.startswith("@")})
+        return event
 
 
 def record_id(event: Mapping[str, Any]) -> str:

@@ -433,12 +433,13 @@ def canonical_events(raws: Iterable[Mapping[str, Any]]) -> Iterator[Event]:
 # ECS
 # ---------------------------------------------------------------------------
 
-def to_ecs(raw: Mapping[str, Any]) -> dict[str, Any]:
+def to_ecs(raw: Mapping[str, Any], cat: Catalog | None = None) -> dict[str, Any]:
     """A nested ECS document for a raw (or canonical) event, names from the catalog's
     `ecs` profile; fields it lacks go under winlog.event_data. `event.category` and
-    `event.type` come from the log-source table; `event.code` is a string, as in ECS."""
-    event = raw if _is_canonical(raw) else canonical_event(raw)
-    cat = catalog()
+    `event.type` come from the log-source table; `event.code` is a string, as in ECS.
+    `cat`: a catalog with an environment mapping, else the packaged one."""
+    cat = cat or catalog()
+    event = raw if _is_canonical(raw) else canonical_event(raw, cat=cat)
     doc: dict[str, Any] = {}
     for name, value in event.items():
         if name.startswith("@") or value is None:

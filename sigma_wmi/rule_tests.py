@@ -223,7 +223,7 @@ class EventCache:
     def _mapped(self, raw: dict[str, Any], mapped: str, logsource: LogSource | None) -> dict[str, Any]:
         if mapped != "ecs":
             return canonical_event(raw, logsource, self.catalog)
-        event = canonical_event(to_ecs(raw), logsource, self.catalog)
+        event = canonical_event(to_ecs(raw, self.catalog), logsource, self.catalog)
         event.update({k: v for k, v in raw.items() if k.startswith("@")})
         return event
 

@@ -396,3 +396,24 @@ def test_security_4688_is_translated_only_for_process_creation() -> None:
     assert hits(_probe({"category": "process_creation"}, "ParentProcessId", "", "16"),
                 [canonical_event(raw, translated.logsource)])
     assert canonical_event(raw, own.logsource)["ProcessId"] == "0x10"  # Security's own field, as the rule names it
+
+
+def test_every_catalog_name_resolves_alike_in_rules_and_events() -> None:
+    """Exhaustive over the catalog: in every log source, an event field recorded under its
+    plain (Sysmon-style) name resolves to what the same Sigma name in a rule resolves to."""
+    from sigma_wmi.catalog import catalog
+
+    cat = catalog()
+    checked = 0
+    for kind, name in cat.logsource_names():
+        logsource = LogSource("windows", **{kind: name})
+        info = cat.logsource(logsource)
+        channel = info.channel or "Microsoft-Windows-Sysmon/Operational"
+        profile = cat.event_profile(logsource, channel)
+        for spec in cat.fields.values():
+            recorded = spec.names.get(profile)
+            if recorded and recorded in spec.sigma:
+                assert cat.resolve_event_name(profile, recorded, logsource) == cat.canonical(recorded, logsource), \
+                    (logsource, recorded)
+                checked += 1
+    assert checked > 2000

@@ -238,7 +238,7 @@ class Catalog:
     # ---- environment mappings ----
     def with_mapping(self, mapping: EnvironmentMapping) -> Catalog:
         """A new catalog with the mapping's renames, conditions and log sources merged in."""
-        from sigma_wmi.mapping import EVERY_RULE, TARGET_PROFILES
+        from sigma_wmi.mapping import EVENT_PROFILES, EVERY_RULE
 
         fields_doc = copy.deepcopy(self._fields_doc)
         fields: dict[str, Any] = fields_doc["fields"]
@@ -269,7 +269,7 @@ class Catalog:
                 key = table.setdefault(plain, f"{plain}@{prefix.scope.key()}")
                 entry = fields.setdefault(key, _scoped_entry(fields, plain))
                 scopes[key] = prefix.scope
-                for profile in TARGET_PROFILES:
+                for profile in EVENT_PROFILES:
                     name = entry.get(profile) or (fields.get(plain, {}).get(profile) if profile != "winlogbeat" else None)
                     if name and not name.startswith(prefix.prefix):
                         entry[profile] = prefix.prefix + name

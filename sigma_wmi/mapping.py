@@ -32,9 +32,11 @@ from sigma_wmi.model import LogSource
 
 # Targets whose log-source conditions a mapping can set, and the condition keys each takes.
 CONDITION_KEYS = {"splunk": ("index", "sourcetype", "source"), "elastic": ("index",)}
-# Profiles a rename without `profiles` applies to: every target profile (not "sigma": the
-# Sigma writer keeps the taxonomy's names).
+# Profiles a mapping can rename fields in (not "sigma": the Sigma writer keeps the taxonomy's names).
 TARGET_PROFILES = ("sysmon", "security", "wmi_activity", "cim", "ecs", "winlogbeat", "splunk")
+# Where a rename without a profile applies: the event profiles. Splunk CIM data-model fields
+# are fixed by the data model; rename them only through `profile_fields: {cim: ...}`.
+EVENT_PROFILES = tuple(p for p in TARGET_PROFILES if p != "cim")
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,7 @@ class Rename:
     name: str
     target: str
     scope: LogSourceFilter = EVERY_RULE
-    profiles: tuple[str, ...] = TARGET_PROFILES
+    profiles: tuple[str, ...] = EVENT_PROFILES
 
 
 @dataclass(frozen=True)

@@ -320,3 +320,9 @@ def test_docs_pages_show_mapped_queries(tmp_path: Path) -> None:
     pages = [p.read_text(encoding="utf-8") for p in site.rglob("*.md")]
     assert any("proc_path" in page for page in pages)
     assert not any("proc_path" in p.read_text(encoding="utf-8") for p in RULES.rglob("*.yml"))  # inputs untouched
+
+
+def test_renames_leave_the_cim_data_model_alone() -> None:
+    rule = sigma_rule(PROCESS)
+    tstats = compile_rule(rule, "splunk", "tstats", mapping=(str(PIPELINE),)).text
+    assert "Processes.process_path" in tstats and "proc_path" not in tstats

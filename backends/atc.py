@@ -308,7 +308,7 @@ class QueryCompiler:
     out; a rule a target cannot express gets a note instead of a query.
     """
 
-    def __init__(self, targets: Iterable[str] | None = None) -> None:
+    def __init__(self, targets: Iterable[str] | None = None, mapping: tuple[str, ...] = ()) -> None:
         from sigma_wmi.registry import backend_class, target_names
 
         names = list(targets) if targets is not None else sorted(
@@ -318,7 +318,7 @@ class QueryCompiler:
         self.unavailable: dict[str, str] = {}
         for name in names:
             try:
-                self.backends[name] = backend_class(name)()
+                self.backends[name] = backend_class(name)(mapping=mapping)
             except SigmaWmiError as err:
                 self.unavailable[name] = err.message
 
@@ -431,7 +431,7 @@ class AtcBackend(Backend):
         # Created on first use: building backends in __init__ would load every plugin
         # whenever the registry merely instantiates this target.
         if self._compiler is None:
-            self._compiler = QueryCompiler(self._targets)
+            self._compiler = QueryCompiler(self._targets, tuple(self.settings["mapping"]))
         return self._compiler
 
     def convert(self, rule: Rule, format: str | None = None) -> Output:

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from sigma_wmi.catalog import Catalog
 from sigma_wmi.errors import Diagnostic, Level, SigmaWmiError
 from sigma_wmi.model import Rule
 
@@ -44,9 +45,18 @@ class Backend(ABC):
     # Formats whose per-rule outputs are joined into one file (NDJSON, savedsearches.conf).
     combined_formats: ClassVar[frozenset[str]] = frozenset()
     options: ClassVar[tuple[OptionSpec, ...]] = ()
+    # Options every target takes, declared once here.
+    common_options: ClassVar[tuple[OptionSpec, ...]] = (
+        OptionSpec("mapping", "environment mapping files (sigma-wmi mapping or pySigma pipeline YAML), "
+                   "comma-separated; --mapping FILE on the command line", ()),
+    )
+
+    @classmethod
+    def option_specs(cls) -> tuple[OptionSpec, ...]:
+        return cls.options + cls.common_options
 
     def __init__(self, **options: Any) -> None:
-        known = {spec.name: spec for spec in self.options}
+        known = {spec.name: spec for spec in self.option_specs()}
         unknown = sorted(set(options) - set(known))
         if unknown:
             raise SigmaWmiError(
@@ -61,6 +71,11 @@ class Backend(ABC):
                 raise SigmaWmiError(f"option {name} of target '{self.name}' must be one of "
                                     f"{', '.join(spec.choices)}, not '{value}'", code="usage")
             self.settings[name] = _coerce(value, spec.default)
+        from sigma_wmi.mapping import mapped_catalog
+
+        # The catalog this backend maps fields and log sources through: the packaged one,
+        # or with --mapping files merged in (a new immutable catalog, built once per process).
+        self.catalog: Catalog = mapped_catalog(tuple(self.settings["mapping"]))
 
     def check_format(self, format: str | None) -> str:
         chosen = format or self.formats[0]
@@ -82,7 +97,7 @@ def convert_safely(backend: Backend, rule: Rule, format: str | None = None) -> O
     """The backend's output, or an error diagnostic saying why there is none. Never raises:
     a rule the target cannot express, or a bug in a plugin, costs one output, not a batch."""
     try:
-        return backend.convert(rule, format)
+        return backend.convert(backend.catalog.map_rule(rule), format)
     except SigmaWmiError as err:
         return Diagnostic(Level.ERROR, err.code, err.message, err.origin or rule.origin, backend.name)
     except RecursionError:

@@ -188,11 +188,12 @@ class SiteBuilder:
     """Collects pages in memory; `write` puts them into a folder in one go."""
 
     def __init__(self, rules: Sequence[Rule], errors: Sequence[SigmaWmiError],
-                 targets: tuple[str, ...] | None, workers: int = 1) -> None:
+                 targets: tuple[str, ...] | None, workers: int = 1, mapping: tuple[str, ...] = ()) -> None:
         self.errors = list(errors)
         self.targets = targets
         self.workers = workers
-        self.compiler = QueryCompiler(targets)
+        self.mapping = mapping
+        self.compiler = QueryCompiler(targets, mapping)
         self.warnings: list[Diagnostic] = [
             Diagnostic(Level.WARNING, "target-unavailable", f"target {name} left out: {why}", target=name)
             for name, why in sorted(self.compiler.unavailable.items())]
@@ -225,7 +226,7 @@ class SiteBuilder:
         """Every rule's query blocks, spread over worker processes for a large site."""
         if self.workers <= 1 or len(rules) < 100:  # in-process, with the compiler built once
             return [self.compiler.compile(rule) for rule in rules]
-        return list(ordered_map(_compile_chunk, rules, self.targets, self.workers))
+        return list(ordered_map(_compile_chunk, rules, (self.targets, self.mapping), self.workers))
 
     def _relate(self) -> None:
         by_technique: dict[str, list[RulePage]] = defaultdict(list)
@@ -406,23 +407,26 @@ def _drilldowns(rule: Rule) -> list[Mapping[str, Any]]:
     return [d for d in found if isinstance(d, Mapping)] if isinstance(found, list) else []
 
 
-def _compile_chunk(rules: list[Rule], targets: tuple[str, ...] | None) -> list[list[QueryBlock]]:
-    compiler = QueryCompiler(targets)
+def _compile_chunk(rules: list[Rule], shared: tuple[tuple[str, ...] | None, tuple[str, ...]]
+                   ) -> list[list[QueryBlock]]:
+    compiler = QueryCompiler(*shared)
     return [compiler.compile(rule) for rule in rules]
 
 
 def build_site(rules: list[Rule], out_dir: Path, *, errors: Iterable[SigmaWmiError] = (),
-               targets: tuple[str, ...] | None = None, workers: int = 1) -> SiteReport:
+               targets: tuple[str, ...] | None = None, workers: int = 1,
+               mapping: tuple[str, ...] = ()) -> SiteReport:
     """Build the documentation site for `rules` into `out_dir`.
 
     `errors` are rules that failed to load (listed on an errors page); `targets`
-    limits the compiled queries (default: every registered query target); `workers`
+    limits the compiled queries (default: every registered query target), `mapping`
+    names environment mapping files they are compiled with; `workers`
     processes compile the queries (same pages, in the same order, either way). An
     existing `out_dir` is replaced only if it is empty or an earlier site.
     """
     out_dir = Path(out_dir)
     _check_replaceable(out_dir)
-    builder = SiteBuilder(rules, list(errors), targets, workers)
+    builder = SiteBuilder(rules, list(errors), targets, workers, mapping)
     files = builder.render()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))

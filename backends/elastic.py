@@ -35,7 +35,6 @@ from sigma_wmi.backends.elastic_regex import (
     regex_wildcards,
 )
 from sigma_wmi.backends.query import Fragment, QueryGenerator
-from sigma_wmi.catalog import Catalog, catalog
 from sigma_wmi.errors import Diagnostic, Level, UnsupportedError, add_once
 from sigma_wmi.model import (
     Aggregate,
@@ -531,7 +530,6 @@ class ElasticBackend(Backend):
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        self.catalog: Catalog = catalog()
 
     @property
     def profile(self) -> str:

@@ -88,14 +88,20 @@ def place(rule: Rule, profile: str, cat: Catalog | None = None) -> Placement:
             entry = services[source.service]
         elif source.category or source.service or spec.get("default"):
             entry = spec.get("default")
+    # A team's own index for the log source (--mapping) places the rule even where the
+    # profile's table has no index for it; the profile's schema still decides its fields.
+    mapped_index = tuple(cat.source_conditions("elastic", source).get("index", ()))
+    if entry is None and mapped_index:
+        entry = {}
     if entry is None:
         raise UnsupportedError(
             f"no index of profile {profile} holds {source.key()} events ({spec['title']})",
             rule.origin, code="no-index")
-    schema = schemas.load(entry.get("schema") or spec["schema"])
+    # A mapped index the table does not know is described by the profile's schema, or ECS.
+    schema = schemas.load(entry.get("schema") or spec.get("schema") or "ecs")
     return Placement(
         profile=profile,
-        index=tuple(entry.get("index") or (schema.provenance["index"],)),
+        index=mapped_index or tuple(entry.get("index") or (schema.provenance["index"],)),
         schema=schema,
         names=spec["names"],
         layout=spec["layout"],
@@ -130,7 +136,10 @@ class Target:
     sources: dict[str, tuple[str, int | None]] = field(default_factory=dict)
 
     def info(self, name: str) -> FieldInfo | None:
-        return field_info(self.placement.schema, name)
+        info = field_info(self.placement.schema, name)
+        if info is None and self.catalog.declared_by_mapping(self.placement.names, name):
+            return FieldInfo(name)  # the team's own field: a keyword without sub-fields
+        return info
 
     def sigma_name(self, canonical: str) -> str:
         spec = self.catalog.spec(canonical)

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import yaml
 
 from sigma_wmi.backends.base import Backend, OptionSpec, Output, warning
-from sigma_wmi.catalog import Catalog, catalog, to_profile
+from sigma_wmi.catalog import to_profile
 from sigma_wmi.errors import Diagnostic, Level, UnsupportedError
 from sigma_wmi.model import (
     Aggregate,
@@ -192,7 +192,6 @@ class SigmaBackend(Backend):
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        self.catalog: Catalog = catalog()
 
     def convert(self, rule: Rule, format: str | None = None) -> Output:
         self.check_format(format)

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 from sigma_wmi.backends.base import Backend, OptionSpec, Output, info
 from sigma_wmi.backends.query import Fragment, QueryGenerator
-from sigma_wmi.catalog import Catalog, LogSourceInfo, catalog, to_profile, without_absent_fields
+from sigma_wmi.catalog import LogSourceInfo, to_profile, without_absent_fields
 from sigma_wmi.errors import Diagnostic, Level, UnsupportedError
 from sigma_wmi.model import (
     Aggregate,
@@ -38,6 +38,11 @@ from sigma_wmi.model import (
 # Escaping: SPL double-quoted strings know exactly two escapes, \\ and \".
 # ---------------------------------------------------------------------------
 _SPL_QUOTED = str.maketrans({"\\": "\\\\", '"': '\\"'})
+
+
+def _any_of(field: str, values: tuple[str, ...]) -> str:
+    tests = [f"{field}={spl_string(v)}" for v in values]
+    return tests[0] if len(tests) == 1 else f"({' OR '.join(tests)})"
 
 
 def spl_string(text: str) -> str:
@@ -240,7 +245,6 @@ class SplunkBackend(Backend):
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        self.catalog: Catalog = catalog()
 
     def convert(self, rule: Rule, format: str | None = None) -> Output:
         chosen = self.check_format(format)
@@ -338,6 +342,16 @@ class SplunkBackend(Backend):
 
     def source_condition(self, rule: Rule, source: LogSourceInfo, profile: str,
                          diagnostics: list[Diagnostic]) -> list[str]:
+        # --mapping: a sourcetype or source replaces the channel and event-code conditions (the
+        # environment says what its events are); an index alone only says where they are.
+        mapped = [_any_of(key, values) for key, values in
+                  self.catalog.source_conditions("splunk", rule.logsource).items()]
+        if any(part.lstrip("(").startswith(("sourcetype=", "source=")) for part in mapped):
+            return mapped
+        return mapped + self._default_source_condition(rule, source, profile, diagnostics)
+
+    def _default_source_condition(self, rule: Rule, source: LogSourceInfo, profile: str,
+                                  diagnostics: list[Diagnostic]) -> list[str]:
         if rule.logsource.product not in (None, "windows") or (
                 not source.channel and not source.sysmon_event_ids and not source.security_event_ids):
             diagnostics.append(info("no-logsource-condition",

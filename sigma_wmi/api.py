@@ -41,8 +41,10 @@ def backend(target: str, **options: Any) -> Backend:
 
 
 def compile_rule(rule: Rule, target: str = "splunk", format: str | None = None, **options: Any) -> Output:
-    """One rule for one target, with the diagnostics the conversion produced."""
-    return backend(target, **options).convert(rule, format)
+    """One rule for one target, with the diagnostics the conversion produced
+    (`mapping=("env.yml",)` maps it to an environment first)."""
+    chosen = backend(target, **options)
+    return chosen.convert(chosen.catalog.map_rule(rule), format)
 
 
 def convert(rule_or_path: Rule | str | Path, target: str = "splunk", format: str | None = None,
@@ -57,7 +59,7 @@ def convert(rule_or_path: Rule | str | Path, target: str = "splunk", format: str
     rules = [rule_or_path] if isinstance(rule_or_path, Rule) else load(rule_or_path)
     if not rules:
         raise SigmaWmiError(f"no rules found in {rule_or_path}")
-    texts = [chosen.convert(rule, format).text for rule in rules]
+    texts = [chosen.convert(chosen.catalog.map_rule(rule), format).text for rule in rules]
     if len(texts) == 1 and format not in chosen.combined_formats:
         return texts[0]
     return chosen.combine(texts, chosen.check_format(format))

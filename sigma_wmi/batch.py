@@ -20,6 +20,7 @@ from typing import Any
 
 from sigma_wmi.backends.base import Backend, convert_safely
 from sigma_wmi.errors import Diagnostic, Level, Origin, SigmaWmiError
+from sigma_wmi.mapping import fingerprint
 from sigma_wmi.parallel import ordered_map
 from sigma_wmi.readers import ReadOptions, SourceFile, read_source, rule_files
 from sigma_wmi.readers.yamlsource import display_path, regular_file_error
@@ -64,7 +65,7 @@ def make_jobs(targets: Iterable[str], format: str | None, options: dict[str, Any
         # An option goes to every target that declares it and accepts the value
         # (--profile ecs is for Elastic targets, not Splunk's auto|sysmon|security).
         mine = tuple(sorted(
-            (spec.name, options[spec.name]) for spec in cls.options
+            (spec.name, options[spec.name]) for spec in cls.option_specs()
             if options.get(spec.name) is not None
             and (not spec.choices or str(options[spec.name]) in spec.choices)))
         job = Job(target, chosen, mine)
@@ -167,9 +168,12 @@ class Cache:
         from sigma_wmi import __version__
 
         macros = _directory_fingerprint(read_options.macros_dir) if read_options.macros_dir else ""
+        # Mapping files change every output that names a field: their content is part of the key.
+        mappings = sorted({p for j in jobs for name, paths in j.options if name == "mapping" for p in paths})
         salt = json.dumps([CACHE_SCHEMA, __version__, _package_fingerprint(),
                            [(j.target, j.format, [list(o) for o in j.options]) for j in jobs],
-                           str(read_options.macros_dir), macros], default=str)
+                           str(read_options.macros_dir), macros]
+                          + ([fingerprint(mappings)] if mappings else []), default=str)
         self.salt = hashlib.sha256(salt.encode()).hexdigest()
         self._macro_prints: dict[Path, str] = {}
 

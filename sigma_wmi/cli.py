@@ -49,6 +49,26 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
     return options
 
 
+MAPPING_OPTION = click.option(
+    "--mapping", "mappings", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Environment mapping: your field names, indexes, sourcetypes and log sources (sigma-wmi mapping "
+         "or pySigma pipeline YAML); repeatable, later files win.")
+
+
+def _mapping_paths(mappings: tuple[Path, ...]) -> tuple[str, ...]:
+    """The mapping files as absolute paths (workers and the cache see the same names),
+    validated now: a bad file is one located error line and exit code 2."""
+    from sigma_wmi.mapping import mapped_catalog
+
+    paths = tuple(str(p.resolve()) for p in mappings)
+    try:
+        mapped_catalog(paths)
+    except SigmaWmiError as err:
+        click.echo(f"{err.origin}: error: {err.message} ({err.code})" if err.origin else err.message, err=True)
+        sys.exit(EXIT_USAGE)
+    return paths
+
+
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-t", "--target", "targets", multiple=True, default=("splunk",), show_default=True,
@@ -69,15 +89,19 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
               help="ESCU macros directory (default: a macros/ folder next to or above each analytic).")
 @click.option("-v", "--verbose", is_flag=True, help="Also print warnings and info diagnostics.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary line.")
+@MAPPING_OPTION
 def convert(paths: tuple[Path, ...], targets: tuple[str, ...], format_: str | None, profile: str | None,
             option_pairs: tuple[str, ...], output: Path | None, report: Path | None, jobs: int | None,
-            no_cache: bool, cache_dir: Path, macros_dir: Path | None, verbose: bool, quiet: bool) -> None:
+            no_cache: bool, cache_dir: Path, macros_dir: Path | None, verbose: bool, quiet: bool,
+            mappings: tuple[Path, ...]) -> None:
     """Convert rule files or directories (recursively) to one or more targets."""
     names = [t.strip() for group in targets for t in group.split(",") if t.strip()]
     try:
         options = _parse_options(option_pairs)
         if profile:
             options["profile"] = profile
+        if mappings:
+            options["mapping"] = _mapping_paths(mappings)
         job_list = batch.make_jobs(names, format_, options)
     except SigmaWmiError as err:
         raise UsageError(err.message) from None
@@ -207,8 +231,9 @@ def _write_report(path: Path, results: list[batch.RuleResult], jobs: list[batch.
 @click.option("-j", "--jobs", type=click.IntRange(min=1), help="Worker processes compiling the queries "
               "(default: all cores for large sites).")
 @click.option("-q", "--quiet", is_flag=True, help="No summary line.")
+@MAPPING_OPTION
 def docs(paths: tuple[Path, ...], output: Path, targets: tuple[str, ...], macros_dir: Path | None,
-         jobs: int | None, quiet: bool) -> None:
+         jobs: int | None, quiet: bool, mappings: tuple[Path, ...]) -> None:
     """Build a static documentation site (HTML and Markdown pages, indexes, ATT&CK layer)."""
     from sigma_wmi.backends.docs import build_site  # jinja2 and templates only when needed
 
@@ -222,7 +247,8 @@ def docs(paths: tuple[Path, ...], output: Path, targets: tuple[str, ...], macros
             click.echo(f"{source.error.origin}: error: {source.error.message} ({source.error.code})", err=True)
     names = tuple(t.strip() for group in targets for t in group.split(",") if t.strip()) or None
     try:
-        report = build_site(rules, output, errors=errors, targets=names, workers=workers)
+        report = build_site(rules, output, errors=errors, targets=names, workers=workers,
+                            mapping=_mapping_paths(mappings))
     except SigmaWmiError as err:
         raise UsageError(err.message) from None
     if not quiet:
@@ -254,7 +280,62 @@ def list_targets() -> None:
             continue
         click.echo(f"{name}: {cls.description}")
         click.echo(f"    formats: {', '.join(cls.formats)}")
-        for spec in cls.options:
+        for spec in cls.option_specs():
             choices = f" [{'|'.join(spec.choices)}]" if spec.choices else ""
             click.echo(f"    -O {spec.name}={spec.default!r}{choices}  {spec.help}")
 
+
+
+# The effective tables, after --mapping: what a backend and `sigma-wmi test` will use.
+
+@list_.command("profiles")
+@MAPPING_OPTION
+def list_profiles(mappings: tuple[Path, ...]) -> None:
+    """Field profiles (name namespaces) and how many fields each names."""
+    from sigma_wmi.mapping import mapped_catalog
+
+    cat = mapped_catalog(_mapping_paths(mappings))
+    for profile in cat.profiles():
+        count = sum(1 for name in cat.fields if cat.name_in(profile, name))
+        click.echo(f"{profile}\t{count} fields")
+
+
+@list_.command("fields")
+@click.option("-p", "--profile", "profiles", multiple=True,
+              help="Only these profiles' columns (default: every profile).")
+@MAPPING_OPTION
+def list_fields(profiles: tuple[str, ...], mappings: tuple[Path, ...]) -> None:
+    """Every canonical field with its Sigma name, scope and name in each profile (tab-separated)."""
+    from sigma_wmi.mapping import mapped_catalog
+
+    cat = mapped_catalog(_mapping_paths(mappings))
+    unknown = sorted(set(profiles) - set(cat.profiles()))
+    if unknown:
+        raise UsageError(f"no profile {', '.join(unknown)}; profiles: {', '.join(cat.profiles())}")
+    columns = [p for p in cat.profiles() if p != "sigma" and (not profiles or p in profiles)]
+    click.echo("\t".join(["field", "sigma", "where", *columns]))
+    for name, spec in cat.fields.items():
+        scope = cat.scope_of(name)
+        where = scope.key() if scope else ",".join(sorted(spec.categories)) if spec.categories else "*"
+        cells = [name, cat.name_in("sigma", name) or "-", where, *(cat.name_in(p, name) or "-" for p in columns)]
+        click.echo("\t".join(cells))
+
+
+@list_.command("logsources")
+@MAPPING_OPTION
+def list_logsources(mappings: tuple[Path, ...]) -> None:
+    """Log sources with their channel, event ids and the conditions --mapping sets (tab-separated)."""
+    from sigma_wmi.mapping import CONDITION_KEYS, mapped_catalog
+    from sigma_wmi.model import LogSource
+
+    cat = mapped_catalog(_mapping_paths(mappings))
+    click.echo("\t".join(["kind", "name", "channel", "event_ids", "cim", "ecs", "conditions"]))
+    for kind, name in cat.logsource_names():
+        logsource = LogSource("windows", **{kind: name})
+        info = cat.logsource(logsource)
+        ids = info.sysmon_event_ids or info.security_event_ids or info.event_ids
+        conditions = [f"{target}:{key}={'|'.join(values)}" for target in CONDITION_KEYS
+                      for key, values in cat.source_conditions(target, logsource).items()]
+        ecs = "/".join(x for x in (info.ecs_category, info.ecs_type) if x)
+        click.echo("\t".join([kind, name, info.channel or "-", ",".join(map(str, ids)) or "-", info.cim or "-",
+                              ecs or "-", " ".join(conditions) or "-"]))

@@ -27,7 +27,7 @@ from typing import Any
 
 import re2  # type: ignore[import-untyped]  # google-re2 ships no type information
 
-from sigma_wmi.catalog import catalog
+from sigma_wmi.catalog import Catalog, catalog
 from sigma_wmi.errors import SigmaWmiError
 from sigma_wmi.model import (
     Aggregate,
@@ -130,12 +130,13 @@ def evaluate(expr: Expr, event: Event) -> bool:
 # Rules: the log source is part of the meaning
 # ---------------------------------------------------------------------------
 
-def logsource_predicate(logsource: LogSource) -> Predicate:
+def logsource_predicate(logsource: LogSource, cat: Catalog | None = None) -> Predicate:
     """Which events a Sigma log source covers, from the catalog's log-source table:
     Sysmon/Security event ids of a category, or a service's channel (and event ids).
     An event without a channel is judged by its event id alone. A log source the
-    table does not constrain covers every event."""
-    cat = catalog()
+    table does not constrain covers every event. `cat`: a catalog with an environment
+    mapping (its new log sources), else the packaged one."""
+    cat = cat or catalog()
     info = cat.logsource(logsource)
     sysmon = cat.logsource(LogSource(product="windows", service="sysmon")).channel or ""
     security = cat.logsource(LogSource(product="windows", service="security")).channel or ""
@@ -165,9 +166,13 @@ def logsource_predicate(logsource: LogSource) -> Predicate:
     return run
 
 
-def compile_rule(rule: Rule, with_logsource: bool = True) -> Predicate:
-    """The rule as a predicate over canonical events: log source and detection. A regex the
+def compile_rule(rule: Rule, with_logsource: bool = True, cat: Catalog | None = None) -> Predicate:
+    """The rule as a predicate over canonical events: log source and detection. With a
+    mapped catalog, the rule is first mapped as the backends map it (`Catalog.map_rule`),
+    so it names the fields that events of the mapped environment resolve to. A regex the
     evaluator refuses is a `SigmaWmiError` at the rule's line that holds it."""
+    if cat is not None:
+        rule = cat.map_rule(rule)
     try:
         detection = compile_expr(rule.detection)
     except RegexError as err:
@@ -176,7 +181,7 @@ def compile_rule(rule: Rule, with_logsource: bool = True) -> Predicate:
         raise
     if not with_logsource:
         return detection
-    source = logsource_predicate(rule.logsource)
+    source = logsource_predicate(rule.logsource, cat)
     if source is _always:
         return detection
     return lambda event: source(event) and detection(event)

@@ -37,18 +37,18 @@ _META_KEYS = {
     "nxlog_EventType": "@nxlog_EventType",
 }
 
-# Services whose channel selects a raw field profile (logsources.yaml `raw_profile`).
-_PROFILE_SERVICES = ("sysmon", "security", "wmi")
-# PowerShell and other channels carry Sysmon-style plain names (logsources.yaml ps_* categories).
-_DEFAULT_PROFILE = "sysmon"
-
 # Where a WMI-Activity message names a field differently from its EventData (5861).
 _MESSAGE_KEYS = {"Eventfilter": "ESS", "Consumer": "CONSUMER", "ClientProcessID": "ClientProcessId"}
 _MESSAGE_FIELD = re.compile(r"(?:^|[;,.]\s*)([A-Za-z][A-Za-z]*)\s*=\s?")
 _REFER_SUFFIX = re.compile(r"\s*\(refer to its activate eventid:\d+\)\s*$")
-_WMI_ACTIVITY_CHANNEL = "Microsoft-Windows-WMI-Activity/Operational"
+# The Sigma service (logsources.yaml gives its channel) whose nxlog exports keep fields in `Message`.
+_MESSAGE_FIELDS_SERVICE = "wmi"
 
 _JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
+
+# System fields an event's own data may also name; the System value then goes under the
+# Sigma taxonomy's name for it, which the catalog resolves like the rule's.
+_SYSTEM_SIGMA_NAMES = {"Provider": "Provider_Name"}
 
 
 # ---------------------------------------------------------------------------
@@ -74,6 +74,9 @@ def read_events(path: str | Path) -> Iterator[Event]:
 
 
 def _read_json(path: Path) -> Iterator[Event]:
+    """A JSON document (object or list), or a stream of objects: one per line, several
+    per line, or pretty-printed across lines, with evtx_dump's `Record N` headers between
+    them. evtx-shaped objects ({"Event": {"System": ...}}) are flattened as EVTX records are."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as err:
@@ -83,7 +86,7 @@ def _read_json(path: Path) -> Iterator[Event]:
         try:
             doc = json.loads(text)
         except json.JSONDecodeError:
-            doc = None  # maybe JSON lines after all
+            doc = None  # a stream of objects after all
         except RecursionError:
             raise _too_deep(path, 1) from None
         if doc is not None:
@@ -91,21 +94,48 @@ def _read_json(path: Path) -> Iterator[Event]:
             for index, item in enumerate(items, 1):
                 yield _tagged(_json_object(item, path, 1), path, index)
             return
-    # JSON lines end at \n only: U+2028 or \x1c inside a JSON string is text, not a line break
-    for number, line in enumerate(text.split("\n"), 1):
-        if not line.strip():
+    for line, item in _json_stream(text, path):
+        yield _tagged(_json_object(item, path, line), path, line)
+
+
+_RECORD_HEADER = re.compile(r"Record \d+[ \t]*(?:\r?\n|$)")
+_decoder = json.JSONDecoder()
+
+
+def _json_stream(text: str, path: Path) -> Iterator[tuple[int, Any]]:
+    """(line where it starts, value) for each JSON value in a stream."""
+    position, line, length = 0, 1, len(text)
+    while True:
+        start = position
+        while position < length and text[position] in " \t\r\n":
+            position += 1
+        line += text.count("\n", start, position)
+        if position >= length:
+            return
+        header = _RECORD_HEADER.match(text, position)
+        if header:
+            line += text.count("\n", position, header.end())
+            position = header.end()
             continue
-        if len(line) > MAX_EVENT_LINE_BYTES:
-            raise SigmaWmiError(f"event line longer than {MAX_EVENT_LINE_BYTES} characters", Origin(str(path), number),
+        # JSON lines end at \n only: U+2028 or \x1c inside a JSON string is text, not a line break
+        end_of_line = text.find("\n", position)
+        if (end_of_line if end_of_line >= 0 else length) - position > MAX_EVENT_LINE_BYTES:
+            raise SigmaWmiError(f"event line longer than {MAX_EVENT_LINE_BYTES} characters", Origin(str(path), line),
                                 "bad-events")
         try:
-            item = json.loads(line)
+            item, end = _decoder.raw_decode(text, position)
         except json.JSONDecodeError as err:
-            raise SigmaWmiError(f"invalid JSON event: {err.msg} (column {err.colno})",
-                                Origin(str(path), number, err.colno), "bad-events") from None
+            if text[err.pos:].strip():
+                where, column = err.lineno, err.colno
+            else:  # cut off at the end: the event that never closes is the one to name
+                where, column = line, 1
+            raise SigmaWmiError(f"invalid JSON event: {err.msg} (column {column})",
+                                Origin(str(path), where, column), "bad-events") from None
         except RecursionError:
-            raise _too_deep(path, number) from None
-        yield _tagged(_json_object(item, path, number), path, number)
+            raise _too_deep(path, line) from None
+        yield line, item
+        line += text.count("\n", position, end)
+        position = end
 
 
 def _json_object(item: Any, path: Path, line: int) -> Event:
@@ -116,7 +146,26 @@ def _json_object(item: Any, path: Path, line: int) -> Event:
         raise _too_deep(path, line)
     # Elasticsearch exports wrap the document in _source.
     source = item.get("_source")
-    return dict(source) if isinstance(source, dict) and "_index" in item else dict(item)
+    if isinstance(source, dict) and "_index" in item:
+        return dict(source)
+    if is_evtx_record(item):  # the evtx crate's / evtx_dump's JSON of one record
+        return flatten_evtx_record(item)
+    return dict(item)
+
+
+def is_evtx_record(item: Mapping[str, Any]) -> bool:
+    root = item.get("Event")
+    return isinstance(root, dict) and isinstance(root.get("System"), dict)
+
+
+def known_shape(event: Mapping[str, Any]) -> bool:
+    """Does a raw event look like something the catalog can map: a Windows event (EventID
+    or Channel, flat or evtx-shaped) or an ECS/winlogbeat document (event.code)?"""
+    if any(key in event for key in ("EventID", "Channel", "event.code", "winlog.channel")):
+        return True
+    nested = event.get("event")
+    winlog = event.get("winlog")
+    return (isinstance(nested, dict) and "code" in nested) or (isinstance(winlog, dict) and "channel" in winlog)
 
 
 def _too_deep(path: Path, line: int) -> SigmaWmiError:
@@ -176,29 +225,65 @@ def flatten_evtx_record(doc: Mapping[str, Any]) -> Event:
     for key in ("Channel", "Computer"):
         if system.get(key) is not None:
             event[key] = _text(system[key])
-    provider = system.get("Provider")
-    if isinstance(provider, dict):
-        event["Provider"] = (provider.get("#attributes") or {}).get("Name")
-    created = system.get("TimeCreated")
-    if isinstance(created, dict):
-        event["TimeCreated"] = (created.get("#attributes") or {}).get("SystemTime")
+    provider = _attributes(system, "Provider")
+    if provider.get("Name") is not None:
+        event["Provider"] = provider["Name"]
+    created = _attributes(system, "TimeCreated")
+    if created.get("SystemTime") is not None:
+        event["TimeCreated"] = created["SystemTime"]
     if system.get("EventRecordID") is not None:
         event["EventRecordID"] = _scalar(system["EventRecordID"])
+    payload: Event = {}
     data = root.get("EventData")
     if isinstance(data, dict):
-        _merge_data(event, data)
+        _merge_data(payload, data)
     user_data = root.get("UserData")
     if isinstance(user_data, dict):
         # UserData wraps its fields in one provider-specific element.
         for inner in user_data.values():
             if isinstance(inner, dict):
-                _merge_data(event, {k: v for k, v in inner.items() if k != "#attributes"})
+                _merge_data(payload, {k: v for k, v in inner.items() if k != "#attributes"})
+    for key, sigma_name in _SYSTEM_SIGMA_NAMES.items():
+        if key in payload and key in event:  # WMI-Activity's own `Provider`: the System one steps aside
+            event[sigma_name] = event.pop(key)
+    for key, value in payload.items():
+        event.setdefault(key, value)
     return event
+
+
+def _attributes(parent: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    """An element's XML attributes in either JSON form: {"X": {"#attributes": {...}}}
+    (evtx_dump's default) or {"X_attributes": {...}} (the crate's separate attributes)."""
+    value = parent.get(key)
+    attributes = value.get("#attributes") if isinstance(value, dict) else None
+    if not isinstance(attributes, dict):
+        attributes = parent.get(f"{key}_attributes")
+    return attributes if isinstance(attributes, dict) else {}
+
+
+def _named_data(value: Any) -> dict[str, Any] | None:
+    """`<Data Name="x">v</Data>` elements as a list of {"#attributes": {"Name": ...}, "#text": ...}
+    (or "@Name", as xmltodict writes them): {name: value}; None when they are unnamed."""
+    items = value if isinstance(value, list) else [value]
+    named: dict[str, Any] = {}
+    for item in items:
+        if not isinstance(item, dict):
+            return None
+        attributes = item.get("#attributes")
+        name = attributes.get("Name") if isinstance(attributes, dict) else item.get("@Name")
+        if not isinstance(name, str):
+            return None
+        named[name] = item.get("#text")
+    return named
 
 
 def _merge_data(event: Event, data: Mapping[str, Any]) -> None:
     for key, value in data.items():
-        if key == "#attributes":
+        if key == "#attributes" or key.endswith("_attributes"):
+            continue
+        named = _named_data(value) if key == "Data" else None
+        if named:
+            _merge_data(event, named)
             continue
         if key == "Data":
             # Unnamed <Data> elements (classic PowerShell 400/800): keep them as a list, as Sigma's `Data`.
@@ -225,33 +310,53 @@ def _scalar(value: Any) -> Any:
 # Canonical events
 # ---------------------------------------------------------------------------
 
-@functools.cache
-def _channel_profiles() -> dict[str, str]:
+def event_logsource(event: Mapping[str, Any], cat: Catalog | None = None) -> LogSource:
+    """The log source a raw or flat event belongs to, by its channel and event id."""
+    cat = cat or catalog()
+    channel = _channel(event, cat)
+    return cat.logsource_of_event(channel,
+                                  _event_id(event.get("EventID") or event.get("event.code")))
+
+
+def _channel(event: Mapping[str, Any], cat: Catalog) -> str | None:
+    """A flat raw event's channel, under its Windows or its winlogbeat name (catalog)."""
+    for profile in ("sysmon", "winlogbeat"):
+        name = cat.name_in(profile, "channel")
+        value = event.get(name) if name else None
+        if isinstance(value, str):
+            return value
+    return None
+
+
+def _event_id(value: Any) -> int | None:
+    parsed = _parse_int(value) if isinstance(value, str) else value
+    return parsed if isinstance(parsed, int) and not isinstance(parsed, bool) else None
+
+
+def raw_profile(event: Mapping[str, Any], logsource: LogSource | None = None) -> str:
+    """The catalog profile whose names a raw event uses when read for rules of `logsource`
+    (default: the event's own log source), chosen by its channel."""
     cat = catalog()
-    table: dict[str, str] = {}
-    for service in _PROFILE_SERVICES:
-        info = cat.logsource(LogSource(product="windows", service=service))
-        if info.channel and info.raw_profile:
-            table[info.channel.lower()] = info.raw_profile
-    return table
+    logsource = logsource or event_logsource(event, cat)
+    return cat.event_profile(logsource, _channel(event, cat))
 
 
-def raw_profile(event: Mapping[str, Any]) -> str:
-    """The catalog profile whose names a raw event uses, chosen by its channel."""
-    channel = event.get("Channel") or event.get("winlog.channel")
-    if not isinstance(channel, str):
-        return _DEFAULT_PROFILE
-    return _channel_profiles().get(channel.lower(), _DEFAULT_PROFILE)
-
-
-def canonical_event(raw: Mapping[str, Any]) -> Event:
-    """The event with canonical field names (catalog keys), derived fields filled in,
-    numbers as ints and WMI-Activity fields recovered from `Message` where missing.
-    Fields the catalog does not know keep their raw names."""
+def canonical_event(raw: Mapping[str, Any], logsource: LogSource | None = None,
+                    cat: Catalog | None = None) -> Event:
+    """The event with the names rules of `logsource` give its fields (default: the log
+    source the event itself belongs to): each name resolves through the same catalog
+    lookup as a rule's Sigma names (`Catalog.resolve_event_name`), so a field a rule
+    keeps under its Sigma name in that log source keeps its raw name here too.
+    Derived fields are filled in, numbers become ints and WMI-Activity fields are
+    recovered from `Message` where missing. Spaces in names are dropped (Defender's
+    `Source Name` is Sigma's `SourceName`). Unknown fields keep their raw names."""
+    cat = cat or catalog()
     flat = _flatten(raw)
-    profile = raw_profile(flat)
-    numbers = _number_fields()
-    if str(flat.get("Channel", "")).lower() == _WMI_ACTIVITY_CHANNEL.lower():
+    logsource = logsource or event_logsource(flat, cat)
+    channel = _channel(flat, cat)
+    profile = cat.event_profile(logsource, channel)
+    numbers = _number_fields(cat)
+    if channel and cat.service_of_channel(channel) == _MESSAGE_FIELDS_SERVICE:
         _recover_from_message(flat)
     out: Event = {}
     for key, value in flat.items():
@@ -261,10 +366,10 @@ def canonical_event(raw: Mapping[str, Any]) -> Event:
         if key.startswith("@"):
             out[key] = value
             continue
-        name = _canonical_name(key, profile)
+        name = _canonical_name(key, profile, logsource, cat)
         if out.get(name) is None:  # the first non-null value wins (nested and flat copies)
             out[name] = _parse_int(value) if name in numbers and isinstance(value, str) else value
-    for name, source in _derivations():
+    for name, source in _derivations(cat):
         if out.get(name) is None:
             path = out.get(source)
             if isinstance(path, str) and path:
@@ -272,25 +377,29 @@ def canonical_event(raw: Mapping[str, Any]) -> Event:
     return out
 
 
-@functools.lru_cache(maxsize=8192)
-def _canonical_name(key: str, profile: str) -> str:
-    return _lookup_name(key, profile, catalog())
+@functools.lru_cache(maxsize=16384)
+def _canonical_name(key: str, profile: str, logsource: LogSource, cat: Catalog) -> str:
+    return _lookup_name(key, profile, logsource, cat)
 
 
-def _lookup_name(key: str, profile: str, cat: Catalog) -> str:
-    for prefix in ("winlog.event_data.", "winlog.user_data."):
+def _lookup_name(key: str, profile: str, logsource: LogSource, cat: Catalog) -> str:
+    for prefix in cat.event_data_prefixes:
         if key.startswith(prefix):
             key = key[len(prefix):]
             break
     else:
         if "." in key:
-            return cat.from_profile("ecs", key) or cat.from_profile("winlogbeat", key) or key
-    return cat.from_profile(profile, key) or key
+            for nested in ("ecs", "winlogbeat"):
+                name = cat.resolve_event_name(nested, key, logsource)
+                if name != key:
+                    return name
+            return key
+    key = key.replace(" ", "")
+    return cat.resolve_event_name(profile, key, logsource)
 
 
 @functools.cache
-def _number_fields() -> frozenset[str]:
-    cat = catalog()
+def _number_fields(cat: Catalog) -> frozenset[str]:
     return frozenset(name for name, spec in cat.fields.items() if spec.type == "number") | {"event_id"}
 
 
@@ -305,9 +414,9 @@ def _parse_int(text: str) -> int | str:
 
 
 @functools.cache
-def _derivations() -> tuple[tuple[str, str], ...]:
+def _derivations(cat: Catalog) -> tuple[tuple[str, str], ...]:
     """(derived field, path field) for every basename derivation in the catalog."""
-    return tuple((name, spec.derive.source) for name, spec in catalog().fields.items()
+    return tuple((name, spec.derive.source) for name, spec in cat.fields.items()
                  if spec.derive is not None and spec.derive.how == "basename")
 
 
@@ -359,28 +468,13 @@ def canonical_events(raws: Iterable[Mapping[str, Any]]) -> Iterator[Event]:
 # ECS
 # ---------------------------------------------------------------------------
 
-@functools.cache
-def _ecs_categories() -> dict[tuple[str, int], tuple[str | None, str | None]]:
-    """(profile, event id) → (event.category, event.type), from logsources.yaml."""
-    cat = catalog()
-    table: dict[tuple[str, int], tuple[str | None, str | None]] = {}
-    for category in cat.categories():
-        info = cat.logsource(LogSource(product="windows", category=category))
-        if not info.ecs_category:
-            continue
-        for profile, ids in (("sysmon", info.sysmon_event_ids), ("security", info.security_event_ids),
-                             ("sysmon", info.event_ids)):
-            for event_id in ids:
-                table.setdefault((profile, event_id), (info.ecs_category, info.ecs_type))
-    return table
-
-
-def to_ecs(raw: Mapping[str, Any]) -> dict[str, Any]:
+def to_ecs(raw: Mapping[str, Any], cat: Catalog | None = None) -> dict[str, Any]:
     """A nested ECS document for a raw (or canonical) event, names from the catalog's
     `ecs` profile; fields it lacks go under winlog.event_data. `event.category` and
-    `event.type` come from the log-source table; `event.code` is a string, as in ECS."""
-    event = raw if _is_canonical(raw) else canonical_event(raw)
-    cat = catalog()
+    `event.type` come from the log-source table; `event.code` is a string, as in ECS.
+    `cat`: a catalog with an environment mapping, else the packaged one."""
+    cat = cat or catalog()
+    event = raw if _is_canonical(raw) else canonical_event(raw, cat=cat)
     doc: dict[str, Any] = {}
     for name, value in event.items():
         if name.startswith("@") or value is None:
@@ -388,16 +482,16 @@ def to_ecs(raw: Mapping[str, Any]) -> dict[str, Any]:
         if name == "event_id":
             _put(doc, "event.code", str(value))
             continue
-        path = cat.name_in("ecs", name) or (name if "." in name else f"winlog.event_data.{name}")
+        path = cat.name_in("ecs", name) or (name if "." in name else f"{cat.event_data_prefixes[0]}{name}")
         _put(doc, path, value)
     event_id = event.get("event_id")
     if isinstance(event_id, int):
-        profile = raw_profile({"Channel": event.get("channel")})
-        category, kind = _ecs_categories().get((profile, event_id), (None, None))
-        if category:
-            _put(doc, "event.category", category)
-        if kind:
-            _put(doc, "event.type", kind)
+        channel = event.get("channel")
+        info = cat.logsource(cat.logsource_of_event(channel if isinstance(channel, str) else None, event_id))
+        if info.ecs_category:
+            _put(doc, "event.category", info.ecs_category)
+        if info.ecs_type:
+            _put(doc, "event.type", info.ecs_type)
     return doc
 
 

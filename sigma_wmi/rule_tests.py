@@ -31,10 +31,12 @@ from typing import Any
 import click
 
 from sigma_wmi.api import load_all
+from sigma_wmi.catalog import Catalog, catalog
 from sigma_wmi.errors import Origin, SigmaWmiError
-from sigma_wmi.evaluate import Predicate, alerting, compile_rule
-from sigma_wmi.events import canonical_event, read_events, to_ecs
-from sigma_wmi.model import Rule
+from sigma_wmi.evaluate import Predicate, alerting, compile_rule, logsource_predicate
+from sigma_wmi.events import canonical_event, known_shape, read_events, to_ecs
+from sigma_wmi.mapping import mapped_catalog
+from sigma_wmi.model import LogSource, Rule
 from sigma_wmi.readers.yamlsource import locate
 
 TESTS_KEY = "x_sigma_wmi_tests"
@@ -184,24 +186,46 @@ def _default_shared(rule: Rule) -> Path | None:
 # ---------------------------------------------------------------------------
 
 class EventCache:
-    """Canonical events per (file, mapping), read once however many rules use them."""
+    """Events per file, read once however many rules use them, and mapped once per
+    (mapping, log source): an event's names depend on the log source it is read for."""
 
-    def __init__(self) -> None:
-        self._events: dict[tuple[Path, str], list[dict[str, Any]]] = {}
+    def __init__(self, cat: Catalog | None = None) -> None:
+        self.catalog = cat or catalog()
+        self._raw: dict[Path, list[dict[str, Any]]] = {}
+        self._events: dict[tuple[Path, str, LogSource | None], list[dict[str, Any]]] = {}
 
-    def get(self, path: Path, mapped: str = "raw") -> list[dict[str, Any]]:
-        key = (path.resolve(), mapped)
+    def raw(self, path: Path) -> list[dict[str, Any]]:
+        key = path.resolve()
+        if key not in self._raw:
+            events = list(read_events(path))
+            if not any(known_shape(event) for event in events):
+                raise SigmaWmiError(
+                    f"no event of a known shape in {path} ({len(events)} objects read): expected "
+                    "Windows events (EventID/Channel), evtx_dump JSON ({\"Event\": {\"System\": ...}}) "
+                    "or ECS/winlogbeat documents (event.code)", Origin(str(path)), "no-events")
+            self._raw[key] = events
+        return self._raw[key]
+
+    def get(self, path: Path, mapped: str = "raw", logsource: LogSource | None = None) -> list[dict[str, Any]]:
+        """The file's events read for rules of `logsource`: only those the log source covers
+        (by channel and event id, which read alike for every log source), each mapped once.
+        None: every event, each read for its own log source."""
+        key = (path.resolve(), mapped, logsource)
         if key not in self._events:
-            events = []
-            for raw in read_events(path):
-                if mapped == "ecs":
-                    event = canonical_event(to_ecs(raw))
-                    event.update({k: v for k, v in raw.items() if k.startswith("@")})
-                else:
-                    event = canonical_event(raw)
-                events.append(event)
-            self._events[key] = events
+            raws = self.raw(path)
+            if logsource is not None:
+                covers = logsource_predicate(logsource, self.catalog)
+                own = self.get(path, mapped)
+                raws = [raw for raw, event in zip(raws, own, strict=True) if covers(event)]
+            self._events[key] = [self._mapped(raw, mapped, logsource) for raw in raws]
         return self._events[key]
+
+    def _mapped(self, raw: dict[str, Any], mapped: str, logsource: LogSource | None) -> dict[str, Any]:
+        if mapped != "ecs":
+            return canonical_event(raw, logsource, self.catalog)
+        event = canonical_event(to_ecs(raw, self.catalog), logsource, self.catalog)
+        event.update({k: v for k, v in raw.items() if k.startswith("@")})
+        return event
 
 
 def record_id(event: Mapping[str, Any]) -> str:
@@ -218,7 +242,11 @@ def run_case(case: TestCase, predicate: Predicate, rule: Rule, roots: Roots, cac
         if case.events.startswith(SHARED_PREFIX):
             return CaseResult(case, "skip", str(path) if path else None, message="shared data not available")
         return CaseResult(case, "fail", str(path) if path else None, message="event file not found")
-    ids = [record_id(e) for e in alerting(rule, cache.get(path, case.mapped), predicate)]
+    try:
+        events = cache.get(path, case.mapped, rule.logsource)
+    except SigmaWmiError as err:
+        return CaseResult(case, "fail", str(path), message=err.message)
+    ids = [record_id(e) for e in alerting(rule, events, predicate)]
     result = CaseResult(case, "pass", str(path), len(ids), ids)
     problems = []
     if case.hits is not None and len(ids) != case.hits:
@@ -240,18 +268,21 @@ def run_case(case: TestCase, predicate: Predicate, rule: Rule, roots: Roots, cac
 def test_rules(rules: Iterable[Rule], event_files: Iterable[Path] = (), roots: Roots | None = None,
                cache: EventCache | None = None) -> list[RuleReport]:
     """Declared tests of every rule, and hits on `event_files`. Raises `SigmaWmiError`
-    for a bad declaration or an unreadable event file."""
+    for a bad declaration or an unreadable event file. Rules and events are mapped
+    through the cache's catalog (with `--mapping` files merged in)."""
     roots = roots or Roots()
     cache = cache or EventCache()
     files = list(event_files)
     reports = []
     for rule in rules:
-        predicate = compile_rule(rule)
+        mapped = cache.catalog.map_rule(rule)
+        predicate = compile_rule(rule, cat=cache.catalog)
         report = RuleReport(rule)
         for case in declared_tests(rule):
-            report.cases.append(run_case(case, predicate, rule, roots, cache))
+            report.cases.append(run_case(case, predicate, mapped, roots, cache))
         for path in files:
-            report.hits[str(path)] = [record_id(e) for e in alerting(rule, cache.get(path), predicate)]
+            events = cache.get(path, logsource=mapped.logsource)
+            report.hits[str(path)] = [record_id(e) for e in alerting(rule, events, predicate)]
         reports.append(report)
     return reports
 
@@ -287,8 +318,10 @@ def _print_report(reports: list[RuleReport], load_errors: list[SigmaWmiError], s
               help="Project root for relative test paths (default: current directory).")
 @click.option("--shared", type=click.Path(file_okay=False, path_type=Path),
               help="Root of 'shared:' test paths (default: $SIGMA_WMI_SHARED or ../shared).")
+@click.option("--mapping", "mappings", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Environment mapping (sigma-wmi mapping or pySigma pipeline YAML); repeatable.")
 def test_command(rules: tuple[Path, ...], event_files: tuple[Path, ...], report_path: Path | None,
-                 root: Path | None, shared: Path | None) -> None:
+                 root: Path | None, shared: Path | None, mappings: tuple[Path, ...]) -> None:
     """Run RULES over recorded events: hits per rule and each rule's declared tests.
 
     Exit code 0 when every declared test passes, 1 when a test fails or a rule file
@@ -297,7 +330,8 @@ def test_command(rules: tuple[Path, ...], event_files: tuple[Path, ...], report_
     started = time.perf_counter()
     loaded, load_errors = load_all(list(rules))
     try:
-        reports = test_rules(loaded, event_files, Roots(root, shared))
+        cat = mapped_catalog(tuple(str(p) for p in mappings))
+        reports = test_rules(loaded, event_files, Roots(root, shared), EventCache(cat))
     except SigmaWmiError as err:
         click.echo(f"{err}", err=True)
         sys.exit(2)

@@ -333,3 +333,87 @@ def test_thresholds_on_recorded_events() -> None:
     never = Rule(id="n", title="n", detection=selected.detection,
                  aggregation=Aggregation((Threshold(Aggregate.COUNT, Op.GT, len(events)),), ("host",), 3600))
     assert alerting(never, events) == []
+
+
+# ---- one mapping path: the names a rule resolves to are the names its events resolve to ----
+
+_SYSMON = "Microsoft-Windows-Sysmon/Operational"
+
+# (log source, Sigma field, value, the raw event as the source records it)
+DRIFT_CASES = [
+    ({"category": "image_load"}, "OriginalFileName", "wmiutils.dll",
+     {"Channel": _SYSMON, "EventID": 7, "OriginalFileName": "wmiutils.dll"}),
+    ({"category": "image_load"}, "Description", "WMI",
+     {"Channel": _SYSMON, "EventID": 7, "Description": "WMI"}),
+    ({"category": "image_load"}, "Hashes", "SHA256=AB",
+     {"Channel": _SYSMON, "EventID": 7, "Hashes": "SHA256=AB"}),
+    ({"category": "driver_load"}, "Hashes", "SHA256=CD",
+     {"Channel": _SYSMON, "EventID": 6, "Hashes": "SHA256=CD"}),
+    ({"category": "registry_set"}, "EventType", "SetValue",
+     {"Channel": _SYSMON, "EventID": 13, "EventType": "SetValue"}),
+    ({"category": "network_connection"}, "ProcessId", "4242",
+     {"Channel": _SYSMON, "EventID": 3, "ProcessId": "4242"}),
+    ({"category": "file_delete"}, "User", "CORP\\alice",
+     {"Channel": _SYSMON, "EventID": 23, "User": "CORP\\alice"}),
+    ({"service": "security"}, "TargetUserName", "alice",
+     {"Channel": "Security", "EventID": 4624, "TargetUserName": "alice"}),
+    ({"service": "application"}, "Data", "MSSQLSERVER",
+     {"Channel": "Application", "EventID": 18456, "Data": ["MSSQLSERVER"]}),
+]
+
+
+def _probe(logsource: dict, field: str, modifiers: str, value: str) -> Rule:
+    source = ", ".join(f"{k}: {v}" for k, v in {"product": "windows", **logsource}.items())
+    text = (f"title: probe\nlogsource: {{{source}}}\ndetection:\n    sel:\n"
+            f"        {field}{modifiers}: {value if modifiers == '|exists' else repr(value)}\n"
+            "    condition: sel\n")
+    return read_text_rules(text, "probe.yml")[0]
+
+
+@pytest.mark.parametrize(("logsource", "field", "value", "raw"), DRIFT_CASES,
+                         ids=[f"{c[0]}-{c[1]}" for c in DRIFT_CASES])
+def test_rule_and_event_fields_resolve_alike(logsource: dict, field: str, value: str, raw: dict) -> None:
+    from sigma_wmi.events import canonical_event
+
+    for modifiers, probe_value in (("", value), ("|contains", value[1:-1]), ("|exists", "true")):
+        rule = _probe(logsource, field, modifiers, probe_value)
+        event = canonical_event(raw, rule.logsource)
+        assert hits(rule, [event]) == [event], (modifiers, rule.detection, event)
+    # and a filter on the field applies: `not` the probe drops the event
+    rule = read_text_rules(_probe(logsource, field, "", value).source_text.replace(
+        "condition: sel", "condition: not sel"), "probe.yml")[0]
+    assert hits(rule, [canonical_event(raw, rule.logsource)]) == []
+
+
+def test_security_4688_is_translated_only_for_process_creation() -> None:
+    from sigma_wmi.events import canonical_event
+
+    raw = {"Channel": "Security", "EventID": 4688, "NewProcessName": r"C:\x\wmic.exe",
+           "TargetUserName": "bob", "ProcessId": "0x10"}
+    translated = _probe({"category": "process_creation"}, "User", "", "bob")
+    own = _probe({"service": "security"}, "ProcessId", "", "16")
+    assert hits(translated, [canonical_event(raw, translated.logsource)])
+    assert hits(_probe({"category": "process_creation"}, "ParentProcessId", "", "16"),
+                [canonical_event(raw, translated.logsource)])
+    assert canonical_event(raw, own.logsource)["ProcessId"] == "0x10"  # Security's own field, as the rule names it
+
+
+def test_every_catalog_name_resolves_alike_in_rules_and_events() -> None:
+    """Exhaustive over the catalog: in every log source, an event field recorded under its
+    plain (Sysmon-style) name resolves to what the same Sigma name in a rule resolves to."""
+    from sigma_wmi.catalog import catalog
+
+    cat = catalog()
+    checked = 0
+    for kind, name in cat.logsource_names():
+        logsource = LogSource("windows", **{kind: name})
+        info = cat.logsource(logsource)
+        channel = info.channel or "Microsoft-Windows-Sysmon/Operational"
+        profile = cat.event_profile(logsource, channel)
+        for spec in cat.fields.values():
+            recorded = spec.names.get(profile)
+            if recorded and recorded in spec.sigma:
+                assert cat.resolve_event_name(profile, recorded, logsource) == cat.canonical(recorded, logsource), \
+                    (logsource, recorded)
+                checked += 1
+    assert checked > 2000

@@ -19,6 +19,7 @@ from sigma_wmi.events import (
     read_events,
     to_ecs,
 )
+from sigma_wmi.model import LogSource
 
 SYNTHETIC = REPO / "tests" / "data" / "events" / "wmi_pack_synthetic.jsonl"
 SYSMON = "Microsoft-Windows-Sysmon/Operational"
@@ -75,8 +76,13 @@ def test_missing_file() -> None:
 
 # ---- canonical names ----
 
-def test_profile_follows_the_channel() -> None:
-    assert raw_profile({"Channel": "Security"}) == "security"
+def test_profile_follows_the_channel_and_log_source() -> None:
+    """Security events are translated to Sysmon-style names for a category (4688 →
+    process_creation) and keep their own names for `service: security` rules."""
+    assert raw_profile({"Channel": "Security", "EventID": 4688}) == "security"
+    assert raw_profile({"Channel": "Security", "EventID": 4624}) == "sysmon"
+    assert raw_profile({"Channel": "Security", "EventID": 4688}, LogSource("windows", service="security")) == "sysmon"
+    assert raw_profile({"Channel": "Security"}, LogSource("windows", "process_creation")) == "security"
     assert raw_profile({"Channel": SYSMON.upper()}) == "sysmon"
     assert raw_profile({"Channel": "Microsoft-Windows-WMI-Activity/Operational"}) == "wmi_activity"
     assert raw_profile({"Channel": "Windows PowerShell"}) == "sysmon"
@@ -203,3 +209,99 @@ def test_shared_positives_map_to_the_same_process() -> None:
     for name in ("process_path", "parent_process_path", "command_line", "process_id", "parent_process_id",
                  "process_name", "parent_process_name"):
         assert sysmon[name] == security[name], name
+
+
+# ---- evtx_dump / evtx-crate JSON and spaced EventData names ----
+
+DEFENDER_RULE = r"""
+title: Defender real-time detection in a PowerShell process
+logsource: {product: windows, service: windefend}
+detection:
+    sel:
+        EventID: 1116
+        SourceName: Real-Time Protection
+        ProcessName|endswith: '\powershell.exe'
+    condition: sel
+"""
+
+
+def _hit_ids(rule_text: str, path: Path) -> list[str]:
+    from sigma_wmi.evaluate import alerting
+    from sigma_wmi.readers import read_text_rules
+    from sigma_wmi.rule_tests import EventCache, record_id
+
+    (rule,) = read_text_rules(rule_text, "probe.yml")
+    return [record_id(e) for e in alerting(rule, EventCache().get(path, logsource=rule.logsource))]
+
+
+def test_spaced_defender_names_are_reachable_by_sigma_names() -> None:
+    data = REPO / "tests" / "data" / "events"
+    assert _hit_ids(DEFENDER_RULE, data / "defender_1116_evtx_dump.json") == ["41"]
+    assert _hit_ids(DEFENDER_RULE, data / "defender_1116_flat.jsonl") == ["41"]
+    strip = ("@file", "@line", "TimeCreated")  # the flat copy carries no time
+    dump, flat = ([{k: v for k, v in canonical_event(e).items() if k not in strip} for e in read_events(path)]
+                  for path in (data / "defender_1116_evtx_dump.json", data / "defender_1116_flat.jsonl"))
+    assert dump == flat
+    assert dump[1]["SourceName"] == "Downloads and attachments"
+
+
+def _evtx_dump_files(evtx_path: Path, out: Path) -> dict[str, Path]:
+    """The records of an EVTX file as the `evtx` package renders them, written the three
+    ways evtx_dump and friends do: `-o json` (pretty, `Record N` headers), `-o jsonl`, and
+    several objects on one line."""
+    import evtx
+
+    records = list(evtx.PyEvtxParser(str(evtx_path)).records_json())
+    docs = [json.loads(r["data"]) for r in records]
+    files = {"json": out / "dump.json", "jsonl": out / "dump.jsonl", "packed": out / "packed.jsonl"}
+    files["json"].write_text("".join(f"Record {r['event_record_id']}\n{json.dumps(d, indent=2)}\n"
+                                     for r, d in zip(records, docs, strict=True)), encoding="utf-8")
+    files["jsonl"].write_text("".join(json.dumps(d) + "\n" for d in docs), encoding="utf-8")
+    files["packed"].write_text(" ".join(json.dumps(d) for d in docs) + "\n", encoding="utf-8")
+    return files
+
+
+def test_evtx_dump_json_reads_as_the_evtx_file(tmp_path: Path) -> None:
+    from sigma_wmi.api import load_all
+    from sigma_wmi.rule_tests import test_rules
+
+    root = shared_path("data", "evtx")
+    rules, errors = load_all([REPO / "rules"])
+    assert not errors
+    total = 0
+    for evtx_path in sorted(root.glob("*.evtx")):
+        strip = ("@file", "@line", "@source_format")
+        native = [{k: v for k, v in canonical_event(e).items() if k not in strip} for e in read_events(evtx_path)]
+        files = _evtx_dump_files(evtx_path, tmp_path)
+        for kind, path in files.items():
+            dumped = [{k: v for k, v in canonical_event(e).items() if k not in strip} for e in read_events(path)]
+            assert dumped == native, (evtx_path.name, kind)
+        reports = test_rules(rules, [evtx_path, *files.values()])
+        for report in reports:
+            expected = report.hits[str(evtx_path)]
+            total += len(expected)
+            for path in files.values():
+                assert report.hits[str(path)] == expected, (report.rule.title, evtx_path.name, path.name)
+    assert total > 0  # the pack's rules do fire on these captures
+
+
+def test_a_file_without_known_events_is_an_error(tmp_path: Path) -> None:
+    from sigma_wmi.rule_tests import EventCache
+
+    path = tmp_path / "inventory.jsonl"
+    path.write_text('{"hostname": "a", "os": "win"}\n{"hostname": "b"}\n', encoding="utf-8")
+    with pytest.raises(SigmaWmiError, match="no event of a known shape") as info:
+        EventCache().get(path)
+    assert info.value.origin is not None and info.value.origin.path == str(path)
+
+
+def test_a_declared_test_on_unknown_events_fails(tmp_path: Path) -> None:
+    from sigma_wmi.readers import read_text_rules
+    from sigma_wmi.rule_tests import Roots, test_rules
+
+    (tmp_path / "inventory.jsonl").write_text('{"hostname": "a"}\n', encoding="utf-8")
+    text = DEFENDER_RULE + "x_sigma_wmi_tests:\n  - events: inventory.jsonl\n    hits: 0\n"
+    (rule,) = read_text_rules(text, str(tmp_path / "r.yml"))
+    (report,) = test_rules([rule], roots=Roots(project=tmp_path))
+    (case,) = report.cases
+    assert case.status == "fail" and "no event of a known shape" in case.message

@@ -306,6 +306,11 @@ def _deep_line(text: str) -> int | None:
                     return int(event.start_mark.line) + 1
             elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
                 depth -= 1
+    except yaml.MarkedYAMLError as err:
+        # PyYAML 6.0.4 and later bound nesting in the scanner itself: the same finding
+        if err.problem_mark is not None and "nesting depth" in (err.problem or ""):
+            return int(err.problem_mark.line) + 1
+        return None
     except yaml.YAMLError:
         return None
     return None

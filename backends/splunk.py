@@ -7,14 +7,17 @@ Matches that the search language can express exactly go into the search; the res
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from sigma_wmi.backends.base import Backend, OptionSpec, Output, info
 from sigma_wmi.backends.query import Fragment, QueryGenerator
-from sigma_wmi.catalog import Catalog, LogSourceInfo, catalog, to_profile, without_absent_fields
-from sigma_wmi.errors import Diagnostic, Level, UnsupportedError
+from sigma_wmi.backends.splunk_data import SplunkSource, SplunkSources, cim_fields, cim_split_by, raw_fields
+from sigma_wmi.catalog import Catalog, LogSourceInfo, UnknownField, catalog, to_profile, without_absent_fields
+from sigma_wmi.errors import Diagnostic, Level, Origin, UnsupportedError, add_once
 from sigma_wmi.model import (
     Aggregate,
     Aggregation,
@@ -22,9 +25,11 @@ from sigma_wmi.model import (
     Expr,
     Match,
     Op,
+    Or,
     Pattern,
     Regex,
     Rule,
+    Value,
     Wildcard,
     format_timespan,
     full_pattern,
@@ -33,6 +38,7 @@ from sigma_wmi.model import (
     pattern_regex,
     walk,
 )
+from sigma_wmi.readers.spl import search_pattern
 
 # ---------------------------------------------------------------------------
 # Escaping: SPL double-quoted strings know exactly two escapes, \\ and \".
@@ -197,7 +203,7 @@ class SplunkEval(QueryGenerator):
 
 
 # ---------------------------------------------------------------------------
-# The backend
+# Rewrites: small pure functions of the tree, run in the order a format declares
 # ---------------------------------------------------------------------------
 
 # ESCU's standard macros and what they expand to for users without ESCU installed.
@@ -207,16 +213,179 @@ ESCU_MACROS = {
     "security_content_ctime": 'convert timeformat="%Y-%m-%dT%H:%M:%S" ctime({field})',
 }
 
-DEFAULT_BY = {
-    "Processes": ("dest", "user", "parent_process_name", "parent_process", "process_name", "process",
-                  "process_id", "parent_process_id"),
-    "Filesystem": ("dest", "user", "process_guid", "process_id", "file_path", "file_name"),
-    "Registry": ("dest", "user", "process_guid", "process_id", "registry_path", "registry_value_data"),
-    "All_Traffic": ("dest", "src", "dest_port", "transport"),
-    "DNS": ("src", "query", "answer"),
-}
-
 _LEVEL_SEVERITY = {"informational": 1, "low": 2, "medium": 3, "high": 4, "critical": 5}
+
+
+@dataclass(frozen=True)
+class Pass:
+    """What the rewrites of one conversion know: the rule, where its events are, the names."""
+
+    rule: Rule
+    catalog: Catalog
+    chain: tuple[str, ...]  # profiles whose field names the output uses, first match wins
+    unknown: UnknownField  # name for a field the chain lacks (raises when the target cannot take it)
+    diagnostics: list[Diagnostic]
+    source: SplunkSource = dataclasses.field(default_factory=SplunkSource)  # raw: where the events are
+    profile: str = "sysmon"  # raw: the event profile (sysmon, security, wmi_activity)
+    datamodel: str | None = None  # tstats: Endpoint.Processes
+
+    def located(self, line: int | None) -> Origin | None:
+        return self.rule.origin.at(line) if self.rule.origin and self.rule.origin.path else None
+
+
+Rewrite = Callable[[Expr, Pass], Expr]
+
+
+def drop_absent_fields(expr: Expr, p: Pass) -> Expr:
+    """A Sysmon-style rule on 4688 events: tests on fields 4688 lacks can never hold."""
+    if p.profile != "security" or p.rule.logsource.service == "security":
+        return expr
+    cat = p.catalog
+
+    def absent(name: str) -> bool:
+        spec = cat.spec(name)
+        if spec is None or spec.names.get("security"):
+            return False
+        return not (spec.derive and cat.name_in("security", spec.derive.source))
+
+    missing = sorted({m.field for m in matches(expr) if m.field and absent(m.field)})
+    if not missing:
+        return expr
+    names = ", ".join(cat.name_in("sigma", f) or f for f in missing)
+    decided = without_absent_fields(expr, absent)
+    if decided is False:
+        raise UnsupportedError(f"splunk: the rule cannot match Security 4688 events, which have no {names}")
+    if decided is True:
+        raise UnsupportedError(f"splunk: without {names} (absent from Security 4688 events) the rule "
+                               "would match every process creation")
+    p.diagnostics.append(Diagnostic(Level.WARNING, "absent-field",
+                                    f"conditions on {names} dropped: Security 4688 events never have them, "
+                                    "so those branches can never match there", target="splunk"))
+    return decided
+
+
+def to_target_names(expr: Expr, p: Pass) -> Expr:
+    """Canonical field names → the target's (Sysmon or 4688 event fields, CIM data-set fields)."""
+    return to_profile(expr, p.chain, p.unknown, p.diagnostics, p.catalog)
+
+
+def name_field_references(expr: Expr, p: Pass) -> Expr:
+    """`|fieldref` values are canonical names too: the compared field gets the target's name."""
+    def named(match: Match) -> Match:
+        if match.op is not Op.FIELDREF:
+            return match
+        values = tuple(p.catalog.first_name(p.chain, str(v)) or p.unknown(str(v)) or str(v) for v in match.values)
+        return dataclasses.replace(match, values=values)
+
+    return map_matches(expr, named)
+
+
+def _field_names(match: Match) -> list[str]:
+    """Every field a match reads: its own and, for a field reference, the other one."""
+    names = [match.field] if match.field else []
+    return names + ([str(v) for v in match.values] if match.op is Op.FIELDREF else [])
+
+
+def check_raw_fields(expr: Expr, p: Pass) -> Expr:
+    """Fields the events of this Splunk source are not known to have (ESCU's field lists
+    come from sample data, so an absent name is worth saying, not proof of absence)."""
+    known = raw_fields(p.source.schema)
+    if known is None:
+        return expr
+    lower = {name.lower() for name in known}
+    for match in matches(expr):
+        missing = [n for n in _field_names(match) if n.lower() not in lower]
+        for name in missing:
+            add_once(p.diagnostics, Diagnostic(
+                Level.INFO, "field-not-in-schema",
+                f"field '{name}' is not among the fields ESCU lists for {p.source.provenance}",
+                p.located(match.line), "splunk"))
+    return expr
+
+
+def check_cim_fields(expr: Expr, p: Pass) -> Expr:
+    """A tstats search naming a field its data set lacks never fires: fail with a located error."""
+    assert p.datamodel is not None
+    known = cim_fields(p.datamodel)
+    if known is None:
+        return expr
+    for match in matches(expr):
+        for name in _field_names(match):
+            if name not in known:
+                raise UnsupportedError(f"splunk tstats: data set {p.datamodel} has no field '{name}'",
+                                       p.located(match.line), code="field-not-in-schema")
+    return expr
+
+
+def _needs_regex(value: object) -> bool:
+    """SPL search values know `*` only as a wildcard and have no one-character wildcard."""
+    return isinstance(value, Pattern) and any(
+        part is Wildcard.ONE or (isinstance(part, str) and "*" in part) for part in value.parts)
+
+
+def exact_wildcards(expr: Expr, p: Pass) -> Expr:
+    """Values with a literal `*` or a `?` wildcard become an anchored case-insensitive regex,
+    which `| where match(...)` tests exactly (instead of a broader search term)."""
+    def exact(match: Match) -> Expr:
+        if not match.op.is_string or match.case_sensitive or not any(_needs_regex(v) for v in match.values):
+            return match
+        kept = tuple(v for v in match.values if not _needs_regex(v))
+        regexes = []
+        for value in match.values:
+            if _needs_regex(value):
+                assert isinstance(value, Pattern)
+                body = pattern_regex(full_pattern(match, value))
+                regexes.append(Regex(body if match.field is None else f"^{body}$", frozenset("i")))
+        moved = Match(match.field, Op.REGEX, tuple(regexes), False, match.line)
+        return Or((dataclasses.replace(match, values=kept), moved)) if kept else moved
+
+    return map_matches(expr, exact)
+
+
+def add_source_conditions(expr: Expr, p: Pass) -> Expr:
+    """`index=... sourcetype=... source=... EventCode=...` in front of the detection."""
+    conditions = [_condition(name, values) for name, values in p.source.conditions.items()]
+    if not conditions:
+        p.diagnostics.append(info("no-logsource-condition",
+                                  f"no Splunk source known for log source {p.rule.logsource.key()}; "
+                                  "the search has no source condition"))
+        return expr
+    return And((*conditions, *(expr.items if isinstance(expr, And) else (expr,))))
+
+
+def _condition(name: str, values: tuple[str, ...]) -> Match:
+    """A search-language condition from data: digits are numbers, `*` is a wildcard."""
+    parsed: tuple[Value, ...] = tuple(int(v) if v.isdigit() else search_pattern(v) for v in values)
+    return Match(name, Op.EQUALS, parsed)
+
+
+def prefix_node(expr: Expr, p: Pass) -> Expr:
+    """Data-model fields carry their node name (`Processes.process_name`), field references too."""
+    assert p.datamodel is not None
+    prefix = p.datamodel.split(".")[-1] + "."
+
+    def prefixed(match: Match) -> Match:
+        if match.field is None:
+            return match
+        values = tuple(prefix + str(v) for v in match.values) if match.op is Op.FIELDREF else match.values
+        return Match(prefix + match.field, match.op, values, match.case_sensitive, match.line)
+
+    return map_matches(expr, prefixed)
+
+
+def _no_cim_field(rule: Rule, datamodel: str) -> UnknownField:
+    """tstats cannot name a field the CIM lacks: a located `field-not-in-schema` error."""
+    def unknown(name: str) -> str:
+        line = next((m.line for m in matches(rule.detection) if name in (m.field, *map(str, m.values))), None)
+        origin = rule.origin.at(line) if rule.origin and rule.origin.path else None
+        raise UnsupportedError(f"splunk tstats: field '{name}' has no CIM equivalent in {datamodel}", origin,
+                               code="field-not-in-schema")
+    return unknown
+
+
+# ---------------------------------------------------------------------------
+# The backend
+# ---------------------------------------------------------------------------
 
 
 class SplunkBackend(Backend):
@@ -230,6 +399,9 @@ class SplunkBackend(Backend):
                    "auto", ("auto", "sysmon", "security")),
         OptionSpec("source_template", "log-source condition for a Windows channel ({channel} is replaced)",
                    'source="XmlWinEventLog:{channel}"'),
+        OptionSpec("index", "raw: index= condition in front of every search (default: none)", ""),
+        OptionSpec("sourcetype", "raw: sourcetype= condition replacing the log source's (default: from data)", ""),
+        OptionSpec("source", "raw: source= condition replacing the log source's (default: from data)", ""),
         OptionSpec("expand_macros", "tstats: write ESCU macros out in full (for Splunk without ESCU)", False),
         OptionSpec("by", "tstats: comma-separated split-by fields (default: per data model)", ()),
         OptionSpec("cron_schedule", "savedsearches: cron schedule", "*/15 * * * *"),
@@ -237,10 +409,18 @@ class SplunkBackend(Backend):
         OptionSpec("latest", "savedsearches: dispatch.latest_time", "now"),
         OptionSpec("search_format", "savedsearches: which query goes into search =", "raw", ("raw", "tstats")),
     )
+    # The rewrites each query format applies to a rule's detection, in order.
+    REWRITES: ClassVar[Mapping[str, tuple[Rewrite, ...]]] = {
+        "raw": (drop_absent_fields, to_target_names, name_field_references, check_raw_fields,
+                exact_wildcards, add_source_conditions),
+        "tstats": (to_target_names, name_field_references, check_cim_fields, exact_wildcards, prefix_node),
+    }
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self.catalog: Catalog = catalog()
+        self.sources = SplunkSources(self.catalog, self.settings["source_template"],
+                                     {k: self.settings[k] for k in ("index", "sourcetype", "source")})
 
     def convert(self, rule: Rule, format: str | None = None) -> Output:
         chosen = self.check_format(format)
@@ -253,6 +433,12 @@ class SplunkBackend(Backend):
             text = self.savedsearch(rule, diagnostics)
         return Output(text, diagnostics)
 
+    def rewrite(self, format: str, p: Pass) -> Expr:
+        detection = p.rule.detection
+        for step in self.REWRITES[format]:
+            detection = step(detection, p)
+        return detection
+
     # ---- raw event search ----
     def raw_profile(self, rule: Rule, source: LogSourceInfo) -> str:
         chosen: str = self.settings["profile"]
@@ -263,15 +449,13 @@ class SplunkBackend(Backend):
         return source.raw_profile or "sysmon"
 
     def raw(self, rule: Rule, diagnostics: list[Diagnostic]) -> str:
-        source = self.catalog.logsource(rule.logsource)
-        profile = self.raw_profile(rule, source)
-        detection = self._drop_absent(rule, profile, diagnostics)
-        detection = to_profile(detection, ("splunk", profile), self._unknown_raw(rule, profile), diagnostics,
-                               self.catalog)
-        prefix = self.source_condition(rule, source, profile, diagnostics)
-        query = self.search_and_where(detection, prefix, diagnostics)
+        profile = self.raw_profile(rule, self.catalog.logsource(rule.logsource))
+        chain = ("splunk", profile)
+        p = Pass(rule, self.catalog, chain, self._unknown_raw(rule, profile), diagnostics,
+                 self.sources.for_logsource(rule.logsource, profile), profile)
+        query = self.search_and_where(self.rewrite("raw", p), diagnostics)
         if rule.aggregation is not None:
-            query += self.raw_stats(rule.aggregation, ("splunk", profile), self._unknown_raw(rule, profile))
+            query += self.raw_stats(rule.aggregation, chain, p.unknown)
         return query
 
     def raw_stats(self, aggregation: Aggregation, chain: tuple[str, ...], unknown: Any) -> str:
@@ -295,33 +479,7 @@ class SplunkBackend(Backend):
         counted = {t.field: event_field(t.field) for t in aggregation.thresholds if t.field}
         return _stats_tail(aggregation, group, counted, evals)
 
-    def _drop_absent(self, rule: Rule, profile: str, diagnostics: list[Diagnostic]) -> Expr:
-        """A Sysmon-style rule on 4688 events: tests on fields 4688 lacks can never hold."""
-        if profile != "security" or rule.logsource.service == "security":
-            return rule.detection
-
-        def absent(name: str) -> bool:
-            spec = self.catalog.spec(name)
-            if spec is None or spec.names.get("security"):
-                return False
-            return not (spec.derive and self.catalog.name_in("security", spec.derive.source))
-
-        missing = sorted({m.field for m in matches(rule.detection) if m.field and absent(m.field)})
-        if not missing:
-            return rule.detection
-        names = ", ".join(self.catalog.name_in("sigma", f) or f for f in missing)
-        decided = without_absent_fields(rule.detection, absent)
-        if decided is False:
-            raise UnsupportedError(f"splunk: the rule cannot match Security 4688 events, which have no {names}")
-        if decided is True:
-            raise UnsupportedError(f"splunk: without {names} (absent from Security 4688 events) the rule "
-                                   "would match every process creation")
-        diagnostics.append(Diagnostic(Level.WARNING, "absent-field",
-                                      f"conditions on {names} dropped: Security 4688 events never have them, "
-                                      "so those branches can never match there", target="splunk"))
-        return decided
-
-    def _unknown_raw(self, rule: Rule, profile: str) -> Any:
+    def _unknown_raw(self, rule: Rule, profile: str) -> UnknownField:
         # Rules written against Security-log services already use that log's names; only a
         # Sysmon-style rule translated to 4688 can ask for a field 4688 events lack.
         translated = profile == "security" and rule.logsource.service != "security"
@@ -336,36 +494,14 @@ class SplunkBackend(Backend):
             return spec.names.get("sigma", name)
         return unknown
 
-    def source_condition(self, rule: Rule, source: LogSourceInfo, profile: str,
-                         diagnostics: list[Diagnostic]) -> list[str]:
-        if rule.logsource.product not in (None, "windows") or (
-                not source.channel and not source.sysmon_event_ids and not source.security_event_ids):
-            diagnostics.append(info("no-logsource-condition",
-                                    f"no Splunk source known for log source {rule.logsource.key()}; "
-                                    "the search has no source condition"))
-            return []
-        template: str = self.settings["source_template"]
-        if profile == "security" and source.security_event_ids:
-            return [template.format(channel="Security"), _event_codes(source.security_event_ids)]
-        if profile == "sysmon" and source.sysmon_event_ids:
-            return [template.format(channel="Microsoft-Windows-Sysmon/Operational"),
-                    _event_codes(source.sysmon_event_ids)]
-        parts = [template.format(channel=source.channel)] if source.channel else []
-        if source.event_ids:
-            parts.append(_event_codes(source.event_ids))
-        return parts
-
-    def search_and_where(self, detection: Expr, prefix: list[str], diagnostics: list[Diagnostic]) -> str:
+    def search_and_where(self, detection: Expr, diagnostics: list[Diagnostic]) -> str:
         searchable, rest = _split(detection, diagnostics)
-        parts = list(prefix)
-        if searchable:
-            search = SplunkSearch(diagnostics)
-            fragment = search.join([search.node(c) for c in searchable], "and")
-            # A top-level OR after the prefix must be grouped: `a b OR c` is `a AND (b OR c)` in SPL,
-            # which is right, but explicit parentheses keep every reader from doubting it.
-            text = fragment.text if fragment.kind != "or" or not parts else f"({fragment.text})"
-            parts.append(text)
-        return (" ".join(parts) if parts else "*") + _where(rest, diagnostics)
+        search = SplunkSearch(diagnostics)
+        # Several conjuncts: an OR among them is parenthesized (`a b OR c` is `a AND (b OR c)` in
+        # SPL, which is right, but explicit parentheses keep every reader from doubting it).
+        fragments = [search.node(c) for c in searchable]
+        text = fragments[0].text if len(fragments) == 1 else search.join(fragments, "and").text if fragments else "*"
+        return text + _where(rest, diagnostics)
 
     # ---- CIM data model (tstats) ----
     def tstats(self, rule: Rule, diagnostics: list[Diagnostic]) -> str:
@@ -373,20 +509,16 @@ class SplunkBackend(Backend):
         if not source.cim:
             raise UnsupportedError(
                 f"splunk tstats: no CIM data model for log source {rule.logsource.key()}")
-        node = source.cim.split(".")[-1]
-
-        def unknown(name: str) -> str:
-            raise UnsupportedError(f"splunk tstats: field '{name}' has no CIM equivalent in {source.cim}")
-
-        detection = to_profile(rule.detection, "cim", unknown, diagnostics, self.catalog)
-        prefixed = _prefix_fields(detection, node + ".")
-        where_parts, post = _split(prefixed, diagnostics)
+        datamodel = source.cim
+        node = datamodel.split(".")[-1]
+        p = Pass(rule, self.catalog, ("cim",), _no_cim_field(rule, datamodel), diagnostics, datamodel=datamodel)
+        where_parts, post = _split(self.rewrite("tstats", p), diagnostics)
         search = SplunkSearch(diagnostics)
         condition = search.join([search.node(c) for c in where_parts], "and").text if where_parts else ""
         aggregation = rule.aggregation
 
         def cim_name(canonical: str) -> str:
-            return self.catalog.name_in("cim", canonical) or unknown(canonical)
+            return self.catalog.name_in("cim", canonical) or p.unknown(canonical) or canonical
 
         if aggregation is not None:
             if self.settings["by"]:
@@ -394,14 +526,13 @@ class SplunkBackend(Backend):
                                                       "split-by fields"))
             by = [cim_name(f) for f in aggregation.group_by]
         else:
-            by = list(self.settings["by"] or DEFAULT_BY.get(node, ("dest",)))
+            by = list(self.settings["by"] or cim_split_by(datamodel))
         # A `| where` after tstats only sees fields the search split by: add the ones it tests.
         for conjunct in post:
             for match in matches(conjunct):
-                names = [match.field] + ([str(v) for v in match.values] if match.op is Op.FIELDREF else [])
-                for name in names:
-                    bare = name.split(".", 1)[1] if name and name.startswith(node + ".") else name
-                    if bare and bare not in by:
+                for name in _field_names(match):
+                    bare = name.split(".", 1)[1] if name.startswith(node + ".") else name
+                    if bare not in by:
                         if aggregation is not None:
                             raise UnsupportedError(f"splunk tstats: the `| where` test on {bare} would need it "
                                                    "as a split-by field, which changes the threshold's groups")
@@ -415,7 +546,7 @@ class SplunkBackend(Backend):
         if aggregation and aggregation.window:
             split.append(f"_time span={format_timespan(aggregation.window)}")
         query = (f"| tstats {summaries} count{distinct} min(_time) as firstTime max(_time) as lastTime "
-                 f"from datamodel={source.cim}" + (f" where {condition}" if condition else "")
+                 f"from datamodel={datamodel}" + (f" where {condition}" if condition else "")
                  + (" by " + " ".join(split) if split else ""))
         if macros:
             query += " | " + ESCU_MACROS["drop_dm_object_name"].format(node=node)
@@ -427,7 +558,6 @@ class SplunkBackend(Backend):
         # after drop_dm_object_name the fields have lost their node prefix
         query += _where(post, diagnostics, lambda name: name.split(".", 1)[1] if name.startswith(node + ".") else name)
         return query + (" | where " + _thresholds(aggregation) if aggregation else "")
-
     # ---- savedsearches.conf ----
     def savedsearch(self, rule: Rule, diagnostics: list[Diagnostic]) -> str:
         search = self.tstats(rule, diagnostics) if self.settings["search_format"] == "tstats" \
@@ -497,23 +627,6 @@ def _stats_tail(aggregation: Aggregation, group: list[str], counted: dict[str, s
     stages.append("stats " + " ".join(dict.fromkeys(aggregates)) + (" by " + " ".join(by) if by else ""))
     stages.append("where " + _thresholds(aggregation))
     return "".join(" | " + stage for stage in stages)
-
-
-def _event_codes(ids: tuple[int, ...]) -> str:
-    if len(ids) == 1:
-        return f"EventCode={ids[0]}"
-    return "EventCode IN (" + ", ".join(str(i) for i in ids) + ")"
-
-
-def _prefix_fields(expr: Expr, prefix: str) -> Expr:
-    """Data-model fields carry their node name (`Processes.process_name`), field references too."""
-    def prefixed(match: Match) -> Match:
-        if match.field is None:
-            return match
-        values = tuple(prefix + str(v) for v in match.values) if match.op is Op.FIELDREF else match.values
-        return Match(prefix + match.field, match.op, values, match.case_sensitive, match.line)
-
-    return map_matches(expr, prefixed)
 
 
 def _conf(key: str, value: str) -> str:

@@ -230,7 +230,8 @@ class Pass:
     datamodel: str | None = None  # tstats: Endpoint.Processes
 
     def located(self, line: int | None) -> Origin | None:
-        return self.rule.origin.at(line) if self.rule.origin and self.rule.origin.path else None
+        """The condition's line when the reader kept it, else the rule's."""
+        return _located(self.rule, line)
 
 
 Rewrite = Callable[[Expr, Pass], Expr]
@@ -373,13 +374,18 @@ def prefix_node(expr: Expr, p: Pass) -> Expr:
     return map_matches(expr, prefixed)
 
 
+def _located(rule: Rule, line: int | None) -> Origin | None:
+    if not rule.origin.path:
+        return None
+    return rule.origin.at(line) if line is not None else rule.origin
+
+
 def _no_cim_field(rule: Rule, datamodel: str) -> UnknownField:
     """tstats cannot name a field the CIM lacks: a located `field-not-in-schema` error."""
     def unknown(name: str) -> str:
         line = next((m.line for m in matches(rule.detection) if name in (m.field, *map(str, m.values))), None)
-        origin = rule.origin.at(line) if rule.origin and rule.origin.path else None
-        raise UnsupportedError(f"splunk tstats: field '{name}' has no CIM equivalent in {datamodel}", origin,
-                               code="field-not-in-schema")
+        raise UnsupportedError(f"splunk tstats: field '{name}' has no CIM equivalent in {datamodel}",
+                               _located(rule, line), code="field-not-in-schema")
     return unknown
 
 

@@ -75,27 +75,17 @@ class SplunkSearch(QueryGenerator):
     target = "splunk"
 
     def searchable(self, expr: Expr) -> bool:
-        """Can the search language express this subtree exactly (up to wildcard diagnostics)?"""
+        """Can the search language express this subtree exactly?"""
         return not any(
             isinstance(node, Match)
             and (node.op in (Op.REGEX, Op.FIELDREF) or (node.case_sensitive and node.op.is_string))
             for node in walk(expr))
 
     def value(self, pattern: Pattern) -> str:
-        out = []
-        for part in pattern.parts:
-            if part is Wildcard.MANY:
-                out.append("*")
-            elif part is Wildcard.ONE:
-                self.warn("single-wildcard", "SPL has no single-character wildcard; '?' became '*' (broader)")
-                out.append("*")
-            else:
-                assert isinstance(part, str)
-                if "*" in part:
-                    self.warn("literal-wildcard",
-                              "SPL cannot escape '*'; a literal '*' in a value matches as a wildcard (broader)")
-                out.append(part)
-        return spl_string("".join(out))
+        # `*` is SPL's only wildcard and cannot be escaped: `exact_wildcards` has moved values
+        # with a literal `*` or a one-character wildcard into `| where match(...)`.
+        assert not _needs_regex(pattern), "a value SPL search cannot express reached the search"
+        return spl_string("".join("*" if part is Wildcard.MANY else str(part) for part in pattern.parts))
 
     def scalar(self, value: object) -> str:
         if isinstance(value, bool):

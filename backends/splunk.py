@@ -24,6 +24,7 @@ from sigma_wmi.model import (
     And,
     Expr,
     Match,
+    Not,
     Op,
     Or,
     Pattern,
@@ -31,6 +32,7 @@ from sigma_wmi.model import (
     Rule,
     Value,
     Wildcard,
+    any_of,
     format_timespan,
     full_pattern,
     map_matches,
@@ -283,9 +285,8 @@ def check_raw_fields(expr: Expr, p: Pass) -> Expr:
     known = raw_fields(p.source.schema)
     if known is None:
         return expr
-    lower = {name.lower() for name in known}
     for match in matches(expr):
-        missing = [n for n in _field_names(match) if n.lower() not in lower]
+        missing = [n for n in _field_names(match) if n not in known]  # Splunk field names are case-sensitive
         for name in missing:
             add_once(p.diagnostics, Diagnostic(
                 Level.INFO, "field-not-in-schema",
@@ -315,8 +316,9 @@ def _needs_regex(value: object) -> bool:
 
 
 def exact_wildcards(expr: Expr, p: Pass) -> Expr:
-    """Values with a literal `*` or a `?` wildcard become an anchored case-insensitive regex,
-    which `| where match(...)` tests exactly (instead of a broader search term)."""
+    """Values with a literal `*` or a `?` wildcard are tested exactly by an anchored
+    case-insensitive regex (`| where match(...)`), after a broader search term that lets
+    Splunk's index narrow the events first: `f="*a*b*" | where match(f, "(?i)^.*a\\*b.*$")`."""
     def exact(match: Match) -> Expr:
         if not match.op.is_string or match.case_sensitive or not any(_needs_regex(v) for v in match.values):
             return match
@@ -327,10 +329,49 @@ def exact_wildcards(expr: Expr, p: Pass) -> Expr:
                 assert isinstance(value, Pattern)
                 body = pattern_regex(full_pattern(match, value))
                 regexes.append(Regex(body if match.field is None else f"^{body}$", frozenset("i")))
-        moved = Match(match.field, Op.REGEX, tuple(regexes), False, match.line)
-        return Or((dataclasses.replace(match, values=kept), moved)) if kept else moved
+        broader = kept + tuple(_broadened(v) for v in match.values if _needs_regex(v))
+        tests: list[Expr] = [dataclasses.replace(match, values=kept)] if kept else []
+        tests.append(Match(match.field, Op.REGEX, tuple(regexes), False, match.line))
+        return And((dataclasses.replace(match, values=tuple(dict.fromkeys(broader))), any_of(tests)))
 
-    return map_matches(expr, exact)
+    return _flat_and(map_matches(expr, exact))
+
+
+def _flat_and(expr: Expr) -> Expr:
+    """Ands directly inside Ands inlined, so a search term a rewrite added stays a top-level
+    conjunct (and in the search, not the `| where`)."""
+    if isinstance(expr, Not):
+        return Not(_flat_and(expr.item))
+    if isinstance(expr, Or):
+        return Or(tuple(_flat_and(i) for i in expr.items))
+    if isinstance(expr, And):
+        items = [_flat_and(i) for i in expr.items]
+        return And(tuple(x for i in items for x in (i.items if isinstance(i, And) else (i,))))
+    return expr
+
+
+def _broadened(value: object) -> Pattern:
+    """The SPL search pattern that matches at least what `value` does: a literal `*` and a
+    one-character wildcard both become `*`."""
+    assert isinstance(value, Pattern)
+    parts: list[str | Wildcard] = []
+    for part in value.parts:
+        pieces: list[str | Wildcard] = [Wildcard.MANY] if part is Wildcard.ONE else (
+            [Wildcard.MANY] if part is Wildcard.MANY else _split_stars(str(part)))
+        for piece in pieces:
+            if not (piece is Wildcard.MANY and parts and parts[-1] is Wildcard.MANY):
+                parts.append(piece)
+    return Pattern(tuple(parts))
+
+
+def _split_stars(text: str) -> list[str | Wildcard]:
+    pieces: list[str | Wildcard] = []
+    for number, piece in enumerate(text.split("*")):
+        if number:
+            pieces.append(Wildcard.MANY)
+        if piece:
+            pieces.append(piece)
+    return pieces
 
 
 def add_source_conditions(expr: Expr, p: Pass) -> Expr:

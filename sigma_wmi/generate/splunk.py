@@ -86,9 +86,9 @@ def build(shared: Path, data: Path) -> list[Path]:
     written: list[Path] = []
 
     # ---- log sources: Windows channels, then the non-Windows table ----
+    # (the sysmon and security services name the channels of Sysmon and 4688 events)
     channels = sorted({str(entry["channel"]) for group in ("categories", "services")
-                       for entry in (logsources.get(group) or {}).values() if entry.get("channel")}
-                      | {"Security", "Microsoft-Windows-Sysmon/Operational"})
+                       for entry in (logsources.get(group) or {}).values() if entry.get("channel")})
     used: dict[tuple[str, str], list[DataSource]] = {}
     channel_schemas: dict[str, dict[str, Any]] = {}
     for channel in channels:

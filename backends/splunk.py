@@ -15,7 +15,14 @@ from typing import Any, ClassVar
 
 from sigma_wmi.backends.base import Backend, OptionSpec, Output, info
 from sigma_wmi.backends.query import Fragment, QueryGenerator
-from sigma_wmi.backends.splunk_data import SplunkSource, SplunkSources, cim_fields, cim_split_by, raw_fields
+from sigma_wmi.backends.splunk_data import (
+    SplunkSource,
+    SplunkSources,
+    cim_fields,
+    cim_split_by,
+    macro,
+    raw_fields,
+)
 from sigma_wmi.catalog import Catalog, LogSourceInfo, UnknownField, catalog, to_profile, without_absent_fields
 from sigma_wmi.errors import Diagnostic, Level, Origin, UnsupportedError, add_once
 from sigma_wmi.model import (
@@ -197,13 +204,6 @@ class SplunkEval(QueryGenerator):
 # ---------------------------------------------------------------------------
 # Rewrites: small pure functions of the tree, run in the order a format declares
 # ---------------------------------------------------------------------------
-
-# ESCU's standard macros and what they expand to for users without ESCU installed.
-ESCU_MACROS = {
-    "security_content_summariesonly": "summariesonly=false allow_old_summaries=true fillnull_value=null",
-    "drop_dm_object_name": "rename {node}.* as *",
-    "security_content_ctime": 'convert timeformat="%Y-%m-%dT%H:%M:%S" ctime({field})',
-}
 
 _LEVEL_SEVERITY = {"informational": 1, "low": 2, "medium": 3, "high": 4, "critical": 5}
 
@@ -574,8 +574,8 @@ class SplunkBackend(Backend):
                             raise UnsupportedError(f"splunk tstats: the `| where` test on {bare} would need it "
                                                    "as a split-by field, which changes the threshold's groups")
                         by.append(bare)
-        macros = self.settings["expand_macros"]
-        summaries = ESCU_MACROS["security_content_summariesonly"] if macros else "`security_content_summariesonly`"
+        expand = bool(self.settings["expand_macros"])
+        summaries = macro("security_content_summariesonly", expand=expand)
         counted = {t.field: cim_name(t.field) for t in aggregation.thresholds if t.field} if aggregation else {}
         distinct = "".join(dict.fromkeys(f" dc({node}.{counted[t.field]}) as {_alias(t)}"
                                          for t in aggregation.thresholds if t.field)) if aggregation else ""
@@ -585,13 +585,9 @@ class SplunkBackend(Backend):
         query = (f"| tstats {summaries} count{distinct} min(_time) as firstTime max(_time) as lastTime "
                  f"from datamodel={datamodel}" + (f" where {condition}" if condition else "")
                  + (" by " + " ".join(split) if split else ""))
-        if macros:
-            query += " | " + ESCU_MACROS["drop_dm_object_name"].format(node=node)
-            for field in ("firstTime", "lastTime"):
-                query += " | " + ESCU_MACROS["security_content_ctime"].format(field=field)
-        else:
-            query += f" | `drop_dm_object_name({node})`"
-            query += " | `security_content_ctime(firstTime)` | `security_content_ctime(lastTime)`"
+        query += " | " + macro("drop_dm_object_name", node, expand=expand)
+        for field in ("firstTime", "lastTime"):
+            query += " | " + macro("security_content_ctime", field, expand=expand)
         # after drop_dm_object_name the fields have lost their node prefix
         query += _where(post, diagnostics, lambda name: name.split(".", 1)[1] if name.startswith(node + ".") else name)
         return query + (" | where " + _thresholds(aggregation) if aggregation else "")

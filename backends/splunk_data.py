@@ -69,6 +69,18 @@ def cim_split_by(datamodel: str) -> tuple[str, ...]:
     return tuple(_schema_document(cim_schema_name(datamodel)).get("split_by", ("dest",)))
 
 
+def macro(name: str, *args: str, expand: bool = False) -> str:
+    """An ESCU/CIM macro call as ESCU writes it (`drop_dm_object_name(Processes)` in
+    backticks), or with `expand` its definition from data, for Splunk without those apps."""
+    if not expand:
+        return f"`{name}({', '.join(args)})`" if args else f"`{name}`"
+    entry = _sources_document()["macros"][name]
+    text = str(entry["definition"])
+    for argument, value in zip(entry["arguments"], args, strict=True):
+        text = text.replace(f"${argument}$", value)
+    return text
+
+
 def raw_fields(name: str | None) -> Schema | None:
     if not name:
         return None

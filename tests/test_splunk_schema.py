@@ -146,6 +146,15 @@ def test_source_template_terms() -> None:
         template_conditions("source IN (a, b)", "x")
 
 
+def test_expanded_macros_are_escu_definitions(scrcons_rule_path: Path) -> None:
+    folder = shared_path("corpora", "escu", "macros")
+    ctime = yaml.safe_load((folder / "security_content_ctime.yml").read_text(encoding="utf-8"))["definition"]
+    (rule,) = read_source(scrcons_rule_path).rules
+    text = SplunkBackend(expand_macros=True).convert(rule, "tstats").text
+    assert "`" not in text
+    assert text.endswith(" | ".join(ctime.replace("$field$", f) for f in ("firstTime", "lastTime")))
+
+
 def test_rewrites_are_declared_per_format() -> None:
     rewrites = SplunkBackend.REWRITES
     assert set(rewrites) == {"raw", "tstats"}

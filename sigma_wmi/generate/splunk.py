@@ -8,7 +8,8 @@ Writes, with provenance:
   from the data sources' `field_mappings` and the `Node.field` names ESCU
   detections search; its `split_by` key is the split-by list ESCU detections use most;
 * `data/splunk_sources.json`: per Sigma log source, the sourcetype / source / event separator
-  to search and the schema of its events, naming the ESCU data source and macros behind them.
+  to search and the schema of its events, naming the ESCU data source and macros behind them;
+  and the definitions of the macros tstats searches call, for `-O expand_macros=true`.
   Windows channels come from `logsources.yaml` (their one home); this file only maps each
   channel to the schema of `XmlWinEventLog:<channel>`.
 """
@@ -51,6 +52,13 @@ NON_WINDOWS: Mapping[tuple[str, str | None, str | None], tuple[str, ...]] = {
 # Split-by fields for data sets no ESCU detection in the corpus searches with tstats.
 FALLBACK_SPLIT_BY: Mapping[str, tuple[str, ...]] = {
     "Network_Resolution.DNS": ("src", "query", "answer"),
+}
+
+# Macros tstats searches call, written out for Splunk without ESCU (`-O expand_macros=true`).
+EXPANDED_MACROS = ("security_content_summariesonly", "security_content_ctime")
+# Ships with Splunk's CIM app (Splunk_SA_CIM), not with ESCU: (arguments, definition).
+CIM_APP_MACROS: Mapping[str, tuple[tuple[str, ...], str]] = {
+    "drop_dm_object_name": (("object",), "rename $object$.* as *"),
 }
 
 _WINDOWS_SOURCE = re.compile(r"^(?:Xml)?WinEventLog:(?P<channel>.+)$")
@@ -104,11 +112,11 @@ def build(shared: Path, data: Path) -> list[Path]:
         conditions: dict[str, str] = {}
         if first.sourcetype not in _NOT_APPLICABLE:
             conditions["sourcetype"] = first.sourcetype
-        mentions = sorted(m for m, definition in macros.items()
+        mentions = sorted(m for m, (_, definition) in macros.items()
                           if _searches(definition, "sourcetype", first.sourcetype)
                           or _searches(definition, "source", first.source))
         # the source is deployment-specific unless an ESCU macro searches for it
-        if first.source not in _NOT_APPLICABLE and any(_searches(macros[m], "source", first.source)
+        if first.source not in _NOT_APPLICABLE and any(_searches(macros[m][1], "source", first.source)
                                                        for m in mentions):
             conditions["source"] = first.source
         if len(chosen) == 1 and first.separator and first.separator_value:
@@ -161,8 +169,14 @@ def build(shared: Path, data: Path) -> list[Path]:
         write_json(path, document)
         written.append(path)
 
+    expanded: dict[str, Any] = {
+        name: {"arguments": list(macros[name][0]), "definition": _expand(macros[name][1], macros),
+               "from": f"ESCU macros/{name}.yml"} for name in EXPANDED_MACROS}
+    expanded.update({name: {"arguments": list(arguments), "definition": definition, "from": "Splunk_SA_CIM"}
+                     for name, (arguments, definition) in CIM_APP_MACROS.items()})
     index = data / "splunk_sources.json"
-    write_json(index, {"provenance": provenance, "channels": channel_schemas, "logsources": entries})
+    write_json(index, {"provenance": provenance, "channels": channel_schemas, "logsources": entries,
+                       "macros": expanded})
     written.append(index)
     return written
 
@@ -181,13 +195,28 @@ def _read_data_sources(folder: Path) -> dict[str, DataSource]:
     return found
 
 
-def _read_macros(folder: Path) -> dict[str, str]:
+def _read_macros(folder: Path) -> dict[str, tuple[tuple[str, ...], str]]:
+    """ESCU macros by name: (argument names, definition)."""
     macros = {}
     for path in sorted(folder.glob("*.yml")):
         doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        if doc.get("name") and doc.get("definition"):
-            macros[str(doc["name"])] = str(doc["definition"])
+        if doc.get("name") and doc.get("definition") is not None:
+            macros[str(doc["name"])] = (tuple(str(a) for a in doc.get("arguments") or ()), str(doc["definition"]))
     return macros
+
+
+def _expand(definition: str, macros: Mapping[str, tuple[tuple[str, ...], str]], depth: int = 0) -> str:
+    """A definition with the argument-less macros it calls written out (`summariesonly_config`)."""
+    if depth > 10:
+        raise ValueError(f"macro nesting too deep in {definition!r}")
+
+    def inline(found: re.Match[str]) -> str:
+        name = found.group(1)
+        if name in macros and not macros[name][0]:
+            return _expand(macros[name][1], macros, depth + 1)
+        return found.group(0)
+
+    return re.sub(r"`([\w]+)`", inline, definition)
 
 
 def _read_searches(folder: Path) -> Iterable[str]:

@@ -116,6 +116,7 @@ class SplunkSources:
     """
 
     def __init__(self, catalog: Catalog, template: str, overrides: Mapping[str, str]) -> None:
+        template_conditions(template, "")  # a bad template is a usage error now, not one per rule
         self.catalog = catalog
         self.template = template
         self.overrides = {k: v for k, v in overrides.items() if v}

@@ -143,7 +143,7 @@ def test_source_template_terms() -> None:
     assert template_conditions('index=win source="Xml:{channel}"', "A B") == {"index": ("win",),
                                                                               "source": ("Xml:A B",)}
     with pytest.raises(SigmaWmiError, match="field=value"):
-        template_conditions("source IN (a, b)", "x")
+        SplunkBackend(source_template="source IN (a, b)")
 
 
 def test_expanded_macros_are_escu_definitions(scrcons_rule_path: Path) -> None:

@@ -93,7 +93,6 @@ class SplunkSearch(QueryGenerator):
     def value(self, pattern: Pattern) -> str:
         # `*` is SPL's only wildcard and cannot be escaped: `exact_wildcards` has moved values
         # with a literal `*` or a one-character wildcard into `| where match(...)`.
-        assert not _needs_regex(pattern), "a value SPL search cannot express reached the search"
         return spl_string("".join("*" if part is Wildcard.MANY else str(part) for part in pattern.parts))
 
     def scalar(self, value: object) -> str:
@@ -264,6 +263,9 @@ def to_target_names(expr: Expr, p: Pass) -> Expr:
 
 def name_field_references(expr: Expr, p: Pass) -> Expr:
     """`|fieldref` values are canonical names too: the compared field gets the target's name."""
+    if not any(m.op is Op.FIELDREF for m in matches(expr)):
+        return expr
+
     def named(match: Match) -> Match:
         if match.op is not Op.FIELDREF:
             return match
@@ -311,16 +313,23 @@ def check_cim_fields(expr: Expr, p: Pass) -> Expr:
 
 def _needs_regex(value: object) -> bool:
     """SPL search values know `*` only as a wildcard and have no one-character wildcard."""
-    return isinstance(value, Pattern) and any(
-        part is Wildcard.ONE or (isinstance(part, str) and "*" in part) for part in value.parts)
+    if not isinstance(value, Pattern):
+        return False
+    return Wildcard.ONE in value.parts or any("*" in part for part in value.parts if isinstance(part, str))
 
 
 def exact_wildcards(expr: Expr, p: Pass) -> Expr:
     """Values with a literal `*` or a `?` wildcard are tested exactly by an anchored
     case-insensitive regex (`| where match(...)`), after a broader search term that lets
     Splunk's index narrow the events first: `f="*a*b*" | where match(f, "(?i)^.*a\\*b.*$")`."""
+    def applies(match: Match) -> bool:
+        return match.op.is_string and not match.case_sensitive and any(_needs_regex(v) for v in match.values)
+
+    if not any(applies(m) for m in matches(expr)):
+        return expr  # the common case: the tree stays as it is
+
     def exact(match: Match) -> Expr:
-        if not match.op.is_string or match.case_sensitive or not any(_needs_regex(v) for v in match.values):
+        if not applies(match):
             return match
         kept = tuple(v for v in match.values if not _needs_regex(v))
         regexes = []

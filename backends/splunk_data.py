@@ -120,6 +120,7 @@ class SplunkSources:
         self.catalog = catalog
         self.template = template
         self.overrides = {k: v for k, v in overrides.items() if v}
+        self._found: dict[tuple[LogSource, str], SplunkSource] = {}  # the answers, per backend instance
 
     def for_logsource(self, logsource: LogSource, profile: str) -> SplunkSource:
         """Where events of `logsource` are, read with the raw field `profile` (sysmon, security, ...).
@@ -129,6 +130,12 @@ class SplunkSources:
         sourcetype / source / separator of the ESCU data source behind the log source. An empty
         `SplunkSource` when the data knows no place.
         """
+        key = (logsource, profile)
+        if key not in self._found:
+            self._found[key] = self._lookup(logsource, profile)
+        return self._found[key]
+
+    def _lookup(self, logsource: LogSource, profile: str) -> SplunkSource:
         found = self._windows(logsource, profile) if logsource.product in (None, "windows") else None
         found = found or self._from_data(logsource)
         if found is None:

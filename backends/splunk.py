@@ -204,9 +204,6 @@ class SplunkEval(QueryGenerator):
 # Rewrites: small pure functions of the tree, run in the order a format declares
 # ---------------------------------------------------------------------------
 
-_LEVEL_SEVERITY = {"informational": 1, "low": 2, "medium": 3, "high": 4, "critical": 5}
-
-
 @dataclass(frozen=True)
 class Pass:
     """What the rewrites of one conversion know: the rule, where its events are, the names."""
@@ -432,6 +429,8 @@ def _no_cim_field(rule: Rule, datamodel: str) -> UnknownField:
 # ---------------------------------------------------------------------------
 # The backend
 # ---------------------------------------------------------------------------
+
+_LEVEL_SEVERITY = {"informational": 1, "low": 2, "medium": 3, "high": 4, "critical": 5}
 
 
 class SplunkBackend(Backend):

@@ -217,8 +217,13 @@ class Pass:
     profile: str = "sysmon"  # raw: the event profile (sysmon, security, wmi_activity)
     datamodel: str | None = None  # tstats: Endpoint.Processes
 
-    def located(self, line: int | None) -> Origin | None:
-        """The condition's line when the reader kept it, else the rule's."""
+    def located(self, line: int | None, name: str) -> Origin | None:
+        """Where the rule tests the target field `name`: the condition's line when the reader
+        kept it, else the first line naming one of the field's Sigma names, else the rule's."""
+        if line is None:
+            canonical = next((c for profile in self.chain if (c := self.catalog.from_profile(profile, name))), name)
+            spec = self.catalog.spec(canonical)
+            line = _field_line(self.rule, (*(spec.sigma if spec else ()), canonical, name))
         return _located(self.rule, line)
 
 
@@ -290,7 +295,7 @@ def check_raw_fields(expr: Expr, p: Pass) -> Expr:
             add_once(p.diagnostics, Diagnostic(
                 Level.INFO, "field-not-in-schema",
                 f"field '{name}' is not among the fields ESCU lists for {p.source.provenance}",
-                p.located(match.line), "splunk"))
+                p.located(match.line, name), "splunk"))
     return expr
 
 
@@ -304,7 +309,7 @@ def check_cim_fields(expr: Expr, p: Pass) -> Expr:
         for name in _field_names(match):
             if name not in known:
                 raise UnsupportedError(f"splunk tstats: data set {p.datamodel} has no field '{name}'",
-                                       p.located(match.line), code="field-not-in-schema")
+                                       p.located(match.line, name), code="field-not-in-schema")
     return expr
 
 
@@ -417,10 +422,22 @@ def _located(rule: Rule, line: int | None) -> Origin | None:
     return rule.origin.at(line) if line is not None else rule.origin
 
 
+def _field_line(rule: Rule, names: tuple[str, ...]) -> int | None:
+    """The first line of the rule's text with a detection key on one of `names` (`Image|endswith:`)."""
+    keys = tuple(f"{n}{end}" for n in names for end in ("|", ":"))
+    for number, text in enumerate(rule.source_text.splitlines(), rule.origin.line or 1):
+        if text.strip().lstrip("- ").startswith(keys):
+            return number
+    return None
+
+
 def _no_cim_field(rule: Rule, datamodel: str) -> UnknownField:
     """tstats cannot name a field the CIM lacks: a located `field-not-in-schema` error."""
     def unknown(name: str) -> str:
         line = next((m.line for m in matches(rule.detection) if name in (m.field, *map(str, m.values))), None)
+        if line is None:
+            spec = catalog().spec(name)
+            line = _field_line(rule, (*(spec.sigma if spec else ()), name))
         raise UnsupportedError(f"splunk tstats: field '{name}' has no CIM equivalent in {datamodel}",
                                _located(rule, line), code="field-not-in-schema")
     return unknown

@@ -175,6 +175,7 @@ def test_tstats_field_the_data_set_lacks_fails_located() -> None:
     assert raised.value.code == "field-not-in-schema"
     assert "process_path" in raised.value.message and "Endpoint.Filesystem" in raised.value.message
     assert raised.value.origin is not None and raised.value.origin.path == "test.yml"
+    assert raised.value.origin.line == rule.source_text[:rule.source_text.index("Image|")].count("\n") + 1
 
 
 def test_tstats_field_without_cim_name_uses_the_same_code() -> None:
@@ -190,6 +191,7 @@ def test_raw_field_outside_the_source_schema_is_reported_at_its_line() -> None:
     found = [d for d in output.diagnostics if d.code == "field-not-in-schema"]
     assert len(found) == 1 and "NoSuchField" in found[0].message and "Sysmon" in found[0].message
     assert found[0].origin is not None and found[0].origin.path == "test.yml"
+    assert found[0].origin.line == rule.source_text[:rule.source_text.index("NoSuchField")].count("\n") + 1
 
 
 def test_raw_fields_of_the_scrcons_rule_are_all_in_the_sysmon_schema(scrcons_rule_path: Path) -> None:

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from sigma_wmi.backends.base import Backend, OptionSpec, Output, info
 from sigma_wmi.backends.query import Fragment, QueryGenerator
 from sigma_wmi.backends.splunk_data import (
+    EVENT_ID_FIELDS,
     SplunkSource,
     SplunkSources,
     cim_fields,
@@ -289,12 +290,17 @@ def check_raw_fields(expr: Expr, p: Pass) -> Expr:
     known = raw_fields(p.source.schema)
     if known is None:
         return expr
+    events = frozenset(v for f in EVENT_ID_FIELDS for v in p.source.conditions.get(f, ()))
+    which = f" event {'/'.join(sorted(events, key=lambda e: (len(e), e)))}" if events else ""
+
+    def listed(name: str) -> bool:  # Splunk field names are case-sensitive
+        return name in known and (not known[name] or not events or bool(known[name] & events))
+
     for match in matches(expr):
-        missing = [n for n in _field_names(match) if n not in known]  # Splunk field names are case-sensitive
-        for name in missing:
+        for name in [n for n in _field_names(match) if not listed(n)]:
             add_once(p.diagnostics, Diagnostic(
                 Level.INFO, "field-not-in-schema",
-                f"field '{name}' is not among the fields ESCU lists for {p.source.provenance}",
+                f"field '{name}' is not among the fields ESCU lists for {p.source.provenance}{which}",
                 p.located(match.line, name), "splunk"))
     return expr
 

@@ -81,13 +81,17 @@ def macro(name: str, *args: str, expand: bool = False) -> str:
     return text
 
 
-def raw_fields(name: str | None) -> Schema | None:
-    if not name:
+EVENT_ID_FIELDS = ("EventCode", "EventID")  # the condition fields that pick one Windows event
+
+
+@functools.cache
+def raw_fields(name: str | None) -> Mapping[str, frozenset[str]] | None:
+    """The fields of a Splunk source's events, each with the event ids ESCU saw it in
+    (empty: any event of the source); None when there is no such schema."""
+    if not name or name not in schema.available():
         return None
-    try:
-        return schema.load(name)
-    except KeyError:
-        return None
+    fields = _schema_document(name).get("fields", {})
+    return {field: frozenset(entry.get("events", ())) for field, entry in fields.items()}
 
 
 def template_conditions(template: str, channel: str) -> dict[str, tuple[str, ...]]:

@@ -194,6 +194,15 @@ def test_raw_field_outside_the_source_schema_is_reported_at_its_line() -> None:
     assert found[0].origin.line == rule.source_text[:rule.source_text.index("NoSuchField")].count("\n") + 1
 
 
+@pytest.mark.parametrize(("category", "reported"), [("process_creation", True), ("file_event", False)])
+def test_raw_fields_are_checked_per_event(category: str, reported: bool) -> None:
+    # ESCU lists TargetFilename for Sysmon 11 (file creation), never for Sysmon 1
+    rule = sigma_rule("sel:\n  TargetFilename|endswith: '.lnk'\ncondition: sel", category=category)
+    found = [d for d in SplunkBackend().convert(rule, "raw").diagnostics if d.code == "field-not-in-schema"]
+    assert bool(found) is reported
+    assert not found or "TargetFilename" in found[0].message and "event 1" in found[0].message
+
+
 def test_raw_fields_of_the_scrcons_rule_are_all_in_the_sysmon_schema(scrcons_rule_path: Path) -> None:
     (rule,) = read_source(scrcons_rule_path).rules
     assert "field-not-in-schema" not in {d.code for d in SplunkBackend().convert(rule, "raw").diagnostics}

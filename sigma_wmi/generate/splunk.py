@@ -3,7 +3,8 @@
 Writes, with provenance:
 
 * `data/schemas/splunk_<source>.json`: the raw fields of one Splunk source (a sourcetype and
-  source pair), the union of the `fields:` of every ESCU data source read from it;
+  source pair), the union of the `fields:` of every ESCU data source read from it, each with
+  the Windows event ids ESCU saw it in (`events`);
 * `data/schemas/cim_<model>_<node>.json`: the fields of one CIM data set (`Endpoint.Processes`),
   from the data sources' `field_mappings` and the `Node.field` names ESCU
   detections search; its `split_by` key is the split-by list ESCU detections use most;
@@ -129,11 +130,10 @@ def build(shared: Path, data: Path) -> list[Path]:
 
     for key, members in sorted(used.items()):
         same = [s for s in sources.values() if s.key == key]  # every data source of that Splunk source
-        fields = sorted({f for s in same for f in s.fields})
         name = _schema_name(members[0])
         document = {"provenance": {**provenance, "data_sources": sorted(s.name for s in same),
                                    "sourcetype": key[0], "splunk_source": key[1]},
-                    "fields": {f: {} for f in fields}}
+                    "fields": _fields_by_event(same)}
         path = data / "schemas" / f"{name}.json"
         write_json(path, document)
         written.append(path)
@@ -179,6 +179,21 @@ def build(shared: Path, data: Path) -> list[Path]:
                        "macros": expanded})
     written.append(index)
     return written
+
+
+def _fields_by_event(sources: list[DataSource]) -> dict[str, dict[str, Any]]:
+    """Fields of one Splunk source; `events` lists the event ids (EventCode/EventID values)
+    ESCU saw a field in, when every data source naming it is one event's."""
+    events: dict[str, set[str] | None] = {}
+    for source in sources:
+        for field in source.fields:
+            seen = events.setdefault(field, set())
+            if seen is not None and source.separator_value and source.separator in ("EventCode", "EventID"):
+                seen.add(source.separator_value)
+            else:
+                events[field] = None  # seen without an event id: any event may have it
+    return {field: ({"events": sorted(ids, key=lambda i: (len(i), i))} if ids else {})
+            for field, ids in sorted(events.items())}
 
 
 def _read_data_sources(folder: Path) -> dict[str, DataSource]:

@@ -200,7 +200,7 @@ def test_raw_fields_are_checked_per_event(category: str, reported: bool) -> None
     rule = sigma_rule("sel:\n  TargetFilename|endswith: '.lnk'\ncondition: sel", category=category)
     found = [d for d in SplunkBackend().convert(rule, "raw").diagnostics if d.code == "field-not-in-schema"]
     assert bool(found) is reported
-    assert not found or "TargetFilename" in found[0].message and "event 1" in found[0].message
+    assert not found or ("TargetFilename" in found[0].message and "event 1" in found[0].message)
 
 
 def test_raw_fields_of_the_scrcons_rule_are_all_in_the_sysmon_schema(scrcons_rule_path: Path) -> None:

@@ -318,3 +318,63 @@ def test_any_pattern_with_star_or_one_reads_back_exactly(parts: list[str | Wildc
     # the SPL reader reads an anchored regex back as the pattern, except one ending in an
     # escaped backslash (`\\\\$`), which it keeps as a regex
     assert expected in back or (back[-1].op is Op.REGEX and sample.endswith("\\"))
+
+
+# ---- the generator on a small ESCU tree (runs without ../shared) ----
+
+def _write_yaml(path: Path, document: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(document), encoding="utf-8")
+
+
+def test_generator_on_a_small_escu_tree(tmp_path: Path) -> None:
+    escu = tmp_path / "shared" / "corpora" / "escu"
+    _write_yaml(escu / "data_sources" / "s1.yml", {
+        "name": "Sysmon EventID 1", "source": "XmlWinEventLog:Microsoft-Windows-Sysmon/Operational",
+        "sourcetype": "XmlWinEventLog", "separator": "EventID", "separator_value": "1",
+        "fields": ["Image", "OriginalFileName"],
+        "field_mappings": [{"data_model": "cim", "data_set": "Endpoint.Processes",
+                            "mapping": {"Image": "Processes.process_path"}}]})
+    _write_yaml(escu / "data_sources" / "s11.yml", {
+        "name": "Sysmon EventID 11", "source": "XmlWinEventLog:Microsoft-Windows-Sysmon/Operational",
+        "sourcetype": "XmlWinEventLog", "separator": "EventID", "separator_value": "11",
+        "fields": ["Image", "TargetFilename"]})
+    _write_yaml(escu / "data_sources" / "ct.yml", {
+        "name": "AWS CloudTrail", "source": "aws_cloudtrail", "sourcetype": "aws:cloudtrail",
+        "fields": ["eventName"]})
+    _write_yaml(escu / "macros" / "cloudtrail.yml", {"name": "cloudtrail", "definition": "sourcetype=aws:cloudtrail"})
+    _write_yaml(escu / "macros" / "inner.yml", {"name": "inner", "definition": "false"})
+    _write_yaml(escu / "macros" / "security_content_summariesonly.yml",
+                {"name": "security_content_summariesonly", "definition": "summariesonly=`inner`"})
+    _write_yaml(escu / "macros" / "security_content_ctime.yml",
+                {"name": "security_content_ctime", "arguments": ["field"], "definition": "ctime($field$)"})
+    for number, by in enumerate(["Processes.dest Processes.user", "Processes.dest Processes.user",
+                                 "Processes.process_name"]):
+        _write_yaml(escu / "detections" / "endpoint" / f"d{number}.yml", {
+            "search": "| tstats count from datamodel=Endpoint.Processes where Processes.process_name=x "
+                      f"by {by} | `drop_dm_object_name(Processes)`"})
+    data = tmp_path / "data"
+    _write_yaml(data / "logsources.yaml", {
+        "categories": {"process_creation": {"sysmon_event_ids": [1], "cim": "Endpoint.Processes"}},
+        "services": {"sysmon": {"channel": "Microsoft-Windows-Sysmon/Operational"}}})
+
+    written = build(tmp_path / "shared", data, {("aws", None, "cloudtrail"): ("AWS CloudTrail",)})
+    names = sorted(p.name for p in written)
+    assert names == ["cim_endpoint_processes.json", "splunk_aws_cloudtrail.json", "splunk_sources.json",
+                     "splunk_xmlwineventlog_microsoft_windows_sysmon_operational.json"]
+    sysmon = json.loads((data / "schemas" / names[-1]).read_text(encoding="utf-8"))
+    assert sysmon["fields"] == {"Image": {"events": ["1", "11"]}, "OriginalFileName": {"events": ["1"]},
+                                "TargetFilename": {"events": ["11"]}}
+    cim = json.loads((data / "schemas" / "cim_endpoint_processes.json").read_text(encoding="utf-8"))
+    assert cim["split_by"] == ["dest", "user"]  # the list most detections use
+    assert set(cim["fields"]) == {"process_path", "process_name", "dest", "user"}
+    sources = json.loads((data / "splunk_sources.json").read_text(encoding="utf-8"))
+    (entry,) = sources["logsources"]
+    assert entry["conditions"] == {"sourcetype": "aws:cloudtrail"}  # the macro searches no source
+    assert entry["macros"] == ["cloudtrail"] and entry["data_sources"] == ["AWS CloudTrail"]
+    assert sources["macros"]["security_content_summariesonly"]["definition"] == "summariesonly=false"
+    assert sources["channels"]["Microsoft-Windows-Sysmon/Operational"]["data_sources"] == [
+        "Sysmon EventID 1", "Sysmon EventID 11"]
+    first = [p.read_bytes() for p in written]
+    again = build(tmp_path / "shared", data, {("aws", None, "cloudtrail"): ("AWS CloudTrail",)})
+    assert [p.read_bytes() for p in again] == first  # deterministic

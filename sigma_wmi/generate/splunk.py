@@ -82,8 +82,10 @@ class DataSource:
         return self.sourcetype, self.source
 
 
-def build(shared: Path, data: Path) -> list[Path]:
-    """Write the Splunk fact files into `data` from `shared`'s ESCU corpus; return their paths."""
+def build(shared: Path, data: Path,
+          non_windows: Mapping[tuple[str, str | None, str | None], tuple[str, ...]] = NON_WINDOWS) -> list[Path]:
+    """Write the Splunk fact files into `data` from `shared`'s ESCU corpus; return their paths.
+    `non_windows` says which ESCU data sources stand for which non-Windows Sigma log sources."""
     escu = shared / "corpora" / "escu"
     sources = _read_data_sources(escu / "data_sources")
     macros = _read_macros(escu / "macros")
@@ -107,7 +109,7 @@ def build(shared: Path, data: Path) -> list[Path]:
             channel_schemas[channel] = {"schema": _schema_name(matched[0]),
                                         "data_sources": sorted(s.name for s in matched)}
     entries = []
-    for (product, category, service), names in sorted(NON_WINDOWS.items(), key=lambda kv: str(kv[0])):
+    for (product, category, service), names in sorted(non_windows.items(), key=lambda kv: str(kv[0])):
         chosen = [sources[name] for name in names]
         first = chosen[0]
         conditions: dict[str, str] = {}

@@ -373,8 +373,7 @@ def _broadened(value: object) -> Pattern:
     assert isinstance(value, Pattern)
     parts: list[str | Wildcard] = []
     for part in value.parts:
-        pieces: list[str | Wildcard] = [Wildcard.MANY] if part is Wildcard.ONE else (
-            [Wildcard.MANY] if part is Wildcard.MANY else _split_stars(str(part)))
+        pieces = _split_stars(part) if isinstance(part, str) else [Wildcard.MANY]
         for piece in pieces:
             if not (piece is Wildcard.MANY and parts and parts[-1] is Wildcard.MANY):
                 parts.append(piece)
@@ -404,7 +403,8 @@ def add_source_conditions(expr: Expr, p: Pass) -> Expr:
 
 def _condition(name: str, values: tuple[str, ...]) -> Match:
     """A search-language condition from data: digits are numbers, `*` is a wildcard."""
-    parsed: tuple[Value, ...] = tuple(int(v) if v.isdigit() else search_pattern(v) for v in values)
+    parsed: tuple[Value, ...] = tuple(int(v) if re.fullmatch(r"0|[1-9][0-9]*", v) else search_pattern(v)
+                                      for v in values)
     return Match(name, Op.EQUALS, parsed)
 
 

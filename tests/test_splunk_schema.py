@@ -127,6 +127,7 @@ def test_index_sourcetype_and_source_options() -> None:
         'sourcetype="WinEventLog" source="WinEventLog:Microsoft-Windows-Sysmon/Operational" EventCode=1 Image="x"')
     # `*` in an option stays SPL's wildcard (no exact-match regex for it)
     assert raw(rule, index="main*").startswith('index="main*" source=')
+    assert raw(rule, index="007").startswith('index="007" ')  # a name, not the number 7
 
 
 def test_for_logsource_is_the_one_lookup() -> None:

@@ -7,25 +7,40 @@ Matches that the search language can express exactly go into the search; the res
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from sigma_wmi.backends.base import Backend, OptionSpec, Output, info
 from sigma_wmi.backends.query import Fragment, QueryGenerator
-from sigma_wmi.catalog import LogSourceInfo, to_profile, without_absent_fields
-from sigma_wmi.errors import Diagnostic, Level, UnsupportedError
+from sigma_wmi.backends.splunk_data import (
+    EVENT_ID_FIELDS,
+    SplunkSource,
+    SplunkSources,
+    cim_fields,
+    cim_split_by,
+    macro,
+    raw_fields,
+)
+from sigma_wmi.catalog import Catalog, LogSourceInfo, UnknownField, catalog, to_profile, without_absent_fields
+from sigma_wmi.errors import Diagnostic, Level, Origin, UnsupportedError, add_once
 from sigma_wmi.model import (
     Aggregate,
     Aggregation,
     And,
     Expr,
     Match,
+    Not,
     Op,
+    Or,
     Pattern,
     Regex,
     Rule,
+    Value,
     Wildcard,
+    any_of,
     format_timespan,
     full_pattern,
     map_matches,
@@ -33,16 +48,12 @@ from sigma_wmi.model import (
     pattern_regex,
     walk,
 )
+from sigma_wmi.readers.spl import search_pattern
 
 # ---------------------------------------------------------------------------
 # Escaping: SPL double-quoted strings know exactly two escapes, \\ and \".
 # ---------------------------------------------------------------------------
 _SPL_QUOTED = str.maketrans({"\\": "\\\\", '"': '\\"'})
-
-
-def _any_of(field: str, values: tuple[str, ...]) -> str:
-    tests = [f"{field}={spl_string(v)}" for v in values]
-    return tests[0] if len(tests) == 1 else f"({' OR '.join(tests)})"
 
 
 def spl_string(text: str) -> str:
@@ -74,27 +85,16 @@ class SplunkSearch(QueryGenerator):
     target = "splunk"
 
     def searchable(self, expr: Expr) -> bool:
-        """Can the search language express this subtree exactly (up to wildcard diagnostics)?"""
+        """Can the search language express this subtree exactly?"""
         return not any(
             isinstance(node, Match)
             and (node.op in (Op.REGEX, Op.FIELDREF) or (node.case_sensitive and node.op.is_string))
             for node in walk(expr))
 
     def value(self, pattern: Pattern) -> str:
-        out = []
-        for part in pattern.parts:
-            if part is Wildcard.MANY:
-                out.append("*")
-            elif part is Wildcard.ONE:
-                self.warn("single-wildcard", "SPL has no single-character wildcard; '?' became '*' (broader)")
-                out.append("*")
-            else:
-                assert isinstance(part, str)
-                if "*" in part:
-                    self.warn("literal-wildcard",
-                              "SPL cannot escape '*'; a literal '*' in a value matches as a wildcard (broader)")
-                out.append(part)
-        return spl_string("".join(out))
+        # `*` is SPL's only wildcard and cannot be escaped: `exact_wildcards` has moved values
+        # with a literal `*` or a one-character wildcard into `| where match(...)`.
+        return spl_string("".join("*" if part is Wildcard.MANY else str(part) for part in pattern.parts))
 
     def scalar(self, value: object) -> str:
         if isinstance(value, bool):
@@ -202,24 +202,256 @@ class SplunkEval(QueryGenerator):
 
 
 # ---------------------------------------------------------------------------
-# The backend
+# Rewrites: small pure functions of the tree, run in the order a format declares
 # ---------------------------------------------------------------------------
 
-# ESCU's standard macros and what they expand to for users without ESCU installed.
-ESCU_MACROS = {
-    "security_content_summariesonly": "summariesonly=false allow_old_summaries=true fillnull_value=null",
-    "drop_dm_object_name": "rename {node}.* as *",
-    "security_content_ctime": 'convert timeformat="%Y-%m-%dT%H:%M:%S" ctime({field})',
-}
+@dataclass(frozen=True)
+class Pass:
+    """What the rewrites of one conversion know: the rule, where its events are, the names."""
 
-DEFAULT_BY = {
-    "Processes": ("dest", "user", "parent_process_name", "parent_process", "process_name", "process",
-                  "process_id", "parent_process_id"),
-    "Filesystem": ("dest", "user", "process_guid", "process_id", "file_path", "file_name"),
-    "Registry": ("dest", "user", "process_guid", "process_id", "registry_path", "registry_value_data"),
-    "All_Traffic": ("dest", "src", "dest_port", "transport"),
-    "DNS": ("src", "query", "answer"),
-}
+    rule: Rule
+    catalog: Catalog
+    chain: tuple[str, ...]  # profiles whose field names the output uses, first match wins
+    unknown: UnknownField  # name for a field the chain lacks (raises when the target cannot take it)
+    diagnostics: list[Diagnostic]
+    source: SplunkSource = dataclasses.field(default_factory=SplunkSource)  # raw: where the events are
+    profile: str = "sysmon"  # raw: the event profile (sysmon, security, wmi_activity)
+    datamodel: str | None = None  # tstats: Endpoint.Processes
+
+    def located(self, line: int | None, name: str) -> Origin | None:
+        """Where the rule tests the target field `name`: the condition's line when the reader
+        kept it, else the first line naming one of the field's Sigma names, else the rule's."""
+        if line is None:
+            canonical = next((c for profile in self.chain if (c := self.catalog.from_profile(profile, name))), name)
+            spec = self.catalog.spec(canonical)
+            line = _field_line(self.rule, (*(spec.sigma if spec else ()), canonical, name))
+        return _located(self.rule, line)
+
+
+Rewrite = Callable[[Expr, Pass], Expr]
+
+
+def drop_absent_fields(expr: Expr, p: Pass) -> Expr:
+    """A Sysmon-style rule on 4688 events: tests on fields 4688 lacks can never hold."""
+    if p.profile != "security" or p.rule.logsource.service == "security":
+        return expr
+    cat = p.catalog
+
+    def absent(name: str) -> bool:
+        spec = cat.spec(name)
+        if spec is None or spec.names.get("security"):
+            return False
+        return not (spec.derive and cat.name_in("security", spec.derive.source))
+
+    missing = sorted({m.field for m in matches(expr) if m.field and absent(m.field)})
+    if not missing:
+        return expr
+    names = ", ".join(cat.name_in("sigma", f) or f for f in missing)
+    decided = without_absent_fields(expr, absent)
+    if decided is False:
+        raise UnsupportedError(f"splunk: the rule cannot match Security 4688 events, which have no {names}")
+    if decided is True:
+        raise UnsupportedError(f"splunk: without {names} (absent from Security 4688 events) the rule "
+                               "would match every process creation")
+    p.diagnostics.append(Diagnostic(Level.WARNING, "absent-field",
+                                    f"conditions on {names} dropped: Security 4688 events never have them, "
+                                    "so those branches can never match there", target="splunk"))
+    return decided
+
+
+def to_target_names(expr: Expr, p: Pass) -> Expr:
+    """Canonical field names → the target's (Sysmon or 4688 event fields, CIM data-set fields)."""
+    return to_profile(expr, p.chain, p.unknown, p.diagnostics, p.catalog)
+
+
+def name_field_references(expr: Expr, p: Pass) -> Expr:
+    """`|fieldref` values are canonical names too: the compared field gets the target's name."""
+    if not any(m.op is Op.FIELDREF for m in matches(expr)):
+        return expr
+
+    def named(match: Match) -> Match:
+        if match.op is not Op.FIELDREF:
+            return match
+        values = tuple(p.catalog.first_name(p.chain, str(v)) or p.unknown(str(v)) or str(v) for v in match.values)
+        return dataclasses.replace(match, values=values)
+
+    return map_matches(expr, named)
+
+
+def _field_names(match: Match) -> list[str]:
+    """Every field a match reads: its own and, for a field reference, the other one."""
+    names = [match.field] if match.field else []
+    return names + ([str(v) for v in match.values] if match.op is Op.FIELDREF else [])
+
+
+def check_raw_fields(expr: Expr, p: Pass) -> Expr:
+    """Fields the events of this Splunk source are not known to have (ESCU's field lists
+    come from sample data, so an absent name is worth saying, not proof of absence)."""
+    known = raw_fields(p.source.schema)
+    if known is None:
+        return expr
+    events = frozenset(v for f in EVENT_ID_FIELDS for v in p.source.conditions.get(f, ()))
+    which = f" event {'/'.join(sorted(events, key=lambda e: (len(e), e)))}" if events else ""
+
+    def listed(name: str) -> bool:  # Splunk field names are case-sensitive
+        return name in known and (not known[name] or not events or bool(known[name] & events))
+
+    for match in matches(expr):
+        for name in [n for n in _field_names(match) if not listed(n)]:
+            add_once(p.diagnostics, Diagnostic(
+                Level.INFO, "field-not-in-schema",
+                f"field '{name}' is not among the fields ESCU lists for {p.source.provenance}{which}",
+                p.located(match.line, name), "splunk"))
+    return expr
+
+
+def check_cim_fields(expr: Expr, p: Pass) -> Expr:
+    """A tstats search naming a field its data set lacks never fires: fail with a located error."""
+    assert p.datamodel is not None
+    known = cim_fields(p.datamodel)
+    if known is None:
+        return expr
+    for match in matches(expr):
+        for name in _field_names(match):
+            if name not in known:
+                raise UnsupportedError(f"splunk tstats: data set {p.datamodel} has no field '{name}'",
+                                       p.located(match.line, name), code="field-not-in-schema")
+    return expr
+
+
+def _needs_regex(value: object) -> bool:
+    """SPL search values know `*` only as a wildcard and have no one-character wildcard."""
+    if not isinstance(value, Pattern):
+        return False
+    return Wildcard.ONE in value.parts or any("*" in part for part in value.parts if isinstance(part, str))
+
+
+def exact_wildcards(expr: Expr, p: Pass) -> Expr:
+    """Values with a literal `*` or a `?` wildcard are tested exactly by an anchored
+    case-insensitive regex (`| where match(...)`), after a broader search term that lets
+    Splunk's index narrow the events first: `f="*a*b*" | where match(f, "(?i)^.*a\\*b.*$")`."""
+    def applies(match: Match) -> bool:
+        return match.op.is_string and not match.case_sensitive and any(_needs_regex(v) for v in match.values)
+
+    if not any(applies(m) for m in matches(expr)):
+        return expr  # the common case: the tree stays as it is
+
+    def exact(match: Match) -> Expr:
+        if not applies(match):
+            return match
+        kept = tuple(v for v in match.values if not _needs_regex(v))
+        regexes = []
+        for value in match.values:
+            if _needs_regex(value):
+                assert isinstance(value, Pattern)
+                body = pattern_regex(full_pattern(match, value))
+                regexes.append(Regex(body if match.field is None else f"^{body}$", frozenset("i")))
+        broader = kept + tuple(_broadened(v) for v in match.values if _needs_regex(v))
+        tests: list[Expr] = [dataclasses.replace(match, values=kept)] if kept else []
+        tests.append(Match(match.field, Op.REGEX, tuple(regexes), False, match.line))
+        return And((dataclasses.replace(match, values=tuple(dict.fromkeys(broader))), any_of(tests)))
+
+    return _flat_and(map_matches(expr, exact))
+
+
+def _flat_and(expr: Expr) -> Expr:
+    """Ands directly inside Ands inlined, so a search term a rewrite added stays a top-level
+    conjunct (and in the search, not the `| where`)."""
+    if isinstance(expr, Not):
+        return Not(_flat_and(expr.item))
+    if isinstance(expr, Or):
+        return Or(tuple(_flat_and(i) for i in expr.items))
+    if isinstance(expr, And):
+        items = [_flat_and(i) for i in expr.items]
+        return And(tuple(x for i in items for x in (i.items if isinstance(i, And) else (i,))))
+    return expr
+
+
+def _broadened(value: object) -> Pattern:
+    """The SPL search pattern that matches at least what `value` does: a literal `*` and a
+    one-character wildcard both become `*`."""
+    assert isinstance(value, Pattern)
+    parts: list[str | Wildcard] = []
+    for part in value.parts:
+        pieces = _split_stars(part) if isinstance(part, str) else [Wildcard.MANY]
+        for piece in pieces:
+            if not (piece is Wildcard.MANY and parts and parts[-1] is Wildcard.MANY):
+                parts.append(piece)
+    return Pattern(tuple(parts))
+
+
+def _split_stars(text: str) -> list[str | Wildcard]:
+    pieces: list[str | Wildcard] = []
+    for number, piece in enumerate(text.split("*")):
+        if number:
+            pieces.append(Wildcard.MANY)
+        if piece:
+            pieces.append(piece)
+    return pieces
+
+
+def add_source_conditions(expr: Expr, p: Pass) -> Expr:
+    """`index=... sourcetype=... source=... EventCode=...` in front of the detection."""
+    conditions = [_condition(name, values) for name, values in p.source.conditions.items()]
+    if not conditions:
+        p.diagnostics.append(info("no-logsource-condition",
+                                  f"no Splunk source known for log source {p.rule.logsource.key()}; "
+                                  "the search has no source condition"))
+        return expr
+    return And((*conditions, *(expr.items if isinstance(expr, And) else (expr,))))
+
+
+def _condition(name: str, values: tuple[str, ...]) -> Match:
+    """A search-language condition from data: digits are numbers, `*` is a wildcard."""
+    parsed: tuple[Value, ...] = tuple(int(v) if re.fullmatch(r"0|[1-9][0-9]*", v) else search_pattern(v)
+                                      for v in values)
+    return Match(name, Op.EQUALS, parsed)
+
+
+def prefix_node(expr: Expr, p: Pass) -> Expr:
+    """Data-model fields carry their node name (`Processes.process_name`), field references too."""
+    assert p.datamodel is not None
+    prefix = p.datamodel.split(".")[-1] + "."
+
+    def prefixed(match: Match) -> Match:
+        if match.field is None:
+            return match
+        values = tuple(prefix + str(v) for v in match.values) if match.op is Op.FIELDREF else match.values
+        return Match(prefix + match.field, match.op, values, match.case_sensitive, match.line)
+
+    return map_matches(expr, prefixed)
+
+
+def _located(rule: Rule, line: int | None) -> Origin | None:
+    if not rule.origin.path:
+        return None
+    return rule.origin.at(line) if line is not None else rule.origin
+
+
+def _field_line(rule: Rule, names: tuple[str, ...]) -> int | None:
+    """The first line of the rule's text with a detection key on one of `names` (`Image|endswith:`)."""
+    keys = tuple(f"{n}{end}" for n in names for end in ("|", ":"))
+    for number, text in enumerate(rule.source_text.splitlines(), rule.origin.line or 1):
+        if text.strip().lstrip("- ").startswith(keys):
+            return number
+    return None
+
+
+def _no_cim_field(rule: Rule, datamodel: str) -> UnknownField:
+    """tstats cannot name a field the CIM lacks: a located `field-not-in-schema` error."""
+    def unknown(name: str) -> str:
+        line = next((m.line for m in matches(rule.detection) if name in (m.field, *map(str, m.values))), None)
+        if line is None:
+            spec = catalog().spec(name)
+            line = _field_line(rule, (*(spec.sigma if spec else ()), name))
+        raise UnsupportedError(f"splunk tstats: field '{name}' has no CIM equivalent in {datamodel}",
+                               _located(rule, line), code="field-not-in-schema")
+    return unknown
+
+
+# ---------------------------------------------------------------------------
+# The backend
+# ---------------------------------------------------------------------------
 
 _LEVEL_SEVERITY = {"informational": 1, "low": 2, "medium": 3, "high": 4, "critical": 5}
 
@@ -235,6 +467,9 @@ class SplunkBackend(Backend):
                    "auto", ("auto", "sysmon", "security")),
         OptionSpec("source_template", "log-source condition for a Windows channel ({channel} is replaced)",
                    'source="XmlWinEventLog:{channel}"'),
+        OptionSpec("index", "raw: index= condition in front of every search (default: none)", ""),
+        OptionSpec("sourcetype", "raw: sourcetype= condition replacing the log source's (default: from data)", ""),
+        OptionSpec("source", "raw: source= condition replacing the log source's (default: from data)", ""),
         OptionSpec("expand_macros", "tstats: write ESCU macros out in full (for Splunk without ESCU)", False),
         OptionSpec("by", "tstats: comma-separated split-by fields (default: per data model)", ()),
         OptionSpec("cron_schedule", "savedsearches: cron schedule", "*/15 * * * *"),
@@ -242,9 +477,17 @@ class SplunkBackend(Backend):
         OptionSpec("latest", "savedsearches: dispatch.latest_time", "now"),
         OptionSpec("search_format", "savedsearches: which query goes into search =", "raw", ("raw", "tstats")),
     )
+    # The rewrites each query format applies to a rule's detection, in order.
+    REWRITES: ClassVar[Mapping[str, tuple[Rewrite, ...]]] = {
+        "raw": (drop_absent_fields, to_target_names, name_field_references, check_raw_fields,
+                exact_wildcards, add_source_conditions),
+        "tstats": (to_target_names, name_field_references, check_cim_fields, exact_wildcards, prefix_node),
+    }
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
+        self.sources = SplunkSources(self.catalog, self.settings["source_template"],
+                                     {k: self.settings[k] for k in ("index", "sourcetype", "source")})
 
     def convert(self, rule: Rule, format: str | None = None) -> Output:
         chosen = self.check_format(format)
@@ -257,6 +500,12 @@ class SplunkBackend(Backend):
             text = self.savedsearch(rule, diagnostics)
         return Output(text, diagnostics)
 
+    def rewrite(self, format: str, p: Pass) -> Expr:
+        detection = p.rule.detection
+        for step in self.REWRITES[format]:
+            detection = step(detection, p)
+        return detection
+
     # ---- raw event search ----
     def raw_profile(self, rule: Rule, source: LogSourceInfo) -> str:
         chosen: str = self.settings["profile"]
@@ -267,15 +516,13 @@ class SplunkBackend(Backend):
         return source.raw_profile or "sysmon"
 
     def raw(self, rule: Rule, diagnostics: list[Diagnostic]) -> str:
-        source = self.catalog.logsource(rule.logsource)
-        profile = self.raw_profile(rule, source)
-        detection = self._drop_absent(rule, profile, diagnostics)
-        detection = to_profile(detection, ("splunk", profile), self._unknown_raw(rule, profile), diagnostics,
-                               self.catalog)
-        prefix = self.source_condition(rule, source, profile, diagnostics)
-        query = self.search_and_where(detection, prefix, diagnostics)
+        profile = self.raw_profile(rule, self.catalog.logsource(rule.logsource))
+        chain = ("splunk", profile)
+        p = Pass(rule, self.catalog, chain, self._unknown_raw(rule, profile), diagnostics,
+                 self.sources.for_logsource(rule.logsource, profile), profile)
+        query = self.search_and_where(self.rewrite("raw", p), diagnostics)
         if rule.aggregation is not None:
-            query += self.raw_stats(rule.aggregation, ("splunk", profile), self._unknown_raw(rule, profile))
+            query += self.raw_stats(rule.aggregation, chain, p.unknown)
         return query
 
     def raw_stats(self, aggregation: Aggregation, chain: tuple[str, ...], unknown: Any) -> str:
@@ -299,33 +546,7 @@ class SplunkBackend(Backend):
         counted = {t.field: event_field(t.field) for t in aggregation.thresholds if t.field}
         return _stats_tail(aggregation, group, counted, evals)
 
-    def _drop_absent(self, rule: Rule, profile: str, diagnostics: list[Diagnostic]) -> Expr:
-        """A Sysmon-style rule on 4688 events: tests on fields 4688 lacks can never hold."""
-        if profile != "security" or rule.logsource.service == "security":
-            return rule.detection
-
-        def absent(name: str) -> bool:
-            spec = self.catalog.spec(name)
-            if spec is None or spec.names.get("security"):
-                return False
-            return not (spec.derive and self.catalog.name_in("security", spec.derive.source))
-
-        missing = sorted({m.field for m in matches(rule.detection) if m.field and absent(m.field)})
-        if not missing:
-            return rule.detection
-        names = ", ".join(self.catalog.name_in("sigma", f) or f for f in missing)
-        decided = without_absent_fields(rule.detection, absent)
-        if decided is False:
-            raise UnsupportedError(f"splunk: the rule cannot match Security 4688 events, which have no {names}")
-        if decided is True:
-            raise UnsupportedError(f"splunk: without {names} (absent from Security 4688 events) the rule "
-                                   "would match every process creation")
-        diagnostics.append(Diagnostic(Level.WARNING, "absent-field",
-                                      f"conditions on {names} dropped: Security 4688 events never have them, "
-                                      "so those branches can never match there", target="splunk"))
-        return decided
-
-    def _unknown_raw(self, rule: Rule, profile: str) -> Any:
+    def _unknown_raw(self, rule: Rule, profile: str) -> UnknownField:
         # Rules written against Security-log services already use that log's names; only a
         # Sysmon-style rule translated to 4688 can ask for a field 4688 events lack.
         translated = profile == "security" and rule.logsource.service != "security"
@@ -340,46 +561,14 @@ class SplunkBackend(Backend):
             return spec.names.get("sigma", name)
         return unknown
 
-    def source_condition(self, rule: Rule, source: LogSourceInfo, profile: str,
-                         diagnostics: list[Diagnostic]) -> list[str]:
-        # --mapping: a sourcetype or source replaces the channel and event-code conditions (the
-        # environment says what its events are); an index alone only says where they are.
-        mapped = [_any_of(key, values) for key, values in
-                  self.catalog.source_conditions("splunk", rule.logsource).items()]
-        if any(part.lstrip("(").startswith(("sourcetype=", "source=")) for part in mapped):
-            return mapped
-        return mapped + self._default_source_condition(rule, source, profile, diagnostics)
-
-    def _default_source_condition(self, rule: Rule, source: LogSourceInfo, profile: str,
-                                  diagnostics: list[Diagnostic]) -> list[str]:
-        if rule.logsource.product not in (None, "windows") or (
-                not source.channel and not source.sysmon_event_ids and not source.security_event_ids):
-            diagnostics.append(info("no-logsource-condition",
-                                    f"no Splunk source known for log source {rule.logsource.key()}; "
-                                    "the search has no source condition"))
-            return []
-        template: str = self.settings["source_template"]
-        if profile == "security" and source.security_event_ids:
-            return [template.format(channel="Security"), _event_codes(source.security_event_ids)]
-        if profile == "sysmon" and source.sysmon_event_ids:
-            return [template.format(channel="Microsoft-Windows-Sysmon/Operational"),
-                    _event_codes(source.sysmon_event_ids)]
-        parts = [template.format(channel=source.channel)] if source.channel else []
-        if source.event_ids:
-            parts.append(_event_codes(source.event_ids))
-        return parts
-
-    def search_and_where(self, detection: Expr, prefix: list[str], diagnostics: list[Diagnostic]) -> str:
+    def search_and_where(self, detection: Expr, diagnostics: list[Diagnostic]) -> str:
         searchable, rest = _split(detection, diagnostics)
-        parts = list(prefix)
-        if searchable:
-            search = SplunkSearch(diagnostics)
-            fragment = search.join([search.node(c) for c in searchable], "and")
-            # A top-level OR after the prefix must be grouped: `a b OR c` is `a AND (b OR c)` in SPL,
-            # which is right, but explicit parentheses keep every reader from doubting it.
-            text = fragment.text if fragment.kind != "or" or not parts else f"({fragment.text})"
-            parts.append(text)
-        return (" ".join(parts) if parts else "*") + _where(rest, diagnostics)
+        search = SplunkSearch(diagnostics)
+        # Several conjuncts: an OR among them is parenthesized (`a b OR c` is `a AND (b OR c)` in
+        # SPL, which is right, but explicit parentheses keep every reader from doubting it).
+        fragments = [search.node(c) for c in searchable]
+        text = fragments[0].text if len(fragments) == 1 else search.join(fragments, "and").text if fragments else "*"
+        return text + _where(rest, diagnostics)
 
     # ---- CIM data model (tstats) ----
     def tstats(self, rule: Rule, diagnostics: list[Diagnostic]) -> str:
@@ -387,20 +576,16 @@ class SplunkBackend(Backend):
         if not source.cim:
             raise UnsupportedError(
                 f"splunk tstats: no CIM data model for log source {rule.logsource.key()}")
-        node = source.cim.split(".")[-1]
-
-        def unknown(name: str) -> str:
-            raise UnsupportedError(f"splunk tstats: field '{name}' has no CIM equivalent in {source.cim}")
-
-        detection = to_profile(rule.detection, "cim", unknown, diagnostics, self.catalog)
-        prefixed = _prefix_fields(detection, node + ".")
-        where_parts, post = _split(prefixed, diagnostics)
+        datamodel = source.cim
+        node = datamodel.split(".")[-1]
+        p = Pass(rule, self.catalog, ("cim",), _no_cim_field(rule, datamodel), diagnostics, datamodel=datamodel)
+        where_parts, post = _split(self.rewrite("tstats", p), diagnostics)
         search = SplunkSearch(diagnostics)
         condition = search.join([search.node(c) for c in where_parts], "and").text if where_parts else ""
         aggregation = rule.aggregation
 
         def cim_name(canonical: str) -> str:
-            return self.catalog.name_in("cim", canonical) or unknown(canonical)
+            return self.catalog.name_in("cim", canonical) or p.unknown(canonical) or canonical
 
         if aggregation is not None:
             if self.settings["by"]:
@@ -408,20 +593,19 @@ class SplunkBackend(Backend):
                                                       "split-by fields"))
             by = [cim_name(f) for f in aggregation.group_by]
         else:
-            by = list(self.settings["by"] or DEFAULT_BY.get(node, ("dest",)))
+            by = list(self.settings["by"] or cim_split_by(datamodel))
         # A `| where` after tstats only sees fields the search split by: add the ones it tests.
         for conjunct in post:
             for match in matches(conjunct):
-                names = [match.field] + ([str(v) for v in match.values] if match.op is Op.FIELDREF else [])
-                for name in names:
-                    bare = name.split(".", 1)[1] if name and name.startswith(node + ".") else name
-                    if bare and bare not in by:
+                for name in _field_names(match):
+                    bare = name.split(".", 1)[1] if name.startswith(node + ".") else name
+                    if bare not in by:
                         if aggregation is not None:
                             raise UnsupportedError(f"splunk tstats: the `| where` test on {bare} would need it "
                                                    "as a split-by field, which changes the threshold's groups")
                         by.append(bare)
-        macros = self.settings["expand_macros"]
-        summaries = ESCU_MACROS["security_content_summariesonly"] if macros else "`security_content_summariesonly`"
+        expand = bool(self.settings["expand_macros"])
+        summaries = macro("security_content_summariesonly", expand=expand)
         counted = {t.field: cim_name(t.field) for t in aggregation.thresholds if t.field} if aggregation else {}
         distinct = "".join(dict.fromkeys(f" dc({node}.{counted[t.field]}) as {_alias(t)}"
                                          for t in aggregation.thresholds if t.field)) if aggregation else ""
@@ -429,19 +613,14 @@ class SplunkBackend(Backend):
         if aggregation and aggregation.window:
             split.append(f"_time span={format_timespan(aggregation.window)}")
         query = (f"| tstats {summaries} count{distinct} min(_time) as firstTime max(_time) as lastTime "
-                 f"from datamodel={source.cim}" + (f" where {condition}" if condition else "")
+                 f"from datamodel={datamodel}" + (f" where {condition}" if condition else "")
                  + (" by " + " ".join(split) if split else ""))
-        if macros:
-            query += " | " + ESCU_MACROS["drop_dm_object_name"].format(node=node)
-            for field in ("firstTime", "lastTime"):
-                query += " | " + ESCU_MACROS["security_content_ctime"].format(field=field)
-        else:
-            query += f" | `drop_dm_object_name({node})`"
-            query += " | `security_content_ctime(firstTime)` | `security_content_ctime(lastTime)`"
+        query += " | " + macro("drop_dm_object_name", node, expand=expand)
+        for field in ("firstTime", "lastTime"):
+            query += " | " + macro("security_content_ctime", field, expand=expand)
         # after drop_dm_object_name the fields have lost their node prefix
         query += _where(post, diagnostics, lambda name: name.split(".", 1)[1] if name.startswith(node + ".") else name)
         return query + (" | where " + _thresholds(aggregation) if aggregation else "")
-
     # ---- savedsearches.conf ----
     def savedsearch(self, rule: Rule, diagnostics: list[Diagnostic]) -> str:
         search = self.tstats(rule, diagnostics) if self.settings["search_format"] == "tstats" \
@@ -511,23 +690,6 @@ def _stats_tail(aggregation: Aggregation, group: list[str], counted: dict[str, s
     stages.append("stats " + " ".join(dict.fromkeys(aggregates)) + (" by " + " ".join(by) if by else ""))
     stages.append("where " + _thresholds(aggregation))
     return "".join(" | " + stage for stage in stages)
-
-
-def _event_codes(ids: tuple[int, ...]) -> str:
-    if len(ids) == 1:
-        return f"EventCode={ids[0]}"
-    return "EventCode IN (" + ", ".join(str(i) for i in ids) + ")"
-
-
-def _prefix_fields(expr: Expr, prefix: str) -> Expr:
-    """Data-model fields carry their node name (`Processes.process_name`), field references too."""
-    def prefixed(match: Match) -> Match:
-        if match.field is None:
-            return match
-        values = tuple(prefix + str(v) for v in match.values) if match.op is Op.FIELDREF else match.values
-        return Match(prefix + match.field, match.op, values, match.case_sensitive, match.line)
-
-    return map_matches(expr, prefixed)
 
 
 def _conf(key: str, value: str) -> str:

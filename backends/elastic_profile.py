@@ -105,7 +105,7 @@ def place(rule: Rule, profile: str, cat: Catalog | None = None) -> Placement:
         schema=schema,
         names=spec["names"],
         layout=spec["layout"],
-        event_data=spec.get("event_data"),
+        event_data=cat.event_data_prefixes[0] if spec.get("event_data") else None,
         note=entry.get("note"),
     )
 

@@ -528,9 +528,6 @@ class ElasticBackend(Backend):
         elastic_profile.keyword_limits,
     )
 
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
-
     @property
     def profile(self) -> str:
         return str(self.settings["profile"])

@@ -549,6 +549,16 @@ class ElasticBackend(Backend):
             return "\n".join(o.rstrip("\n") + "\n" for o in outputs)
         return super().combine(outputs, format)  # ndjson and queries: one per line
 
+    def identity(self, text: str, format: str | None = None) -> str | None:
+        from sigma_wmi.backends import elastic_export
+
+        return elastic_export.export_identity(text, format) if format in ("ndjson", "toml") else None
+
+    def with_identity(self, text: str, format: str | None, identity: str, n: int) -> tuple[str, str]:
+        from sigma_wmi.backends import elastic_export
+
+        return elastic_export.export_with_identity(text, format or "", identity, n)
+
     # ---- the query ----
     def query(self, rule: Rule, diagnostics: list[Diagnostic]) -> str:
         raise NotImplementedError

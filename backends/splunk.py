@@ -8,6 +8,7 @@ Matches that the search language can express exactly go into the search; the res
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -432,11 +433,10 @@ class SplunkBackend(Backend):
     def savedsearch(self, rule: Rule, diagnostics: list[Diagnostic]) -> str:
         search = self.tstats(rule, diagnostics) if self.settings["search_format"] == "tstats" \
             else self.raw(rule, diagnostics)
-        name = " ".join(rule.title.split()).replace("[", "(").replace("]", ")") or rule.id
         lines = [
-            f"# sigma-wmi rule {' '.join((rule.id or 'without id').split())}",
-            f"[{name}]",
-            _conf("description", rule.description or rule.title),
+            f"# sigma-wmi rule {conf_comment(rule.id or 'without id')}",
+            f"[{stanza_name(rule.title, rule.id)}]",
+            _conf("description", conf_text(rule.description or rule.title)),
             _conf("search", search),
             _conf("cron_schedule", self.settings["cron_schedule"]),
             _conf("dispatch.earliest_time", self.settings["earliest"]),
@@ -454,6 +454,59 @@ class SplunkBackend(Backend):
         if format == "savedsearches":
             return "\n".join(o.rstrip("\n") + "\n" for o in outputs)
         return super().combine(outputs, format)
+
+    def identity(self, text: str, format: str | None = None) -> str | None:
+        if format != "savedsearches":
+            return None
+        return next(line[1:-1] for line in text.split("\n") if line.startswith("["))
+
+    def with_identity(self, text: str, format: str | None, identity: str, n: int) -> tuple[str, str]:
+        new = f"{identity} ({n})"
+        return text.replace(f"\n[{identity}]\n", f"\n[{new}]\n", 1), new
+
+
+# ---------------------------------------------------------------------------
+# savedsearches.conf: a line is `key = value` or `[stanza]`; a line ending in `\` continues
+# on the next; a line starting with `#` (also `;` and `*` for some readers) is a comment.
+# Only LF and CR end a line there: U+2028, U+0085, \v, \f, \x1c-\x1e are ordinary
+# characters to splunkd, so a search keeps them as they are. Every value is written on
+# one line: a continuation line would be stripped, and one starting with `#` dropped.
+# ---------------------------------------------------------------------------
+_CONF_BREAKS = frozenset("\r\n\x00")  # a line end, or the end of a C string
+_RESERVED_STANZAS = frozenset({"default"})  # [default] sets every other stanza's defaults
+
+
+def stanza_name(title: str, rule_id: str = "") -> str:
+    """A stanza name from a rule title: one line, control characters and runs of
+    whitespace as one space, `[` `]` as `(` `)`; never the `[default]` stanza."""
+    name = conf_text(title.replace("[", "(").replace("]", ")")) or conf_text(rule_id) or "sigma-wmi rule"
+    return f"{name} (rule)" if name.casefold() in _RESERVED_STANZAS else name
+
+
+def conf_text(text: str) -> str:
+    """Prose (a description, a title) as one conf line: whitespace and control characters
+    become single spaces; a trailing backslash, which would join the next line, is dropped."""
+    printable = "".join(" " if unicodedata.category(c) in ("Cc", "Cs") else c for c in text)
+    return " ".join(printable.split()).rstrip("\\ ")
+
+
+def conf_comment(text: str) -> str:
+    return conf_text(text)
+
+
+def _conf(key: str, value: str) -> str:
+    """A `key = value` line for a value that must arrive exactly (a search, a schedule).
+    A line break, NUL or trailing backslash cannot be written exactly, so the rule fails
+    for savedsearches with a located error instead of a conf that means something else."""
+    value = str(value)
+    bad = next((c for c in value if c in _CONF_BREAKS), None)
+    if bad is not None:
+        raise UnsupportedError(f"savedsearches.conf: the {key} holds {bad!r}, which a .conf value cannot "
+                               "hold on one line", code="conf-value")
+    if value != value.strip() or value.endswith("\\"):
+        raise UnsupportedError(f"savedsearches.conf: the {key} starts or ends with whitespace or ends with "
+                               "a backslash, which a .conf reader would change", code="conf-value")
+    return f"{key} = {value}"
 
 
 def _split(detection: Expr, diagnostics: list[Diagnostic]) -> tuple[list[Expr], list[Expr]]:
@@ -514,10 +567,3 @@ def _prefix_fields(expr: Expr, prefix: str) -> Expr:
         return Match(prefix + match.field, match.op, values, match.case_sensitive, match.line)
 
     return map_matches(expr, prefixed)
-
-
-def _conf(key: str, value: str) -> str:
-    """A .conf `key = value` line; newlines become backslash continuations. A line that
-    itself ends in a backslash gets a space after it, so it is not read as a continuation."""
-    lines = str(value).splitlines() or [""]
-    return f"{key} = " + " \\\n".join(line + " " if line.endswith("\\") else line for line in lines)

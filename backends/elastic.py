@@ -22,6 +22,7 @@ data); on Elastic Defend it passes through unchanged with an `unmapped-field` wa
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar
@@ -146,6 +147,16 @@ def kql_unquoted(parts: Sequence[str | Wildcard]) -> str:
     return "".join(out)
 
 
+# Unquoted literals the kuery grammar reads as values or operators, in any letter case.
+_KQL_WORDS = frozenset({"null", "true", "false", "and", "or", "not"})
+
+
+def kql_field(name: str) -> str:
+    """A field name before `:`: quoted when unquoted it would read as a keyword or a
+    value (`null`, `true`), else an unquoted literal (where `*` would be a field pattern)."""
+    return kql_quoted(name) if name.lower() in _KQL_WORDS else kql_unquoted([name])
+
+
 def _kql_keyword_at(chars: list[str | None], i: int) -> str | None:
     def text(start: int, length: int) -> str:
         window = chars[start:start + length]
@@ -185,7 +196,18 @@ def lucene_phrase(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+# Words the classic query parser reads as operators wherever a term may stand.
+_LUCENE_OPERATORS = frozenset({"AND", "OR", "NOT", "TO"})
+
+
 def lucene_field(name: str) -> str:
+    """A field name before `:`; an operator word gets its first letter escaped (`\\AND`).
+    `_exists_` is refused: Elasticsearch unescapes field names before it tests for it; so
+    are control characters, which no real field holds and not every Lucene reader unescapes."""
+    if not name or name == "_exists_" or any(unicodedata.category(c) == "Cc" for c in name):
+        raise UnsupportedError(f"lucene: field name {name!r} cannot be written in a query_string")
+    if name in _LUCENE_OPERATORS:
+        return "\\" + name
     return lucene_term([name])
 
 
@@ -376,7 +398,7 @@ class KqlGenerator(_KeywordQuery):
     def field_name(self, name: str) -> str:
         if not name or name[0] in JS_WHITESPACE or name[-1] in JS_WHITESPACE:
             raise self.unsupported(f"field name {name!r} cannot be written in KQL")
-        return kql_unquoted([name])
+        return kql_field(name)
 
     def wildcard(self, pattern: Pattern) -> str:
         parts = list(pattern.parts)
@@ -765,5 +787,5 @@ def _keyword_contains(expr: Match) -> Expr:
 
 __all__ = [
     "EqlBackend", "EqlGenerator", "KqlBackend", "KqlGenerator", "LuceneBackend", "LuceneGenerator",
-    "eql_field", "eql_string", "kql_quoted", "kql_unquoted", "lucene_phrase", "lucene_term",
+    "eql_field", "eql_string", "kql_field", "kql_quoted", "kql_unquoted", "lucene_phrase", "lucene_term",
 ]

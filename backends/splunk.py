@@ -49,14 +49,22 @@ def spl_string(text: str) -> str:
 _SIMPLE_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-{}]*")
 
 
+# Words the search and eval languages read as operators or literals (case-insensitively
+# to be safe: `and` is AND in eval, and quoting a field costs nothing).
+_SEARCH_WORDS = frozenset({"and", "or", "not", "in", "by", "as", "over"})
+_EVAL_WORDS = frozenset({"and", "or", "not", "xor", "like", "in", "true", "false", "null"})
+
+
 def search_field(name: str) -> str:
     """A field name on the left of `=` in a search; quoted when it is not a plain word."""
-    return name if _SIMPLE_FIELD.fullmatch(name) else spl_string(name)
+    plain = _SIMPLE_FIELD.fullmatch(name) and name.lower() not in _SEARCH_WORDS
+    return name if plain else spl_string(name)
 
 
 def eval_field(name: str) -> str:
     """A field name in an eval expression: single quotes unless it is a plain identifier."""
-    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):  # fullmatch: `$` would accept a trailing newline
+    # fullmatch: `$` would accept a trailing newline
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) and name.lower() not in _EVAL_WORDS:
         return name
     return "'" + name.replace("\\", "\\\\").replace("'", "\\'") + "'"
 

@@ -12,7 +12,6 @@ from click.testing import CliRunner
 from conftest import RULES
 
 from sigma_wmi.cli import main
-from sigma_wmi.errors import SigmaWmiError
 from sigma_wmi.output import safe_name, write_tree
 
 SCRCONS = RULES / "sigma" / "proc_creation_win_scrcons_wmi_script_event_consumer.yml"

@@ -487,15 +487,19 @@ _RESERVED_STANZAS = frozenset({"default"})  # [default] sets every other stanza'
 def stanza_name(title: str, rule_id: str = "") -> str:
     """A stanza name from a rule title: one line, control characters and runs of
     whitespace as one space, `[` `]` as `(` `)`; never the `[default]` stanza."""
-    name = conf_text(title.replace("[", "(").replace("]", ")")) or conf_text(rule_id) or "sigma-wmi rule"
+    name = _one_line(title.replace("[", "(").replace("]", ")")) or _one_line(rule_id) or "sigma-wmi rule"
     return f"{name} (rule)" if name.casefold() in _RESERVED_STANZAS else name
 
 
-def conf_text(text: str) -> str:
-    """Prose (a description, a title) as one conf line: whitespace and control characters
-    become single spaces; a trailing backslash, which would join the next line, is dropped."""
+def _one_line(text: str) -> str:
     printable = "".join(" " if unicodedata.category(c) in ("Cc", "Cs") else c for c in text)
-    return " ".join(printable.split()).rstrip("\\ ")
+    return " ".join(printable.split())
+
+
+def conf_text(text: str) -> str:
+    """Prose (a description) as a one-line conf value: whitespace and control characters
+    become single spaces; a trailing backslash, which would join the next line, is dropped."""
+    return _one_line(text).rstrip("\\ ")
 
 
 def conf_comment(text: str) -> str:

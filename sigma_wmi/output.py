@@ -51,7 +51,8 @@ class UniqueNames:
     def claim(self, stem: str, extension: str) -> tuple[str, str | None]:
         reason = None
         if is_device_name(stem):
-            stem, reason = f"{stem}_", f"'{stem}' is a Windows device name"
+            device, dot, rest = stem.partition(".")
+            stem, reason = f"{device}_{dot}{rest}", f"'{device}' is a Windows device name"
         name, n = stem, 1
         while (name + extension).casefold() in self.used:
             n += 1

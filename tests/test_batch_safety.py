@@ -45,7 +45,7 @@ LONG = os.environ.get("SIGMA_WMI_LONG") == "1"
 PROFILE = settings(max_examples=100_000 if LONG else 200, deadline=None, suppress_health_check=list(HealthCheck))
 
 # Everything a .conf reader might take for structure, and every str.splitlines() break.
-CONF_HOSTILE = list("\\#;*[]=: \t\n\r\x00\x0b\x0c\x1c\x1d\x1e\x1f\x85\u2028\u2029\"'") + ["rem ", "default", "DEFAULT"]
+CONF_HOSTILE = [*"\\#;*[]=: \t\n\r\x00\x0b\x0c\x1c\x1d\x1e\x1f\x85\u2028\u2029\"'", "rem ", "default", "DEFAULT"]
 hostile_text = st.lists(st.one_of(st.sampled_from(CONF_HOSTILE), st.text(max_size=4)), max_size=8).map("".join)
 
 KEYS = ["description", "search", "cron_schedule", "dispatch.earliest_time", "dispatch.latest_time", "enableSched",

@@ -23,8 +23,11 @@ from addonfactory_splunk_conf_parser_lib import TABConfigParser
 from click.testing import CliRunner
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from markdown_it import MarkdownIt
 
 from sigma_wmi import batch
+from sigma_wmi.backends.atc import AtcBackend, md_cell
+from sigma_wmi.backends.docs import build_site, page_slug
 from sigma_wmi.backends.splunk import SplunkBackend
 from sigma_wmi.cli import main
 from sigma_wmi.errors import Level
@@ -426,3 +429,56 @@ def test_hostile_file_names_are_printed_escaped(tmp_path: Path) -> None:
     errors = [line for line in result.stderr.splitlines() if ": error: " in line]
     assert len(errors) == 1 and "\\x1b]0;pwned\\x07\\nname.yml:2: error:" in errors[0]
     assert "\x1b" not in result.stderr and "\x07" not in result.stderr
+
+
+# ---- Markdown: rule text never becomes structure ----
+
+MD_HOSTILE = ["# ", "## ", "---", "***", "___", "===", "> ", "- ", "+ ", "* ", "1. ", "2) ", "```", "~~~", "    ",
+              "<div>", "<!--", "|", "| a | b |", "\n", "\n\n", "#", "[x]: http://e", "![i](j)", "\\"]
+md_text = st.lists(st.one_of(st.sampled_from(MD_HOSTILE), st.text(alphabet="ab -#=\n", max_size=3)),
+                   max_size=8).map("".join)
+
+
+def _blocks(markdown: str) -> list[str]:
+    return [t.type for t in MarkdownIt("commonmark").enable("table").parse(markdown) if t.level == 0]
+
+
+@PROFILE
+@example(title="Title ##", description="intro\n# Heading\n---\n=== \n> quote\n- item\n1. one\n```\ncode",
+         item="# x\n| a |")
+@given(title=md_text, description=md_text, item=md_text)
+def test_markdown_text_cannot_create_structure(title: str, description: str, item: str) -> None:
+    """A heading, a paragraph and a list item built from any text keep exactly that shape,
+    and the text reads back unchanged (line breaks as <br>)."""
+    document = f"# {md_cell(title)}\n\n{md_cell(description) or 'none'}\n\n- {md_cell(item) or 'none'}\n"
+    assert _blocks(document) == ["heading_open", "heading_close", "paragraph_open", "paragraph_close",
+                                 "bullet_list_open", "bullet_list_close"]
+    assert [t.type for t in MarkdownIt("commonmark").parse(document) if t.level == 1] == ["inline", "inline",
+                                                                                       "list_item_open",
+                                                                                       "list_item_close"]
+    tokens = MarkdownIt("commonmark").parse(document)
+    heading = tokens[1].children or []
+    shown = "".join("\n" if t.type == "html_inline" else t.content for t in heading)
+    expected = "\n".join(line.strip() for line in re.split(r"\r\n|\r|\n", title.strip()))
+    assert shown.strip() == expected.strip() or not title.strip()
+
+
+def test_docs_and_atc_pages_keep_their_structure_with_hostile_text(tmp_path: Path) -> None:
+    text = "x\n# Injected heading\n---\n- injected item\n1. injected\n```\nfenced\n<b>html</b> | pipe"
+    rule = Rule(id="11111111-2222-3333-4444-555555555555", title="# Hostile ## title", description=text,
+                falsepositives=(text,), logsource=LogSource(product="windows", category="process_creation"),
+                detection=Match("Image", Op.ENDSWITH, (Pattern.literal("\\x.exe"),)), origin=Origin("r.yml", 1))
+    card = AtcBackend().convert(rule).text
+    out = tmp_path / "site"
+    build_site([rule], out, targets=("splunk",))
+    page = (out / "rules" / f"{page_slug(rule)}.md").read_text(encoding="utf-8")
+    for markdown in (card, page):
+        tokens = MarkdownIt("commonmark").enable("table").parse(markdown)
+        headings = [tokens[i + 1].content for i, t in enumerate(tokens) if t.type == "heading_open"]
+        assert not any("Injected" in h or "injected" in h for h in headings), headings
+        assert "hr" not in [t.type for t in tokens]
+        html = [t.content for t in tokens + [c for t in tokens for c in t.children or []] if "html" in t.type]
+        assert not any("<b>" in h for h in html), html  # the template's own <ul>/<br> only
+        fences = [t.content for t in tokens if t.type == "fence"]
+        assert not any("fenced" in f for f in fences)
+    assert "# Hostile ## title" in page.splitlines()[0].replace("\\", "")

@@ -254,7 +254,7 @@ class Cache:
         except OSError:
             return None
         digest = hashlib.sha256(self.salt.encode())
-        digest.update(str(path).encode())  # reports name the path, so it is part of the result
+        digest.update(os.fsencode(path))  # reports name the path, so it is part of the result
         digest.update(content)
         digest.update(self._macros(path.resolve().parent).encode())
         return digest.hexdigest()

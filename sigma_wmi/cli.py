@@ -56,7 +56,7 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name:
-            raise UsageError(f"--option takes NAME=VALUE, got '{pair}'")
+            raise UsageError(f"--option takes NAME=VALUE, got '{safe(pair)}'")
         options[name.strip().replace("-", "_")] = value
     return options
 
@@ -263,8 +263,11 @@ def _write_report(path: Path, results: list[batch.RuleResult], jobs: list[batch.
         "summary": {"rules": len(results), **counts},
         "rules": [r.to_report() for r in results],
     }
+    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    # A file name that was not UTF-8 holds lone surrogates: written as JSON's \udcXX escapes.
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     try:
-        write_atomic(path, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+        write_atomic(path, text)
     except OSError as err:
         echo_error(f"{path}: error: cannot write the report: {describe_os_error(err)} (os-error)")
         return False

@@ -482,3 +482,15 @@ def test_docs_and_atc_pages_keep_their_structure_with_hostile_text(tmp_path: Pat
         fences = [t.content for t in tokens if t.type == "fence"]
         assert not any("fenced" in f for f in fences)
     assert "# Hostile ## title" in page.splitlines()[0].replace("\\", "")
+
+
+def test_file_name_that_is_not_utf8_reaches_the_report_and_the_terminal(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    _rules(rules, 1)
+    (rules / os.fsdecode(b"bad\xff.yml")).write_text("title: [unclosed\n")
+    for cache in (["--no-cache"], ["--cache-dir", str(tmp_path / "cache")], ["--cache-dir", str(tmp_path / "cache")]):
+        result = CliRunner().invoke(main, ["convert", *cache, "--report", str(tmp_path / "r.json"), str(rules)])
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        assert "bad\\xff.yml:2: error: YAML syntax error" in result.stderr
+        paths = [r["path"] for r in json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))["rules"]]
+        assert os.fsencode(paths[0]) == os.fsencode(rules) + b"/bad\xff.yml"  # the same bytes, read back

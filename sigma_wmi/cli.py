@@ -234,7 +234,7 @@ def _write_outputs(results: list[batch.RuleResult], jobs: list[batch.Job], desti
             click.echo(text, nl=False)
             return 0
         try:
-            remove_stale_temporaries(destination.path.parent)
+            remove_stale_temporaries(destination.path.parent, recursive=False)
             write_atomic(destination.path, text)
         except OSError as err:
             error = WriteError(str(destination.path), f"cannot write: {describe_os_error(err)}", "os-error")

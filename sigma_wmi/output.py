@@ -9,6 +9,7 @@ import errno
 import hashlib
 import os
 import re
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,18 +100,23 @@ def is_temporary(path: Path) -> bool:
     return _TEMP_NAME.match(path.name) is not None
 
 
-def remove_stale_temporaries(root: Path) -> list[Path]:
-    """Delete temporary files under `root` whose writing process no longer runs (a killed
-    run); a live concurrent writer keeps its own. Returns what was removed."""
+def remove_stale_temporaries(root: Path, recursive: bool = True) -> list[Path]:
+    """Delete temporary files (and staging folders) under `root`, or directly in it, whose
+    writing process no longer runs (a killed run); a live concurrent writer keeps its own.
+    Only names `write_atomic` and the docs build make are touched. Returns what was removed."""
     removed: list[Path] = []
     if not root.is_dir():
         return removed
-    for path in root.rglob(f"*{TEMP_MARK}*.tmp"):
+    pattern = f"*{TEMP_MARK}*.tmp"
+    for path in sorted(root.rglob(pattern) if recursive else root.glob(pattern)):
         match = _TEMP_NAME.match(path.name)
-        if match is None or path.is_symlink() or not path.is_file() or _process_alive(int(match.group(1))):
+        if match is None or path.is_symlink() or _process_alive(int(match.group(1))):
             continue
         try:
-            path.unlink()
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
             removed.append(path)
         except OSError:
             pass  # someone else removed it, or it cannot be: the next run tries again

@@ -494,3 +494,38 @@ def test_file_name_that_is_not_utf8_reaches_the_report_and_the_terminal(tmp_path
         assert "bad\\xff.yml:2: error: YAML syntax error" in result.stderr
         paths = [r["path"] for r in json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))["rules"]]
         assert os.fsencode(paths[0]) == os.fsencode(rules) + b"/bad\xff.yml"  # the same bytes, read back
+
+
+def _dead_pid() -> int:
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    return int(done.stdout)
+
+
+def test_stale_staging_folder_of_a_killed_docs_build_is_removed(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    _rules(rules, 1)
+    stale = tmp_path / f".site{TEMP_MARK}{_dead_pid()}-x.tmp"
+    (stale / "rules").mkdir(parents=True)
+    (stale / "rules" / "half.md").write_text("# half")
+    deeper = tmp_path / "keep" / f".x.spl{TEMP_MARK}{_dead_pid()}-y.tmp"  # not this folder: not its business
+    deeper.parent.mkdir()
+    deeper.write_text("")
+    result = CliRunner().invoke(main, ["docs", "-q", "-t", "splunk", "-o", str(tmp_path / "site"), str(rules)])
+    assert result.exit_code == 0, result.output
+    assert not stale.exists() and deeper.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep", "rules", "site"]
+
+
+def test_single_output_file_cleans_only_its_own_folder(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    _rules(rules, 1)
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = out / f".all.spl{TEMP_MARK}{_dead_pid()}-z.tmp"
+    stale.write_text("half")
+    nested = out / "sub" / f".b{TEMP_MARK}{_dead_pid()}-z.tmp"
+    nested.parent.mkdir()
+    nested.write_text("")
+    assert _run("-o", str(out / "all.spl"), str(rules)).exit_code == 0
+    assert not stale.exists() and nested.exists() and (out / "all.spl").is_file()

@@ -138,8 +138,8 @@ def _destination(output: str | None, targets: int) -> Destination:
     if output is None:
         return Destination(None, False)
     path = Path(output)
-    directory = (targets > 1 or path.is_dir() or path.suffix == "" or output.endswith(("/", "\\"))
-                 or output.endswith((f"{os.sep}.", "/.")))
+    # the raw text, not the Path: Path("out.d/") forgets the slash that says "a folder"
+    directory = targets > 1 or path.is_dir() or path.suffix == "" or output.endswith(("/", "\\", os.sep))
     return Destination(path, directory)
 
 
@@ -161,12 +161,12 @@ def _check_destinations(paths: tuple[Path, ...], files: list[Path], destination:
     if destination.path and destination.directory and destination.path.exists() and not destination.path.is_dir():
         raise UsageError(f"--output {safe(destination.path)} is a file; a folder is needed "
                          "(several targets, or a name ending in /)")
-    if destination.path and not destination.directory and destination.path.is_dir():
-        raise UsageError(f"--output {safe(destination.path)} is a folder")
     if report is not None:
         if report.is_dir():
             raise UsageError(f"--report {safe(report)} is a folder")
-        if destination.path and overlapping(report, destination.path):
+        # beside the outputs in their folder is fine; being the output, or holding it, is not
+        if destination.path and (report.resolve() == destination.path.resolve()
+                                 or report.resolve() in destination.path.resolve().parents):
             raise UsageError(f"--report {safe(report)} overlaps --output {safe(destination.path)}")
 
 

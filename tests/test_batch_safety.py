@@ -529,3 +529,11 @@ def test_single_output_file_cleans_only_its_own_folder(tmp_path: Path) -> None:
     nested.write_text("")
     assert _run("-o", str(out / "all.spl"), str(rules)).exit_code == 0
     assert not stale.exists() and nested.exists() and (out / "all.spl").is_file()
+
+
+def test_report_may_sit_beside_the_outputs(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    _rules(rules, 1)
+    out = tmp_path / "out"
+    assert _run("-o", str(out), "--report", str(out / "report.json"), str(rules)).exit_code == 0
+    assert json.loads((out / "report.json").read_text())["summary"]["ok"] == 1

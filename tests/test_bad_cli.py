@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import uuid
@@ -78,9 +79,23 @@ def reader_cases() -> list[Case]:
         name = Path(relative).name
         line = expected.get("line")
         where = "{case}" + (f":{line}" if line is not None else "")
-        cases.append(Case(relative, expected.get("class"), {name: (BAD / relative).read_bytes()},
-                          {"error": where + r": error: .*\(" + re.escape(str(expected["code"])) + r"\)"}))
+        spec: dict[str, Any] = {"error": where + r": error: .*\(" + re.escape(str(expected["code"])) + r"\)"}
+        macros = _macros_for(BAD / relative)
+        if macros is not None:  # ESCU cases: their macros/ folder, given outside the input tree
+            spec["macros"] = macros
+            spec["args"] = [*DEFAULT_ARGS[:-1], "--macros", "{macros}", "{in}"]
+        cases.append(Case(relative, expected.get("class"), {name: (BAD / relative).read_bytes()}, spec))
     return cases
+
+
+def _macros_for(case: Path) -> Path | None:
+    """The `macros/` folder an ESCU case would find next to or above it inside tests/bad."""
+    for folder in case.parents:
+        if (folder / "macros").is_dir():
+            return folder / "macros"
+        if folder == BAD:
+            break
+    return None
 
 
 def cli_cases() -> list[Case]:
@@ -180,7 +195,9 @@ def run_case(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         (inputs / name).write_bytes(data)
     first_case = inputs / next(iter(case.files))
     places = {"tmp": str(root), "in": str(inputs), "out": str(root / "out"), "report": str(root / "report.json"),
-              "case": str(first_case)}
+              "case": str(first_case), "macros": str(root / "macros")}
+    if spec.get("macros"):
+        shutil.copytree(spec["macros"], root / "macros")
     for step in spec.get("setup") or []:
         if "symlink" in step:
             link = root / step["symlink"]
@@ -235,7 +252,7 @@ def _check_report(case: Case, root: Path, first_case: Path, places: dict[str, st
     if failing_paths and not case.spec.get("fault") and not case.spec.get("setup"):
         assert any(e["path"] in failing_paths and e["status"] == "failed" for e in rules), rules
     out = Path(places["out"])
-    if out.is_dir() and case.spec.get("args") is None and not case.spec.get("setup"):
+    if out.is_dir() and (case.spec.get("args") is None or case.spec.get("macros")) and not case.spec.get("setup"):
         written = sorted(p for p in out.rglob("*") if p.is_file() and not p.is_symlink())
         converted = sum(len(e["targets"]) for e in rules if e["status"] != "failed")
         assert len(written) == converted, (written, rules)

@@ -442,7 +442,7 @@ class SplunkBackend(Backend):
         search = self.tstats(rule, diagnostics) if self.settings["search_format"] == "tstats" \
             else self.raw(rule, diagnostics)
         lines = [
-            f"# sigma-wmi rule {conf_comment(rule.id or 'without id')}",
+            f"# sigma-wmi rule {conf_text(rule.id or 'without id')}",
             f"[{stanza_name(rule.title, rule.id)}]",
             _conf("description", conf_text(rule.description or rule.title)),
             _conf("search", search),
@@ -500,10 +500,6 @@ def conf_text(text: str) -> str:
     """Prose (a description) as a one-line conf value: whitespace and control characters
     become single spaces; a trailing backslash, which would join the next line, is dropped."""
     return _one_line(text).rstrip("\\ ")
-
-
-def conf_comment(text: str) -> str:
-    return conf_text(text)
 
 
 def _conf(key: str, value: str) -> str:

@@ -32,7 +32,7 @@ from sigma_wmi.parallel import default_workers
 from sigma_wmi.readers import ReadOptions, rule_files
 from sigma_wmi.registry import backend_class, target_names
 from sigma_wmi.rule_tests import test_command
-from sigma_wmi.terminal import safe
+from sigma_wmi.terminal import safe, safe_lines
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -231,7 +231,9 @@ def _write_outputs(results: list[batch.RuleResult], jobs: list[batch.Job], desti
             chunks.append(f"# --- {job.key} ---\n{body}" if len(jobs) > 1 else body)
         text = "".join(chunks)
         if destination.path is None:
-            click.echo(text, nl=False)
+            # on a terminal, a control character in a rule's value must not drive the terminal;
+            # piped or redirected output stays exact (color=True: click would strip ANSI codes)
+            click.echo(safe_lines(text) if _stdout_is_terminal() else text, nl=False, color=True)
             return 0
         try:
             remove_stale_temporaries(destination.path.parent, recursive=False)
@@ -248,6 +250,10 @@ def _write_outputs(results: list[batch.RuleResult], jobs: list[batch.Job], desti
     for error in errors:
         _fail_outputs(error, by_path[error.path].results)
     return len(errors)
+
+
+def _stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
 
 
 def _fail_outputs(error: WriteError, results: list[batch.RuleResult]) -> None:

@@ -29,3 +29,8 @@ def safe(text: object) -> str:
         else:
             out.append(char)
     return "".join(out)
+
+
+def safe_lines(text: str) -> str:
+    """`safe` for each line of a multi-line text, keeping its line feeds."""
+    return "\n".join(safe(line) for line in text.split("\n"))

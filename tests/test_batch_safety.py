@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 
-from sigma_wmi import batch
+from sigma_wmi import batch, cli
 from sigma_wmi.backends.atc import AtcBackend, md_cell
 from sigma_wmi.backends.docs import build_site, page_slug
 from sigma_wmi.backends.splunk import SplunkBackend
@@ -537,3 +537,15 @@ def test_report_may_sit_beside_the_outputs(tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert _run("-o", str(out), "--report", str(out / "report.json"), str(rules)).exit_code == 0
     assert json.loads((out / "report.json").read_text())["summary"]["ok"] == 1
+
+
+def test_queries_printed_to_a_terminal_show_control_characters_escaped(monkeypatch: pytest.MonkeyPatch,
+                                                                       tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "esc.yml").write_text(GOOD.format(n=1).replace("'\\\\x1.exe'", '"\\e[2J.exe"'))
+    piped = _run(str(rules))
+    assert piped.exit_code == 0 and "\x1b[2J" in piped.stdout  # redirected output stays exact
+    monkeypatch.setattr(cli, "_stdout_is_terminal", lambda: True)
+    shown = _run(str(rules)).stdout
+    assert "\x1b" not in shown and "\\x1b[2J.exe" in shown

@@ -143,6 +143,7 @@ def test_the_corpus_holds_enough_cases_of_every_class() -> None:
 @dataclass
 class Run:
     code: int
+    stdout: str
     stderr: str
     output: str
 
@@ -175,12 +176,12 @@ def _invoke(args: list[str], as_process: bool, cwd: Path) -> Run:
     if as_process:
         done = subprocess.run([sys.executable, "-m", "sigma_wmi", *args], cwd=cwd, capture_output=True, timeout=120,
                               env={**os.environ, "PYTHONIOENCODING": "utf-8"})
-        stderr = done.stderr.decode("utf-8", "replace")
-        return Run(done.returncode, stderr, done.stdout.decode("utf-8", "replace") + stderr)
+        stdout, stderr = done.stdout.decode("utf-8", "replace"), done.stderr.decode("utf-8", "replace")
+        return Run(done.returncode, stdout, stderr, stdout + stderr)
     result = CliRunner().invoke(main, args)
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception  # a traceback: the harness shows it whole
-    return Run(result.exit_code, result.stderr, result.output)
+    return Run(result.exit_code, result.stdout, result.stderr, result.output)
 
 
 def run_case(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -227,6 +228,8 @@ def run_case(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
             f"no line matches {pattern!r}:\n{run.stderr}"
     if expected_exit == 2:
         assert not (root / "out").exists() and not (root / "report.json").exists()
+    for wanted in spec.get("stdout_contains") or []:
+        assert wanted in run.stdout, (wanted, run.stdout)
     _check_report(case, root, first_case, places)
     _check_outputs(spec, places)
 

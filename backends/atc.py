@@ -40,8 +40,11 @@ from sigma_wmi.model import Op, Pattern, Rule, describe_aggregation, matches
 _MD_CELL = str.maketrans({
     "&": "&amp;", "<": "&lt;", ">": "&gt;",
     "\\": "\\\\", "|": "\\|", "`": "\\`", "*": "\\*", "_": "\\_", "[": "\\[", "]": "\\]",
-    "~": "\\~",
+    "~": "\\~", "#": "\\#",  # `#` anywhere: a heading's closing `#`s would vanish
 })
+# What starts a block (list item, setext underline, thematic break, ordered list) when it
+# opens a line; the same text is safe once its first character is backslash-escaped.
+_BLOCK_START = re.compile(r"^(?:[-+=]|\d{1,9}(?=[.)]))")
 _NEWLINES = re.compile(r"\r\n|\r|\n")
 # Characters that would end or break a Markdown link destination `(...)`.
 _URL_SAFE = "!#$%&*+,-./:;=?@[]^_{}~'"
@@ -49,10 +52,16 @@ LINK_SCHEMES = ("http://", "https://", "ftp://", "mailto:")
 
 
 def md_cell(text: object) -> str:
-    """Text for one Markdown table cell (or list item inside one): no `|` ends the
-    cell, no newline ends the row, no HTML is interpreted; line breaks become `<br>`."""
+    """Text for one Markdown table cell, list item, heading or paragraph: no `|` ends the
+    cell, no newline ends the row, no HTML is interpreted, nothing at the start opens a
+    block (heading, list, rule, quote, code); line breaks become `<br>`."""
     lines = _NEWLINES.split(str(text).strip())
-    return "<br>".join(line.strip().translate(_MD_CELL) for line in lines)
+    return "<br>".join(_BLOCK_START.sub(_escape_block_start, line.strip().translate(_MD_CELL)) for line in lines)
+
+
+def _escape_block_start(found: re.Match[str]) -> str:
+    text = found.group()
+    return text + "\\" if text[0].isdigit() else "\\" + text  # `1\.`, `\-`
 
 
 def md_url(url: str) -> str:

@@ -92,6 +92,16 @@ class Backend(ABC):
         """Join per-rule outputs into one document (one query per line by default)."""
         return "".join(text if text.endswith("\n") else text + "\n" for text in outputs)
 
+    def identity(self, text: str, format: str | None = None) -> str | None:
+        """The name the target files this output under, which must stay unique across a
+        batch (a saved-search stanza, a Kibana `rule_id`); None when the format has none."""
+        return None
+
+    def with_identity(self, text: str, format: str | None, identity: str, n: int) -> tuple[str, str]:
+        """The output renamed to the `n`th (n >= 2) alternative of `identity`, and that name.
+        Only called for formats whose `identity` is not None."""
+        raise NotImplementedError(f"{self.name} names no {format} output")
+
 
 def convert_safely(backend: Backend, rule: Rule, format: str | None = None) -> Output | Diagnostic:
     """The backend's output, or an error diagnostic saying why there is none. Never raises:

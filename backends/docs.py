@@ -39,7 +39,7 @@ from sigma_wmi.backends.atc import (
 )
 from sigma_wmi.errors import Diagnostic, Level, SigmaWmiError
 from sigma_wmi.model import RelatedRule, Rule, describe_aggregation
-from sigma_wmi.output import inside
+from sigma_wmi.output import TEMP_MARK, inside, is_device_name, remove_stale_temporaries
 from sigma_wmi.parallel import ordered_map
 
 MARKER = ".sigma-wmi-site"  # only a folder holding this file is replaced by a new build
@@ -95,7 +95,7 @@ def page_slug(rule: Rule) -> str:
     replaced; a rule without a usable id gets a hash of its title."""
     slug = _UNSAFE.sub("-", rule.id.strip().lower()).strip("-_")[:96]
     if slug:
-        return slug
+        return slug + "-rule" if is_device_name(slug) else slug  # `con.html` is a device on Windows
     return "rule-" + hashlib.sha256(rule.title.encode("utf-8")).hexdigest()[:16]
 
 
@@ -429,7 +429,9 @@ def build_site(rules: list[Rule], out_dir: Path, *, errors: Iterable[SigmaWmiErr
     builder = SiteBuilder(rules, list(errors), targets, workers, mapping)
     files = builder.render()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    remove_stale_temporaries(out_dir.parent, recursive=False)  # a killed build's staging folder
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}{TEMP_MARK}{os.getpid()}-", suffix=".tmp",
+                                    dir=out_dir.parent))
     try:
         for relative in sorted(files):
             path = inside(staging, relative)

@@ -22,6 +22,7 @@ generator writes it. A field the index lacks fails the rule (`field-not-in-schem
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar
@@ -144,6 +145,16 @@ def kql_unquoted(parts: Sequence[str | Wildcard]) -> str:
     return "".join(out)
 
 
+# Unquoted literals the kuery grammar reads as values or operators, in any letter case.
+_KQL_WORDS = frozenset({"null", "true", "false", "and", "or", "not"})
+
+
+def kql_field(name: str) -> str:
+    """A field name before `:`: quoted when unquoted it would read as a keyword or a
+    value (`null`, `true`), else an unquoted literal (where `*` would be a field pattern)."""
+    return kql_quoted(name) if name.lower() in _KQL_WORDS else kql_unquoted([name])
+
+
 def _kql_keyword_at(chars: list[str | None], i: int) -> str | None:
     def text(start: int, length: int) -> str:
         window = chars[start:start + length]
@@ -183,7 +194,18 @@ def lucene_phrase(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+# Words the classic query parser reads as operators wherever a term may stand.
+_LUCENE_OPERATORS = frozenset({"AND", "OR", "NOT", "TO"})
+
+
 def lucene_field(name: str) -> str:
+    """A field name before `:`; an operator word gets its first letter escaped (`\\AND`).
+    `_exists_` is refused: Elasticsearch unescapes field names before it tests for it; so
+    are control characters, which no real field holds and not every Lucene reader unescapes."""
+    if not name or name == "_exists_" or any(unicodedata.category(c) == "Cc" for c in name):
+        raise UnsupportedError(f"lucene: field name {name!r} cannot be written in a query_string")
+    if name in _LUCENE_OPERATORS:
+        return "\\" + name
     return lucene_term([name])
 
 
@@ -369,7 +391,7 @@ class KqlGenerator(_KeywordQuery):
     def field_name(self, name: str) -> str:
         if not name or name[0] in JS_WHITESPACE or name[-1] in JS_WHITESPACE:
             raise self.unsupported(f"field name {name!r} cannot be written in KQL")
-        return kql_unquoted([name])
+        return kql_field(name)
 
     def wildcard(self, pattern: Pattern) -> str:
         parts = list(pattern.parts)
@@ -578,6 +600,16 @@ class ElasticBackend(Backend):
             return "\n".join(o.rstrip("\n") + "\n" for o in outputs)
         return super().combine(outputs, format)  # ndjson and queries: one per line
 
+    def identity(self, text: str, format: str | None = None) -> str | None:
+        from sigma_wmi.backends import elastic_export
+
+        return elastic_export.export_identity(text, format) if format in ("ndjson", "toml") else None
+
+    def with_identity(self, text: str, format: str | None, identity: str, n: int) -> tuple[str, str]:
+        from sigma_wmi.backends import elastic_export
+
+        return elastic_export.export_with_identity(text, format or "", identity, n)
+
     # ---- the query ----
     def query(self, expr: Expr, target: elastic_profile.Target) -> str:
         """The query text of the rewritten tree."""
@@ -706,5 +738,5 @@ class LuceneBackend(_KeywordBackend):
 
 __all__ = [
     "EqlBackend", "EqlGenerator", "KqlBackend", "KqlGenerator", "LuceneBackend", "LuceneGenerator",
-    "eql_field", "eql_string", "kql_quoted", "kql_unquoted", "lucene_phrase", "lucene_term",
+    "eql_field", "eql_string", "kql_field", "kql_quoted", "kql_unquoted", "lucene_phrase", "lucene_term",
 ]

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any
 
 from sigma_wmi.attack import Attack, Technique, attack
@@ -94,7 +96,7 @@ class RuleExport:
     window: int | None = None
 
     def rule_id(self) -> str:
-        return self.rule.id or str(uuid.uuid5(_RULE_NAMESPACE, self.rule.title))
+        return self.rule.id or derived_rule_id(self.rule)
 
     def kibana(self) -> dict[str, Any]:
         severity, risk = SEVERITY.get(self.rule.level or "", SEVERITY["medium"])
@@ -140,6 +142,33 @@ class RuleExport:
             "updated_date": _toml_date(self.rule.modified or self.rule.date) or "1970/01/01",
         }
         return toml_dumps({"metadata": metadata, "rule": rule})
+
+
+def derived_rule_id(rule: Rule) -> str:
+    """A stable `rule_id` for a rule without an id: from its title and file name (not the
+    folder, so the id does not depend on where the tool runs). Rules equal in both are told
+    apart by the batch (`export_with_identity`)."""
+    file_name = PurePath(rule.origin.path).name if rule.origin else ""
+    return str(uuid.uuid5(_RULE_NAMESPACE, f"{rule.title}\x00{file_name}"))
+
+
+def export_identity(text: str, format: str) -> str:
+    """The `rule_id` of one exported rule (NDJSON line or TOML document)."""
+    document = json.loads(text) if format == "ndjson" else tomllib.loads(text)["rule"]
+    return str(document["rule_id"])
+
+
+def export_with_identity(text: str, format: str, identity: str, n: int) -> tuple[str, str]:
+    """The exported rule under a new `rule_id` derived from `identity` and `n`, and that id."""
+    new = str(uuid.uuid5(_RULE_NAMESPACE, f"{identity}\x00{n}"))
+    if format == "ndjson":
+        document = json.loads(text)
+        document["rule_id"] = new
+        return json.dumps(document, sort_keys=True, ensure_ascii=False) + "\n", new
+    old_line, new_line = f"rule_id = {toml_string(identity)}\n", f"rule_id = {toml_string(new)}\n"
+    if old_line not in text:
+        raise ValueError("TOML export without its rule_id line")
+    return text.replace(old_line, new_line, 1), new
 
 
 def _toml_date(date: str | None) -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -64,14 +65,22 @@ def spl_string(text: str) -> str:
 _SIMPLE_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-{}]*")
 
 
+# Words the search and eval languages read as operators or literals (case-insensitively
+# to be safe: `and` is AND in eval, and quoting a field costs nothing).
+_SEARCH_WORDS = frozenset({"and", "or", "not", "in", "by", "as", "over"})
+_EVAL_WORDS = frozenset({"and", "or", "not", "xor", "like", "in", "true", "false", "null"})
+
+
 def search_field(name: str) -> str:
     """A field name on the left of `=` in a search; quoted when it is not a plain word."""
-    return name if _SIMPLE_FIELD.fullmatch(name) else spl_string(name)
+    plain = _SIMPLE_FIELD.fullmatch(name) and name.lower() not in _SEARCH_WORDS
+    return name if plain else spl_string(name)
 
 
 def eval_field(name: str) -> str:
     """A field name in an eval expression: single quotes unless it is a plain identifier."""
-    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):  # fullmatch: `$` would accept a trailing newline
+    # fullmatch: `$` would accept a trailing newline
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) and name.lower() not in _EVAL_WORDS:
         return name
     return "'" + name.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
@@ -625,11 +634,10 @@ class SplunkBackend(Backend):
     def savedsearch(self, rule: Rule, diagnostics: list[Diagnostic]) -> str:
         search = self.tstats(rule, diagnostics) if self.settings["search_format"] == "tstats" \
             else self.raw(rule, diagnostics)
-        name = " ".join(rule.title.split()).replace("[", "(").replace("]", ")") or rule.id
         lines = [
-            f"# sigma-wmi rule {' '.join((rule.id or 'without id').split())}",
-            f"[{name}]",
-            _conf("description", rule.description or rule.title),
+            f"# sigma-wmi rule {conf_text(rule.id or 'without id')}",
+            f"[{stanza_name(rule.title, rule.id)}]",
+            _conf("description", conf_text(rule.description or rule.title)),
             _conf("search", search),
             _conf("cron_schedule", self.settings["cron_schedule"]),
             _conf("dispatch.earliest_time", self.settings["earliest"]),
@@ -647,6 +655,59 @@ class SplunkBackend(Backend):
         if format == "savedsearches":
             return "\n".join(o.rstrip("\n") + "\n" for o in outputs)
         return super().combine(outputs, format)
+
+    def identity(self, text: str, format: str | None = None) -> str | None:
+        if format != "savedsearches":
+            return None
+        return next(line[1:-1] for line in text.split("\n") if line.startswith("["))
+
+    def with_identity(self, text: str, format: str | None, identity: str, n: int) -> tuple[str, str]:
+        new = f"{identity} ({n})"
+        return text.replace(f"\n[{identity}]\n", f"\n[{new}]\n", 1), new
+
+
+# ---------------------------------------------------------------------------
+# savedsearches.conf: a line is `key = value` or `[stanza]`; a line ending in `\` continues
+# on the next; a line starting with `#` (also `;` and `*` for some readers) is a comment.
+# Only LF and CR end a line there: U+2028, U+0085, \v, \f, \x1c-\x1e are ordinary
+# characters to splunkd, so a search keeps them as they are. Every value is written on
+# one line: a continuation line would be stripped, and one starting with `#` dropped.
+# ---------------------------------------------------------------------------
+_CONF_BREAKS = frozenset("\r\n\x00")  # a line end, or the end of a C string
+_RESERVED_STANZAS = frozenset({"default"})  # [default] sets every other stanza's defaults
+
+
+def stanza_name(title: str, rule_id: str = "") -> str:
+    """A stanza name from a rule title: one line, control characters and runs of
+    whitespace as one space, `[` `]` as `(` `)`; never the `[default]` stanza."""
+    name = _one_line(title.replace("[", "(").replace("]", ")")) or _one_line(rule_id) or "sigma-wmi rule"
+    return f"{name} (rule)" if name.casefold() in _RESERVED_STANZAS else name
+
+
+def _one_line(text: str) -> str:
+    printable = "".join(" " if unicodedata.category(c) in ("Cc", "Cs") else c for c in text)
+    return " ".join(printable.split())
+
+
+def conf_text(text: str) -> str:
+    """Prose (a description) as a one-line conf value: whitespace and control characters
+    become single spaces; a trailing backslash, which would join the next line, is dropped."""
+    return _one_line(text).rstrip("\\ ")
+
+
+def _conf(key: str, value: str) -> str:
+    """A `key = value` line for a value that must arrive exactly (a search, a schedule).
+    A line break, NUL or trailing backslash cannot be written exactly, so the rule fails
+    for savedsearches with a located error instead of a conf that means something else."""
+    value = str(value)
+    bad = next((c for c in value if c in _CONF_BREAKS), None)
+    if bad is not None:
+        raise UnsupportedError(f"savedsearches.conf: the {key} holds {bad!r}, which a .conf value cannot "
+                               "hold on one line", code="conf-value")
+    if value != value.strip() or value.endswith("\\"):
+        raise UnsupportedError(f"savedsearches.conf: the {key} starts or ends with whitespace or ends with "
+                               "a backslash, which a .conf reader would change", code="conf-value")
+    return f"{key} = {value}"
 
 
 def _split(detection: Expr, diagnostics: list[Diagnostic]) -> tuple[list[Expr], list[Expr]]:
@@ -692,8 +753,3 @@ def _stats_tail(aggregation: Aggregation, group: list[str], counted: dict[str, s
     return "".join(" | " + stage for stage in stages)
 
 
-def _conf(key: str, value: str) -> str:
-    """A .conf `key = value` line; newlines become backslash continuations. A line that
-    itself ends in a backslash gets a space after it, so it is not read as a continuation."""
-    lines = str(value).splitlines() or [""]
-    return f"{key} = " + " \\\n".join(line + " " if line.endswith("\\") else line for line in lines)

@@ -21,12 +21,13 @@ from typing import Any
 from sigma_wmi.backends.base import Backend, convert_safely
 from sigma_wmi.errors import Diagnostic, Level, Origin, SigmaWmiError
 from sigma_wmi.mapping import fingerprint
+from sigma_wmi.output import UniqueNames, safe_name
 from sigma_wmi.parallel import ordered_map
 from sigma_wmi.readers import ReadOptions, SourceFile, read_source, rule_files
 from sigma_wmi.readers.yamlsource import display_path, regular_file_error
 from sigma_wmi.registry import backend_class
 
-CACHE_SCHEMA = 1
+CACHE_SCHEMA = 2
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,19 @@ class RuleResult:
     outputs: dict[str, str] = field(default_factory=dict)  # job key -> text
     seconds: float = 0.0
     cached: bool = False
+    line: int | None = None  # where the rule starts in its file
+
+    def add(self, diagnostic: Diagnostic) -> None:
+        """Record a diagnostic found after conversion (a rename, a write error)."""
+        self.diagnostics.append(diagnostic.to_json())
+        if diagnostic.level is Level.ERROR:
+            self.status = "failed"
+        elif diagnostic.level is Level.WARNING and self.status == "ok":
+            self.status = "partial"
+
+    @property
+    def origin(self) -> Origin:
+        return Origin(self.path, self.line or 1)
 
     def to_report(self) -> dict[str, Any]:
         return {
@@ -121,7 +135,7 @@ def convert_file(path: Path, jobs: list[Job], read_options: ReadOptions) -> list
         results.append(RuleResult(
             path=display_path(path), id=rule.id, title=rule.title, status=_status(outputs, jobs, diagnostics),
             diagnostics=[d.to_json() for d in diagnostics], outputs=outputs,
-            seconds=time.perf_counter() - started))
+            seconds=time.perf_counter() - started, line=rule.origin.line if rule.origin else None))
         started = time.perf_counter()
     return results
 
@@ -155,7 +169,69 @@ class DuplicateIds:
         message = f"duplicate rule id {result.id} (first used in {self.first[result.id]}); not converted"
         diagnostic = Diagnostic(Level.ERROR, "duplicate-id", message, Origin(result.path, 1))
         return RuleResult(result.path, result.id, result.title, "failed",
-                          [diagnostic.to_json(), *result.diagnostics], {}, result.seconds, result.cached)
+                          [diagnostic.to_json(), *result.diagnostics], {}, result.seconds, result.cached, result.line)
+
+
+def unique_identities(results: list[RuleResult], jobs: list[Job]) -> None:
+    """Renames, in batch order, every output whose identity in the target (a saved-search
+    stanza, a Kibana `rule_id`) an earlier output already has: the target would merge or
+    replace them. Compared case-insensitively; each rename is a `renamed-output` warning."""
+    for job in jobs:
+        backend = job.backend()
+        seen: set[str] = set()
+        for result in results:
+            text = result.outputs.get(job.key)
+            if text is None:
+                continue
+            identity = backend.identity(text, job.format)
+            if identity is None:
+                break  # the format names nothing
+            if identity.casefold() in seen:
+                n = 2
+                while (renamed := backend.with_identity(text, job.format, identity, n))[1].casefold() in seen:
+                    n += 1
+                text, new = renamed
+                result.outputs[job.key] = text
+                result.add(Diagnostic(Level.WARNING, "renamed-output",
+                                      f"'{identity}' is already used by another rule of this batch; written as '{new}'",
+                                      result.origin, job.target))
+                identity = new
+            seen.add(identity.casefold())
+
+
+@dataclass
+class PlannedFile:
+    """One output file: its text and the rules it holds."""
+
+    text: str
+    results: list[RuleResult]
+
+
+def plan_files(results: list[RuleResult], jobs: list[Job]) -> dict[str, PlannedFile]:
+    """The files of an output directory, by relative path: `<target>-<format>/` holds one
+    file per rule (named after its id, else its file) or one combined file. Names stay
+    unique even on case-insensitive file systems and are never Windows device names; a
+    name that had to change is a `renamed-output` warning on its rule."""
+    files: dict[str, PlannedFile] = {}
+    for job in jobs:
+        cls = backend_class(job.target)
+        extension = cls.extensions.get(job.format, ".txt")
+        folder = f"{job.target}-{job.format}"
+        converted = [r for r in results if job.key in r.outputs]
+        if job.format in cls.combined_formats:
+            if converted:
+                text = job.backend().combine([r.outputs[job.key] for r in converted], job.format)
+                files[f"{folder}/{job.target}{extension}"] = PlannedFile(text, converted)
+            continue
+        names = UniqueNames()
+        for result in converted:
+            name, why = names.claim(safe_name(result.id, Path(result.path).stem), extension)
+            if why:
+                result.add(Diagnostic(Level.WARNING, "renamed-output", f"{why}; written as {folder}/{name}",
+                                      result.origin, job.target))
+            text = result.outputs[job.key]
+            files[f"{folder}/{name}"] = PlannedFile(text if text.endswith("\n") else text + "\n", [result])
+    return files
 
 
 # ---------------------------------------------------------------------------
@@ -290,4 +366,5 @@ def read_all(paths: list[Path], read_options: ReadOptions, workers: int = 1) -> 
     return list(ordered_map(_read_chunk, paths, read_options, workers))
 
 
-__all__ = ["Cache", "DuplicateIds", "Job", "RuleResult", "convert_file", "make_jobs", "read_all", "rule_files", "run"]
+__all__ = ["Cache", "DuplicateIds", "Job", "PlannedFile", "RuleResult", "convert_file", "make_jobs", "plan_files",
+           "read_all", "rule_files", "run", "unique_identities"]

@@ -7,20 +7,32 @@ Exit codes: 0 every rule converted (possibly with warnings), 1 some rules failed
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 
 from sigma_wmi import batch
-from sigma_wmi.errors import SigmaWmiError
-from sigma_wmi.output import safe_name, write_atomic, write_tree
+from sigma_wmi.errors import Diagnostic, Level, Origin, SigmaWmiError
+from sigma_wmi.output import (
+    WriteError,
+    describe_os_error,
+    first_not_directory,
+    is_temporary,
+    overlapping,
+    remove_stale_temporaries,
+    write_atomic,
+    write_tree,
+)
 from sigma_wmi.parallel import default_workers
 from sigma_wmi.readers import ReadOptions, rule_files
 from sigma_wmi.registry import backend_class, target_names
 from sigma_wmi.rule_tests import test_command
+from sigma_wmi.terminal import safe, safe_lines
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -44,7 +56,7 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name:
-            raise UsageError(f"--option takes NAME=VALUE, got '{pair}'")
+            raise UsageError(f"--option takes NAME=VALUE, got '{safe(pair)}'")
         options[name.strip().replace("-", "_")] = value
     return options
 
@@ -77,8 +89,9 @@ def _mapping_paths(mappings: tuple[Path, ...]) -> tuple[str, ...]:
 @click.option("-p", "--profile", help="Field profile (splunk: auto|sysmon|security; elastic: ecs|winlogbeat).")
 @click.option("-O", "--option", "option_pairs", multiple=True, metavar="NAME=VALUE",
               help="Target option, e.g. -O expand_macros=true (see `sigma-wmi list targets`).")
-@click.option("-o", "--output", type=click.Path(path_type=Path),
-              help="Output file (one target) or directory (one file per rule and target).")
+@click.option("-o", "--output", type=click.Path(),
+              help="Output file (one target) or directory (one file per rule and target; a trailing / "
+              "always means a directory).")
 @click.option("--report", type=click.Path(path_type=Path), help="Write a JSON report of every rule.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), help="Worker processes (default: all cores for "
               "large batches).")
@@ -91,7 +104,7 @@ def _mapping_paths(mappings: tuple[Path, ...]) -> tuple[str, ...]:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary line.")
 @MAPPING_OPTION
 def convert(paths: tuple[Path, ...], targets: tuple[str, ...], format_: str | None, profile: str | None,
-            option_pairs: tuple[str, ...], output: Path | None, report: Path | None, jobs: int | None,
+            option_pairs: tuple[str, ...], output: str | None, report: Path | None, jobs: int | None,
             no_cache: bool, cache_dir: Path, macros_dir: Path | None, verbose: bool, quiet: bool,
             mappings: tuple[Path, ...]) -> None:
     """Convert rule files or directories (recursively) to one or more targets."""
@@ -104,8 +117,10 @@ def convert(paths: tuple[Path, ...], targets: tuple[str, ...], format_: str | No
             options["mapping"] = _mapping_paths(mappings)
         job_list = batch.make_jobs(names, format_, options)
     except SigmaWmiError as err:
-        raise UsageError(err.message) from None
+        raise UsageError(safe(err.message)) from None
     files = _input_files(paths)
+    destination = _destination(output, len(job_list))
+    _check_destinations(paths, files, destination, report)
     workers = jobs or default_workers(len(files))
     read_options = ReadOptions(macros_dir)
     results: list[batch.RuleResult] = []
@@ -118,25 +133,74 @@ def convert(paths: tuple[Path, ...], targets: tuple[str, ...], format_: str | No
             results.append(result)
             _print_diagnostics(result, verbose)
 
-    _write_outputs(results, job_list, output)
-    if report:
-        _write_report(report, results, job_list)
+    seen_before = [len(r.diagnostics) for r in results]
+    batch.unique_identities(results, job_list)
+    write_errors = _write_outputs(results, job_list, destination)
+    printed: set[str] = set()
+    for result, start in zip(results, seen_before, strict=True):  # renames and write errors
+        _print_diagnostics(result, verbose, start, printed)
+    if report and not _write_report(report, results, job_list):
+        write_errors += 1
     failed = sum(r.status == "failed" for r in results)
     if not quiet:
         partial = sum(r.status == "partial" for r in results)
         ok = len(results) - failed - partial
         click.echo(f"{len(results)} rules: {ok} ok, {partial} partial, {failed} failed "
                    f"({', '.join(j.key for j in job_list)})", err=True)
-    sys.exit(EXIT_FAILED if failed else EXIT_OK)
+    sys.exit(EXIT_FAILED if failed or write_errors else EXIT_OK)
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where converted text goes: stdout (path None), one file, or a directory."""
+
+    path: Path | None
+    directory: bool
+
+
+def _destination(output: str | None, targets: int) -> Destination:
+    if output is None:
+        return Destination(None, False)
+    path = Path(output)
+    # the raw text, not the Path: Path("out.d/") forgets the slash that says "a folder"
+    directory = targets > 1 or path.is_dir() or path.suffix == "" or output.endswith(("/", "\\", os.sep))
+    return Destination(path, directory)
+
+
+def _check_destinations(paths: tuple[Path, ...], files: list[Path], destination: Destination,
+                        report: Path | None) -> None:
+    """Usage errors before anything is read or written: an output or report that is an input,
+    holds one, or lies in an input folder (the next run would read it back as rules), or
+    that is a file where a folder is needed (or the other way round)."""
+    places = [("--output", destination.path)] if destination.path else []
+    places += [("--report", report)] if report else []
+    for option, place in places:
+        for source in [*paths, *files]:
+            if overlapping(place, source):
+                raise UsageError(f"{option} {safe(place)} overlaps the input {safe(source)}; "
+                                 "write outputs outside the input folders")
+        blocker = first_not_directory(place.parent)
+        if blocker is not None:
+            raise UsageError(f"{option} {safe(place)}: {safe(blocker)} is a file, not a folder")
+    if destination.path and destination.directory and destination.path.exists() and not destination.path.is_dir():
+        raise UsageError(f"--output {safe(destination.path)} is a file; a folder is needed "
+                         "(several targets, or a name ending in /)")
+    if report is not None:
+        if report.is_dir():
+            raise UsageError(f"--report {safe(report)} is a folder")
+        # beside the outputs in their folder is fine; being the output, or holding it, is not
+        if destination.path and (report.resolve() == destination.path.resolve()
+                                 or report.resolve() in destination.path.resolve().parents):
+            raise UsageError(f"--report {safe(report)} overlaps --output {safe(destination.path)}")
 
 
 def _input_files(paths: tuple[Path, ...]) -> list[Path]:
-    missing = [str(p) for p in paths if not p.exists()]
+    missing = [safe(p) for p in paths if not p.exists()]
     if missing:
         raise UsageError(f"no such file or directory: {', '.join(missing)}")
-    files = rule_files(paths)
+    files = [f for f in rule_files(paths) if not is_temporary(f)]
     if not files:
-        raise UsageError("no rule files (*.yml, *.yaml) under " + ", ".join(str(p) for p in paths))
+        raise UsageError("no rule files (*.yml, *.yaml) under " + ", ".join(safe(p) for p in paths))
     return files
 
 
@@ -154,21 +218,34 @@ def _with_progress(stream: Iterator[list[batch.RuleResult]], total: int, quiet: 
             yield item
 
 
-def _print_diagnostics(result: batch.RuleResult, verbose: bool) -> None:
-    for diag in result.diagnostics:
+def _print_diagnostics(result: batch.RuleResult, verbose: bool, start: int = 0,
+                       printed: set[str] | None = None) -> None:
+    """One `path:line: level: message (code)` line per diagnostic from `start` on, made safe
+    for a terminal; a line already in `printed` (one write error shared by many rules) once."""
+    for diag in result.diagnostics[start:]:
         if diag["level"] != "error" and not verbose:
             continue
-        where = diag.get("path") or result.path
+        where = str(diag.get("path") or result.path)
         if diag.get("line"):
             where += f":{diag['line']}"
         target = f"[{diag['target']}] " if diag.get("target") else ""
-        click.echo(f"{where}: {diag['level']}: {target}{diag['message']} ({diag['code']})", err=True)
+        line = f"{where}: {diag['level']}: {target}{diag['message']} ({diag['code']})"
+        if printed is not None:
+            if line in printed:
+                continue
+            printed.add(line)
+        echo_error(line)
 
 
-def _write_outputs(results: list[batch.RuleResult], jobs: list[batch.Job], output: Path | None) -> None:
-    directory_mode = output is not None and (len(jobs) > 1 or output.is_dir() or output.suffix == ""
-                                             or str(output).endswith(("/", "\\")))
-    if output is None or not directory_mode:
+def echo_error(line: str) -> None:
+    """Print one diagnostic line to stderr with every control character escaped."""
+    click.echo(safe(line), err=True)
+
+
+def _write_outputs(results: list[batch.RuleResult], jobs: list[batch.Job], destination: Destination) -> int:
+    """Write the converted text; returns the number of outputs that could not be written,
+    each reported as one located line and as an error on the rules it held."""
+    if not destination.directory:
         chunks = []
         for job in jobs:
             texts = [r.outputs[job.key] for r in results if job.key in r.outputs]
@@ -177,43 +254,54 @@ def _write_outputs(results: list[batch.RuleResult], jobs: list[batch.Job], outpu
             body = job.backend().combine(texts, job.format)
             chunks.append(f"# --- {job.key} ---\n{body}" if len(jobs) > 1 else body)
         text = "".join(chunks)
-        if output is None:
-            click.echo(text, nl=False)
-        else:
-            write_atomic(output, text)
-        return
-    files: dict[str, str] = {}
-    for job in jobs:
-        cls = backend_class(job.target)
-        extension = cls.extensions.get(job.format, ".txt")
-        folder = f"{job.target}-{job.format}"
-        converted = [(r, r.outputs[job.key]) for r in results if job.key in r.outputs]
-        if job.format in cls.combined_formats:
-            if converted:
-                files[f"{folder}/{job.target}{extension}"] = job.backend().combine([t for _, t in converted],
-                                                                                  job.format)
-            continue
-        used: set[str] = set()
-        for result, text in converted:
-            stem = safe_name(result.id, Path(result.path).stem)
-            name, n = stem, 1
-            while name in used:  # duplicate ids must not overwrite each other
-                n += 1
-                name = f"{stem}-{n}"
-            used.add(name)
-            files[f"{folder}/{name}{extension}"] = text if text.endswith("\n") else text + "\n"
-    assert output is not None
-    write_tree(output, files)
+        if destination.path is None:
+            # on a terminal, a control character in a rule's value must not drive the terminal;
+            # piped or redirected output stays exact (color=True: click would strip ANSI codes)
+            click.echo(safe_lines(text) if _stdout_is_terminal() else text, nl=False, color=True)
+            return 0
+        try:
+            remove_stale_temporaries(destination.path.parent, recursive=False)
+            write_atomic(destination.path, text)
+        except OSError as err:
+            error = WriteError(str(destination.path), f"cannot write: {describe_os_error(err)}", "os-error")
+            _fail_outputs(error, [r for r in results if r.outputs])
+            return 1
+        return 0
+    assert destination.path is not None
+    planned = batch.plan_files(results, jobs)
+    _, errors = write_tree(destination.path, {name: item.text for name, item in planned.items()})
+    by_path = {str(destination.path / name): item for name, item in planned.items()}
+    for error in errors:
+        _fail_outputs(error, by_path[error.path].results)
+    return len(errors)
 
 
-def _write_report(path: Path, results: list[batch.RuleResult], jobs: list[batch.Job]) -> None:
+def _stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def _fail_outputs(error: WriteError, results: list[batch.RuleResult]) -> None:
+    """The rules held by an output that could not be written failed; the error names the output."""
+    for result in results:
+        result.add(Diagnostic(Level.ERROR, error.code, error.message, Origin(error.path)))
+
+
+def _write_report(path: Path, results: list[batch.RuleResult], jobs: list[batch.Job]) -> bool:
     counts = {s: sum(r.status == s for r in results) for s in ("ok", "partial", "failed")}
     document = {
         "targets": [j.key for j in jobs],
         "summary": {"rules": len(results), **counts},
         "rules": [r.to_report() for r in results],
     }
-    write_atomic(path, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    # A file name that was not UTF-8 holds lone surrogates: written as JSON's \udcXX escapes.
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    try:
+        write_atomic(path, text)
+    except OSError as err:
+        echo_error(f"{path}: error: cannot write the report: {describe_os_error(err)} (os-error)")
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------
@@ -238,21 +326,25 @@ def docs(paths: tuple[Path, ...], output: Path, targets: tuple[str, ...], macros
     from sigma_wmi.backends.docs import build_site  # jinja2 and templates only when needed
 
     files = _input_files(paths)
+    _check_destinations(paths, files, Destination(output, True), None)
     workers = jobs or default_workers(len(files))
     rules, errors = [], []
     for source in batch.read_all(files, ReadOptions(macros_dir), workers):
         rules.extend(source.rules)
         if source.error:
             errors.append(source.error)
-            click.echo(f"{source.error.origin}: error: {source.error.message} ({source.error.code})", err=True)
+            echo_error(f"{source.error.origin}: error: {source.error.message} ({source.error.code})")
     names = tuple(t.strip() for group in targets for t in group.split(",") if t.strip()) or None
     try:
         report = build_site(rules, output, errors=errors, targets=names, workers=workers,
                             mapping=_mapping_paths(mappings))
     except SigmaWmiError as err:
-        raise UsageError(err.message) from None
+        raise UsageError(safe(err.message)) from None
+    except OSError as err:
+        echo_error(f"{err.filename or output}: error: cannot write the site: {describe_os_error(err)} (os-error)")
+        sys.exit(EXIT_FAILED)
     if not quiet:
-        click.echo(f"{report.rules} rules, {len(report.pages)} pages in {report.out_dir}"
+        click.echo(f"{report.rules} rules, {len(report.pages)} pages in {safe(report.out_dir)}"
                    + (f"; {len(errors)} files failed to load" if errors else ""), err=True)
     sys.exit(EXIT_FAILED if errors else EXIT_OK)
 

@@ -1,17 +1,27 @@
-"""Writing results safely: names derived from rule ids stay inside the output folder,
-and every file appears whole or not at all (temporary file + rename)."""
+"""Writing results safely: names derived from rule ids stay inside the output folder and
+unique on every file system, and every file appears whole or not at all (temporary file
++ rename). Temporary files carry the writer's process id, so a later run removes the
+ones a killed run left behind and never mistakes them for outputs or rules."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
+import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from sigma_wmi.errors import SigmaWmiError
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+# Names Windows reserves for devices in every folder, whatever the extension (`con.txt`).
+_DEVICE_NAMES = frozenset({"CON", "PRN", "AUX", "NUL", *(f"COM{n}" for n in range(10)),
+                           *(f"LPT{n}" for n in range(10))})
+TEMP_MARK = ".sigma-wmi-tmp-"  # in every temporary file name, and nowhere else
+_TEMP_NAME = re.compile(r"^\..*" + re.escape(TEMP_MARK) + r"(\d+)-[^.]*\.tmp$")
 
 
 def safe_name(*candidates: str, fallback: str = "rule") -> str:
@@ -27,9 +37,36 @@ def safe_name(*candidates: str, fallback: str = "rule") -> str:
     return fallback + "-" + hashlib.sha256("|".join(candidates).encode()).hexdigest()[:12]
 
 
+def is_device_name(name: str) -> bool:
+    """Whether Windows reads `name` (with any extension) as a device, not a file."""
+    return name.split(".", 1)[0].rstrip(" ").upper() in _DEVICE_NAMES
+
+
+class UniqueNames:
+    """File names that stay distinct on case-insensitive file systems and are never a
+    Windows device name. `claim` returns the name to use and why it differs, if it does."""
+
+    def __init__(self) -> None:
+        self.used: set[str] = set()
+
+    def claim(self, stem: str, extension: str) -> tuple[str, str | None]:
+        reason = None
+        if is_device_name(stem):
+            device, dot, rest = stem.partition(".")
+            stem, reason = f"{device}_{dot}{rest}", f"'{device}' is a Windows device name"
+        name, n = stem, 1
+        while (name + extension).casefold() in self.used:
+            n += 1
+            name = f"{stem}-{n}"
+        if n > 1:
+            reason = f"another output of this batch is already named '{stem}{extension}'"
+        self.used.add((name + extension).casefold())
+        return name + extension, reason
+
+
 def inside(root: Path, relative: str | Path) -> Path:
     """`root / relative` for a file, refusing anything that would resolve outside `root`
-    (or to `root` itself)."""
+    (or to `root` itself), through `..` or a symbolic link."""
     base = root.resolve()
     target = (base / relative).resolve()
     if base not in target.parents:
@@ -40,14 +77,14 @@ def inside(root: Path, relative: str | Path) -> Path:
 def write_atomic(path: Path, text: str) -> None:
     """Write `text` to `path` so readers see the old file or the whole new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARK}{os.getpid()}-", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
             handle.write(text)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files private; outputs are for sharing
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
+        if os.path.lexists(tmp):
             os.unlink(tmp)
         raise
 
@@ -58,9 +95,91 @@ def _umask() -> int:
     return current
 
 
-def write_tree(root: Path, files: dict[str, str]) -> list[Path]:
-    """Write several files under `root`; every path is checked before anything is written."""
-    targets = {inside(root, relative): text for relative, text in files.items()}
-    for path, text in sorted(targets.items()):
-        write_atomic(path, text)
-    return sorted(targets)
+def is_temporary(path: Path) -> bool:
+    """Whether `path` is a temporary file of `write_atomic` (never an output or a rule)."""
+    return _TEMP_NAME.match(path.name) is not None
+
+
+def remove_stale_temporaries(root: Path, recursive: bool = True) -> list[Path]:
+    """Delete temporary files (and staging folders) under `root`, or directly in it, whose
+    writing process no longer runs (a killed run); a live concurrent writer keeps its own.
+    Only names `write_atomic` and the docs build make are touched. Returns what was removed."""
+    removed: list[Path] = []
+    if not root.is_dir():
+        return removed
+    pattern = f"*{TEMP_MARK}*.tmp"
+    for path in sorted(root.rglob(pattern) if recursive else root.glob(pattern)):
+        match = _TEMP_NAME.match(path.name)
+        if match is None or path.is_symlink() or _process_alive(int(match.group(1))):
+            continue
+        try:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(path)
+        except OSError:
+            pass  # someone else removed it, or it cannot be: the next run tries again
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+@dataclass(frozen=True)
+class WriteError:
+    """An output that could not be written: its path and a one-line reason."""
+
+    path: str
+    message: str
+    code: str
+
+
+def describe_os_error(err: OSError) -> str:
+    """An OS error as one line without the path (the caller puts the path first)."""
+    reason = err.strerror or (errno.errorcode.get(err.errno or 0) if err.errno else None) or type(err).__name__
+    return " ".join(str(reason).split())
+
+
+def write_tree(root: Path, files: dict[str, str]) -> tuple[list[Path], list[WriteError]]:
+    """Write several files under `root`. A file that would land outside `root` or cannot be
+    written is reported, not raised, and the others are still written."""
+    remove_stale_temporaries(root)
+    written: list[Path] = []
+    errors: list[WriteError] = []
+    for relative, text in sorted(files.items()):
+        try:
+            path = inside(root, relative)
+        except SigmaWmiError as err:
+            errors.append(WriteError(str(root / relative), err.message, err.code))
+            continue
+        try:
+            write_atomic(path, text)
+        except OSError as err:
+            errors.append(WriteError(str(root / relative), f"cannot write: {describe_os_error(err)}", "os-error"))
+            continue
+        written.append(path)
+    return written, errors
+
+
+def overlapping(first: Path, second: Path) -> bool:
+    """Whether two paths are the same or one lies inside the other (after resolving links)."""
+    a, b = first.resolve(), second.resolve()
+    return a == b or a in b.parents or b in a.parents
+
+
+def first_not_directory(path: Path) -> Path | None:
+    """The first existing ancestor of `path` (or `path` itself) that is not a directory."""
+    for candidate in [*reversed(path.parents), path]:
+        if candidate.exists() and not candidate.is_dir():
+            return candidate
+    return None

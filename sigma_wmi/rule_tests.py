@@ -38,6 +38,7 @@ from sigma_wmi.events import canonical_event, known_shape, read_events, to_ecs
 from sigma_wmi.mapping import mapped_catalog
 from sigma_wmi.model import LogSource, Rule
 from sigma_wmi.readers.yamlsource import locate
+from sigma_wmi.terminal import safe
 
 TESTS_KEY = "x_sigma_wmi_tests"
 SHARED_PREFIX = "shared:"
@@ -293,16 +294,16 @@ def test_rules(rules: Iterable[Rule], event_files: Iterable[Path] = (), roots: R
 
 def _print_report(reports: list[RuleReport], load_errors: list[SigmaWmiError], seconds: float) -> None:
     for error in load_errors:
-        click.echo(f"{error}", err=True)
+        click.echo(safe(error), err=True)
     for report in reports:
         mark = "FAIL" if report.failed else "ok  "
-        click.echo(f"{mark} {report.rule.title} [{report.rule.origin.path}]")
+        click.echo(safe(f"{mark} {report.rule.title} [{report.rule.origin.path}]"))
         for path, ids in report.hits.items():
-            click.echo(f"       {len(ids):5d} hits  {path}")
+            click.echo(safe(f"       {len(ids):5d} hits  {path}"))
         for case in report.cases:
             label = f"{case.case.events}" + (" (ecs)" if case.case.mapped == "ecs" else "")
             detail = f": {case.message}" if case.message else ""
-            click.echo(f"   {case.status:4s} {case.count:5d} hits  {label}{detail}")
+            click.echo(safe(f"   {case.status:4s} {case.count:5d} hits  {label}{detail}"))
     cases = [c for r in reports for c in r.cases]
     summary = {s: sum(1 for c in cases if c.status == s) for s in ("pass", "fail", "skip")}
     click.echo(f"{len(reports)} rules, {summary['pass']} passed, {summary['fail']} failed, "
@@ -333,7 +334,7 @@ def test_command(rules: tuple[Path, ...], event_files: tuple[Path, ...], report_
         cat = mapped_catalog(tuple(str(p) for p in mappings))
         reports = test_rules(loaded, event_files, Roots(root, shared), EventCache(cat))
     except SigmaWmiError as err:
-        click.echo(f"{err}", err=True)
+        click.echo(safe(err), err=True)
         sys.exit(2)
     seconds = time.perf_counter() - started
     _print_report(reports, load_errors, seconds)

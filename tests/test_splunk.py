@@ -238,9 +238,9 @@ def test_savedsearches_stanza(scrcons_rule_path) -> None:
     assert lines[1] == "[WMI Persistence - Script Event Consumer]"
     assert "cron_schedule = 0 * * * *" in lines
     assert any(line.startswith("search = " + SYSMON) for line in lines)
-    # multi-line description continues with trailing backslashes, one logical value
+    # a multi-line description is one line: a continuation line starting with `#` would be a comment
     description = next(line for line in lines if line.startswith("description = "))
-    assert description.endswith("\\")
+    assert "When scrcons.exe launches" in description and not description.endswith("\\")
     assert "alert.severity = 3" in lines
 
 

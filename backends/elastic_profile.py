@@ -28,6 +28,7 @@ from sigma_wmi.errors import Diagnostic, Level, Origin, UnsupportedError, add_on
 from sigma_wmi.model import (
     And,
     Expr,
+    LogSource,
     Match,
     Not,
     Op,
@@ -68,34 +69,44 @@ class Placement:
     note: str | None = None  # why the index is a guess
 
 
+def _table_entry(spec: Mapping[str, Any], source: LogSource, cat: Catalog) -> Mapping[str, Any] | None:
+    """A profile's table entry for a log source: category first, then service, then default."""
+    # Without a product, a log source the table knows (a Windows category or channel) is Windows.
+    product = source.product or ("windows" if cat.logsource_entry(source) else None)
+    if product not in spec.get("products", ()):
+        return None
+    categories = spec.get("categories", {})
+    services = spec.get("services", {})
+    if source.category and source.category in categories:
+        entry: Mapping[str, Any] | None = categories[source.category]
+    elif source.category and spec.get("sysmon_categories") and cat.logsource_entry(source).get("sysmon_event_ids"):
+        entry = spec["sysmon_categories"]
+    elif source.service and source.service in services:
+        entry = services[source.service]
+    elif source.category or source.service or spec.get("default"):
+        entry = spec.get("default")
+    else:
+        entry = None
+    return entry
+
+
 def place(rule: Rule, profile: str, cat: Catalog | None = None) -> Placement:
     """The index and schema of a rule's log source, or `UnsupportedError` (`no-index`)."""
     spec = targets()["profiles"][profile]
     cat = cat or catalog()
     source = rule.logsource
-    # Without a product, a log source the table knows (a Windows category or channel) is Windows.
-    product = source.product or ("windows" if cat.logsource_entry(source) else None)
-    entry: Mapping[str, Any] | None = None
-    if product in spec.get("products", ()):
-        categories = spec.get("categories", {})
-        services = spec.get("services", {})
-        if source.category and source.category in categories:
-            entry = categories[source.category]
-        elif source.category and spec.get("sysmon_categories") \
-                and cat.logsource_entry(source).get("sysmon_event_ids"):
-            entry = spec["sysmon_categories"]
-        elif source.service and source.service in services:
-            entry = services[source.service]
-        elif source.category or source.service or spec.get("default"):
-            entry = spec.get("default")
+    entry = _table_entry(spec, source, cat)
     # A team's own index for the log source (--mapping) places the rule even where the
     # profile's table has no index for it; the profile's schema still decides its fields.
     mapped_index = tuple(cat.source_conditions("elastic", source).get("index", ()))
     if entry is None and mapped_index:
         entry = {}
     if entry is None:
+        elsewhere = [name for name, other in targets()["profiles"].items()
+                     if name != profile and _table_entry(other, source, cat) is not None]
+        hint = f"; profile {' or '.join(elsewhere)} has one" if elsewhere else ""
         raise UnsupportedError(
-            f"no index of profile {profile} holds {source.key()} events ({spec['title']})",
+            f"no index of profile {profile} holds {source.key()} events ({spec['title']}){hint}",
             rule.origin, code="no-index")
     # A mapped index the table does not know is described by the profile's schema, or ECS.
     schema = schemas.load(entry.get("schema") or spec.get("schema") or "ecs")

@@ -281,15 +281,6 @@ def attack_info(rule: Rule) -> AttackInfo:
 # Queries for every target
 # ---------------------------------------------------------------------------
 
-# Extra formats worth showing beside a target's default one.
-EXTRA_FORMATS: Mapping[str, tuple[str, ...]] = {"splunk": ("tstats",)}
-# Cards list these targets first (seed 000 shows Splunk right after the source rule).
-TARGET_ORDER = ("splunk",)
-# Targets that never go into a card or page: documents, not queries.
-DOCUMENT_TARGETS = frozenset({"atc"})
-SOURCE_TARGETS = {"sigma": "sigma"}  # target -> source format it would only echo
-
-
 @dataclass
 class QueryBlock:
     """One compiled query, or the reason there is none."""
@@ -320,9 +311,10 @@ class QueryCompiler:
     def __init__(self, targets: Iterable[str] | None = None, mapping: tuple[str, ...] = ()) -> None:
         from sigma_wmi.registry import backend_class, target_names
 
-        names = list(targets) if targets is not None else sorted(
-            (t for t in target_names() if t not in DOCUMENT_TARGETS),
-            key=lambda t: (TARGET_ORDER.index(t) if t in TARGET_ORDER else len(TARGET_ORDER), t))
+        if targets is None:
+            classes = [backend_class(t) for t in target_names()]
+            targets = [c.name for c in sorted(classes, key=lambda c: (c.display_rank, c.name)) if not c.is_document]
+        names = list(targets)
         self.backends: dict[str, Backend] = {}
         self.unavailable: dict[str, str] = {}
         for name in names:
@@ -333,14 +325,14 @@ class QueryCompiler:
 
     def formats(self, backend: Backend) -> list[str]:
         default = backend.formats[0]
-        extra = [f for f in EXTRA_FORMATS.get(backend.name, ())
+        extra = [f for f in backend.shown_formats
                  if f in backend.formats and f != default and f not in backend.combined_formats]
         return [default, *extra]
 
     def compile(self, rule: Rule) -> list[QueryBlock]:
         blocks: list[QueryBlock] = []
         for name, backend in self.backends.items():
-            if SOURCE_TARGETS.get(name) == rule.source_format:
+            if backend.echoes_source == rule.source_format:
                 continue  # the source rule is already on the page
             for position, fmt in enumerate(self.formats(backend)):
                 block = QueryBlock(name, fmt, position == 0)
@@ -423,6 +415,7 @@ class AtcBackend(Backend):
     formats = ("markdown",)
     extensions: ClassVar[Mapping[str, str]] = {"markdown": ".md"}
     combined_formats: ClassVar[frozenset[str]] = frozenset()
+    is_document = True  # a card is a document, not a query to show in another card
     options = (
         OptionSpec("targets", "comma-separated targets whose queries go into the card (default: all)", ()),
         OptionSpec("data_needed_base", "link base for Data Needed pages", "../Data_Needed"),

@@ -44,6 +44,14 @@ class Backend(ABC):
     extensions: ClassVar[Mapping[str, str]] = {}
     # Formats whose per-rule outputs are joined into one file (NDJSON, savedsearches.conf).
     combined_formats: ClassVar[frozenset[str]] = frozenset()
+    # How cards and the docs site show the target: a document target (a card itself) has no
+    # query block; `shown_formats` are worth showing beside the default format; a target
+    # that writes the source format back (Sigma → Sigma) is left out for rules of that format;
+    # blocks are ordered by `display_rank`, then name.
+    is_document: ClassVar[bool] = False
+    shown_formats: ClassVar[tuple[str, ...]] = ()
+    echoes_source: ClassVar[str | None] = None
+    display_rank: ClassVar[int] = 1
     options: ClassVar[tuple[OptionSpec, ...]] = ()
     # Options every target takes, declared once here.
     common_options: ClassVar[tuple[OptionSpec, ...]] = (

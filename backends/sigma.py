@@ -186,6 +186,7 @@ class SigmaBackend(Backend):
     description = "Sigma rule YAML (readable by pySigma), e.g. to publish ESCU analytics as Sigma"
     formats = ("yaml",)
     extensions: ClassVar[dict[str, str]] = {"yaml": ".yml"}
+    echoes_source = "sigma"  # a Sigma rule's page already shows the rule
     options = (
         OptionSpec("level", "level for rules whose source has none (empty: leave it out)", ""),
     )

@@ -471,6 +471,8 @@ class SplunkBackend(Backend):
     formats = ("raw", "tstats", "savedsearches")
     extensions: ClassVar[Mapping[str, str]] = {"raw": ".spl", "tstats": ".spl", "savedsearches": ".conf"}
     combined_formats = frozenset({"savedsearches"})
+    shown_formats = ("tstats",)
+    display_rank = 0  # seed 000's card shows Splunk right after the source rule
     options = (
         OptionSpec("profile", "raw-event field names: sysmon, security (4688), or auto from the log source",
                    "auto", ("auto", "sysmon", "security")),

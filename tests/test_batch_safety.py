@@ -111,7 +111,7 @@ def _intended_description(text: str) -> str:
 @given(titles=st.lists(hostile_text, min_size=1, max_size=4),
        descriptions=st.lists(hostile_text, min_size=4, max_size=4), values=st.lists(hostile_text, min_size=4, max_size=4))
 def test_savedsearches_read_back_by_splunk_conf_parser(titles: list[str], descriptions: list[str],
-                                                       values: list[str], tmp_path_factory: Any) -> None:
+                                                       values: list[str], tmp_path: Path) -> None:
     job = batch.Job("splunk", "savedsearches")
     rules = [_rule(title, descriptions[i], values[i], path=f"r{i}.yml") for i, title in enumerate(titles)]
     results, searches = [], []
@@ -124,7 +124,7 @@ def test_savedsearches_read_back_by_splunk_conf_parser(titles: list[str], descri
         searches.append(SplunkBackend().convert(rule, "raw").text)
     batch.unique_identities(results, [job])
     text = SplunkBackend().combine([r.outputs[job.key] for r in results], "savedsearches")
-    parser = _tab_parse(text, tmp_path_factory.mktemp("conf"))
+    parser = _tab_parse(text, tmp_path)  # one folder for every example: the file is rewritten each time
 
     sections = parser.sections()
     assert len(sections) == len(results)  # nothing merged, nothing injected

@@ -268,6 +268,9 @@ def load_documents(text: str, path: str) -> list[Any]:
         line = mark.line + 1 if mark else None
         column = mark.column + 1 if mark else None
         problem = err.problem or err.context or "invalid YAML"
+        if "nesting depth" in problem:  # PyYAML 6.0.4 and later bound nesting in the scanner
+            raise SigmaWmiError(f"YAML nested more than {MAX_YAML_DEPTH} levels deep", origin.at(line, column),
+                                "yaml-depth") from None
         raise SigmaWmiError(f"YAML syntax error: {problem}", origin.at(line, column), "yaml-syntax") from None
     except yaml.reader.ReaderError as err:  # a character YAML forbids; it has an offset, not a mark
         raise SigmaWmiError(f"YAML syntax error: control character U+{err.character:04X} is not allowed "

@@ -519,11 +519,15 @@ class SplunkBackend(Backend):
 
     # ---- raw event search ----
     def raw_profile(self, rule: Rule, source: LogSourceInfo) -> str:
+        # -p sysmon|security chooses between the two logs that both record a category (process
+        # creation: Sysmon 1 or Security 4688); any other log source is read in its own names.
         chosen: str = self.settings["profile"]
-        if chosen != "auto":
-            return chosen
         if rule.logsource.service == "security":
             return "security"
+        if chosen == "security" and source.security_event_ids:
+            return "security"
+        if chosen == "sysmon" and source.sysmon_event_ids:
+            return "sysmon"
         return source.raw_profile or "sysmon"
 
     def raw(self, rule: Rule, diagnostics: list[Diagnostic]) -> str:

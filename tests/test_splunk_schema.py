@@ -379,3 +379,13 @@ def test_generator_on_a_small_escu_tree(tmp_path: Path) -> None:
     first = [p.read_bytes() for p in written]
     again = build(tmp_path / "shared", data, {("aws", None, "cloudtrail"): ("AWS CloudTrail",)})
     assert [p.read_bytes() for p in again] == first  # deterministic
+
+
+def test_security_profile_applies_only_where_4688_records_the_category() -> None:
+    # -p security chooses 4688 over Sysmon 1 for process creation; a WMI-Activity rule keeps its
+    # own log's names, so its exclusion filter is not dropped as "absent from 4688".
+    rule = sigma_rule("sel:\n    EventID: 5861\nfilter:\n    ESS: x\ncondition: sel and not filter",
+                      service="wmi", category="")
+    output = SplunkBackend(profile="security").convert(rule, "raw")
+    assert 'NOT ESS="x"' in output.text
+    assert not [d for d in output.diagnostics if d.code == "absent-field"]

@@ -89,6 +89,8 @@ def _read_json(path: Path) -> Iterator[Event]:
             doc = None  # a stream of objects after all
         except RecursionError:
             raise _too_deep(path, 1) from None
+        except ValueError as err:  # a number beyond Python's int-string limit
+            raise _bad_number(path, 1, err) from None
         if doc is not None:
             items = doc if isinstance(doc, list) else [doc]
             for index, item in enumerate(items, 1):
@@ -133,6 +135,11 @@ def _json_stream(text: str, path: Path) -> Iterator[tuple[int, Any]]:
                                 Origin(str(path), where, column), "bad-events") from None
         except RecursionError:
             raise _too_deep(path, line) from None
+        except ValueError as err:
+            raise _bad_number(path, line, err) from None
+        if end - position > MAX_EVENT_LINE_BYTES:  # a pretty-printed event is bounded as a whole
+            raise SigmaWmiError(f"event longer than {MAX_EVENT_LINE_BYTES} characters", Origin(str(path), line),
+                                "bad-events")
         yield line, item
         line += text.count("\n", position, end)
         position = end
@@ -166,6 +173,10 @@ def known_shape(event: Mapping[str, Any]) -> bool:
     nested = event.get("event")
     winlog = event.get("winlog")
     return (isinstance(nested, dict) and "code" in nested) or (isinstance(winlog, dict) and "channel" in winlog)
+
+
+def _bad_number(path: Path, line: int, err: ValueError) -> SigmaWmiError:
+    return SigmaWmiError(f"invalid JSON event: {err}", Origin(str(path), line), "bad-events")
 
 
 def _too_deep(path: Path, line: int) -> SigmaWmiError:

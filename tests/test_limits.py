@@ -489,3 +489,23 @@ def test_the_cheap_tree_count_is_bounded_on_shared_nodes_too(text: str) -> None:
         _check_tree_size(yaml.compose(text, Loader=_Loader))
     assert getattr(info.value, "code", None) in ("yaml-too-large", "yaml-depth")
     assert time.process_time() - started < 0.5
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_a_number_beyond_the_int_string_limit_is_a_located_event_error(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"big{suffix}"
+    events = ['{"EventID": 1}', '{"EventID": 1, "x": ' + "1" * 5000 + "}"]
+    path.write_text("\n".join(events) + "\n" if suffix == ".jsonl" else "[" + ",\n".join(events) + "]\n")
+    with pytest.raises(SigmaWmiError) as info:
+        list(read_events(path))
+    assert info.value.code == "bad-events" and info.value.origin is not None
+    assert info.value.origin.line == (2 if suffix == ".jsonl" else 1)
+
+
+def test_a_pretty_printed_event_is_bounded_as_a_whole(tmp_path: Path) -> None:
+    path = tmp_path / "pretty.jsonl"
+    long_line = '  "CommandLine": "' + "a" * 1000 + '",\n'
+    path.write_text('Record 1\n{\n' + long_line * (limits.MAX_EVENT_LINE_BYTES // 1000 + 1) + '  "EventID": 1\n}\n')
+    with pytest.raises(SigmaWmiError) as info:
+        list(read_events(path))
+    assert info.value.code == "bad-events" and "longer than" in info.value.message

@@ -126,6 +126,13 @@ def field_info(schema: Schema, name: str) -> FieldInfo | None:
     info = schema.get(name)
     if info is not None:
         return info
+    # A multi-field by its own name (a team's mapping may name `process.command_line.text`).
+    parent_name, _, sub = name.rpartition(".")
+    parent = schema.get(parent_name)
+    if parent is not None and sub == "text" and parent.text:
+        return FieldInfo(name, type="match_only_text")
+    if parent is not None and sub == "caseless" and parent.caseless:
+        return FieldInfo(name, type="keyword", ignore_above=parent.ignore_above)
     parts = name.split(".")
     for end in range(len(parts) - 1, 0, -1):
         pattern = schema.get(".".join(parts[:end]) + ".*")

@@ -266,6 +266,12 @@ class Catalog:
                     key = table.setdefault(canonical, f"{canonical}@{rename.scope.key()}")
                     entry = fields.setdefault(key, _scoped_entry(fields, canonical))
                     scopes[key] = rename.scope
+                # winlogbeat names are derived from the ecs or raw names unless given: a rename
+                # for another profile must not move them, so pin the name it has now.
+                known = self.fields.get(canonical.split("@")[0])
+                if "winlogbeat" not in rename.profiles and not entry.get("winlogbeat") \
+                        and known is not None and known.names.get("winlogbeat"):
+                    entry["winlogbeat"] = known.names["winlogbeat"]
                 for profile in rename.profiles:
                     entry[profile] = rename.target
         for prefix in mapping.prefixes:

@@ -391,3 +391,14 @@ def test_renames_leave_the_cim_data_model_alone() -> None:
     rule = sigma_rule(PROCESS)
     tstats = compile_rule(rule, "splunk", "tstats", mapping=(str(PIPELINE),)).text
     assert "Processes.process_path" in tstats and "proc_path" not in tstats
+
+
+def test_a_rename_for_one_profile_leaves_the_profiles_derived_from_it(tmp_path: Path) -> None:
+    # winlogbeat names follow the ecs names unless given: an ecs-only rename must not move them
+    path = tmp_path / "ecs_only.yml"
+    path.write_text("sigma_wmi_mapping: 1\nprofile_fields:\n  ecs: {Image: process.name}\n")
+    rule = sigma_rule(PROCESS)
+    assert "process.name" in compile_rule(rule, "eql", mapping=(str(path),)).text
+    for profile in ("winlogbeat", "elastic_agent"):
+        text = compile_rule(rule, "eql", mapping=(str(path),), profile=profile).text
+        assert "process.executable" in text and "process.name" not in text

@@ -305,7 +305,7 @@ def _with_source_conditions(expr: Expr, target: Target, with_category: bool) -> 
     names = target.placement.names
 
     def named(canonical: str) -> str:
-        name = cat.name_in(names, canonical)
+        name = cat.name_in(names, cat.scoped_field(canonical, target.rule.logsource))
         assert name is not None, canonical
         return name
 
@@ -319,7 +319,8 @@ def _with_source_conditions(expr: Expr, target: Target, with_category: bool) -> 
             conditions.append(Match(field_name, Op.EQUALS, tuple(Pattern.literal(str(v)) for v in values), True))
     elif target.rule.logsource.product in (None, "windows"):
         # No ECS category (Sysmon WMI events, PowerShell logs): the Windows channel and event ids.
-        channel = source.channel or ("Microsoft-Windows-Sysmon/Operational" if source.sysmon_event_ids else None)
+        sysmon = cat.logsource(LogSource(product="windows", service="sysmon")).channel
+        channel = source.channel or (sysmon if source.sysmon_event_ids else None)
         event_ids = source.event_ids or source.sysmon_event_ids
         if channel:
             conditions.append(Match(named("channel"), Op.EQUALS, (Pattern.literal(channel),), False))

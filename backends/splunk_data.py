@@ -166,11 +166,11 @@ class SplunkSources:
     def _windows(self, logsource: LogSource, profile: str) -> SplunkSource | None:
         info = self.catalog.logsource(logsource)
         if profile == "security" and info.security_event_ids:
-            return self._channel(self._service_channel("security"), info.security_event_ids)
+            return self._channel(self._service_channel("security"), info.security_event_ids, logsource)
         if profile == "sysmon" and info.sysmon_event_ids:
-            return self._channel(self._service_channel("sysmon"), info.sysmon_event_ids)
+            return self._channel(self._service_channel("sysmon"), info.sysmon_event_ids, logsource)
         if info.channel:
-            return self._channel(info.channel, info.event_ids)
+            return self._channel(info.channel, info.event_ids, logsource)
         return None
 
     def _service_channel(self, service: str) -> str:
@@ -178,10 +178,11 @@ class SplunkSources:
         assert info.channel, f"logsources.yaml names no channel for service {service}"
         return info.channel
 
-    def _channel(self, channel: str, event_ids: tuple[int, ...]) -> SplunkSource:
+    def _channel(self, channel: str, event_ids: tuple[int, ...], logsource: LogSource) -> SplunkSource:
         conditions = template_conditions(self.template, channel)
-        if event_ids:
-            conditions["EventCode"] = tuple(str(i) for i in event_ids)
+        if event_ids:  # EventCode, or what a team's mapping calls it for this log source
+            name = self.catalog.first_name(("splunk", "sysmon"), self.catalog.scoped_field("event_id", logsource))
+            conditions[name or "EventCode"] = tuple(str(i) for i in event_ids)
         known = _sources_document().get("channels", {}).get(channel, {})
         return SplunkSource(conditions, known.get("schema"), f"Windows channel {channel}")
 

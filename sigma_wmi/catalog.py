@@ -316,6 +316,12 @@ class Catalog:
         for name in names:
             yield from self._rename_targets(name, scope)
 
+    def identity_names(self) -> frozenset[str]:
+        """Every name, in any profile or mapping scope, of the fields that say which Windows
+        event a record is (event id, channel): how `sigma-wmi test` recognises an event."""
+        return frozenset(name for key, spec in self.fields.items() if key.split("@")[0] in ("event_id", "channel")
+                         for name in spec.names.values())
+
     def declared_by_mapping(self, profile: str, name: str) -> bool:
         """Does the environment mapping say events of `profile` carry field `name` (a rename's
         target, or a name under a mapped prefix)? Shipped target schemas cannot know a team's
@@ -348,12 +354,7 @@ class Catalog:
             if change.scope.matches(logsource):
                 logsource = LogSource(change.to.product, change.to.category, change.to.service,
                                       logsource.definition)
-        table: dict[str, str] = {}
-        prefix = ""
-        for scope, scoped, scope_prefix in self._scoped:
-            if scope.matches(logsource):
-                table.update(scoped)
-                prefix = scope_prefix or prefix
+        table, prefix = self._scoped_table(logsource)
         dropped = frozenset().union(*(f for scope, f in self._drops if scope.matches(logsource)))
 
         def rename(match: Match) -> Expr:
@@ -373,6 +374,22 @@ class Catalog:
             detection = kept
         detection = map_matches(detection, rename)
         return dataclasses.replace(rule, logsource=logsource, detection=detection)
+
+    def _scoped_table(self, logsource: LogSource) -> tuple[dict[str, str], str]:
+        """The mapping's scoped fields for a log source (canonical -> scoped entry) and prefix."""
+        table: dict[str, str] = {}
+        prefix = ""
+        for scope, scoped, scope_prefix in self._scoped:
+            if scope.matches(logsource):
+                table.update(scoped)
+                prefix = scope_prefix or prefix
+        return table, prefix
+
+    def scoped_field(self, canonical: str, logsource: LogSource) -> str:
+        """The field `canonical` stands for in rules of `logsource` once mapped (its scoped entry
+        when the mapping renames it there): log-source conditions a backend adds (channel,
+        event id) must name fields as the mapped detection does."""
+        return self._scoped_table(logsource)[0].get(canonical, canonical)
 
     def mapped_logsource(self, logsource: LogSource) -> LogSource:
         """The log source a rule of `logsource` is read as after the mapping's changes."""

@@ -199,7 +199,8 @@ class EventCache:
         key = path.resolve()
         if key not in self._raw:
             events = list(read_events(path))
-            if not any(known_shape(event) for event in events):
+            names = self.catalog.identity_names()
+            if not any(known_shape(event, names) for event in events):
                 raise SigmaWmiError(
                     f"no event of a known shape in {path} ({len(events)} objects read): expected "
                     "Windows events (EventID/Channel), evtx_dump JSON ({\"Event\": {\"System\": ...}}) "

@@ -402,3 +402,33 @@ def test_a_rename_for_one_profile_leaves_the_profiles_derived_from_it(tmp_path: 
     for profile in ("winlogbeat", "elastic_agent"):
         text = compile_rule(rule, "eql", mapping=(str(path),), profile=profile).text
         assert "process.executable" in text and "process.name" not in text
+
+
+@pytest.mark.parametrize("fields", ["fields:\n  EventID: evt_code\n",
+                                    "logsources:\n  - category: wmi_event\n    fields: {EventID: evt_code, Channel: chan}\n"])
+def test_log_source_conditions_use_the_mapped_names(tmp_path: Path, fields: str) -> None:
+    # The channel and event-id conditions a backend adds name fields as the mapped detection
+    # does: one event cannot carry both EventCode and the team's evt_code.
+    path = tmp_path / "env.yml"
+    path.write_text("sigma_wmi_mapping: 1\n" + fields)
+    rule = sigma_rule("sel:\n    EventID: 19\ncondition: sel", category="wmi_event")
+    splunk = fields_of(compile_rule(rule, "splunk", mapping=(str(path),)).text)
+    assert "evt_code" in splunk and "EventCode" not in splunk
+    eql = compile_rule(rule, "eql", mapping=(str(path),), profile="winlogbeat").text
+    assert "evt_code :" in eql and "event.code" not in eql
+    assert ("chan :" in eql) == ("chan" in fields)
+
+
+def test_events_in_the_mapped_names_are_recognised_and_hit(tmp_path: Path) -> None:
+    # `convert --mapping` queries evt_code/chan; `test --mapping` must read events named so
+    mapping = tmp_path / "env.yml"
+    mapping.write_text("sigma_wmi_mapping: 1\nfields:\n  EventID: evt_code\n  Channel: chan\n")
+    rule = tmp_path / "r.yml"
+    rule.write_text("title: w\nlogsource: {product: windows, category: wmi_event}\n"
+                    "detection:\n  sel:\n    EventID: 19\n  condition: sel\n")
+    events = tmp_path / "e.jsonl"
+    events.write_text('{"evt_code": 19, "chan": "Microsoft-Windows-Sysmon/Operational", "EventRecordID": 5}\n'
+                      '{"evt_code": 20, "chan": "Microsoft-Windows-Sysmon/Operational", "EventRecordID": 6}\n')
+    result = CliRunner().invoke(main, ["test", str(rule), "--events", str(events), "--mapping", str(mapping)])
+    assert result.exit_code == 0, result.output
+    assert "1 hits" in result.output

@@ -556,7 +556,7 @@ class ElasticBackend(Backend):
 
     def target(self, rule: Rule, diagnostics: list[Diagnostic]) -> elastic_profile.Target:
         """The rule placed on the profile (`no-index` when no index holds its events)."""
-        placement = elastic_profile.place(rule, self.profile, self.catalog)
+        placement = elastic_profile.place(rule, self.profile, self.catalog, tuple(self.settings["index"]))
         if placement.note:
             diagnostics.append(Diagnostic(Level.INFO, "index-guess",
                                           f"{self.name}: index {', '.join(placement.index)}: {placement.note}"))
@@ -587,7 +587,7 @@ class ElasticBackend(Backend):
             text = query
         else:
             export = elastic_export.RuleExport(rule, query, self.language, self.rule_type,
-                                               tuple(self.settings["index"]) or target.placement.index,
+                                               target.placement.index,
                                                self.settings["interval"], self.settings["lookback"], diagnostics,
                                                threshold, rule.aggregation.window if rule.aggregation else None)
             text = export.ndjson() if chosen == "ndjson" else export.toml()

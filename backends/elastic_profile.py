@@ -90,15 +90,16 @@ def _table_entry(spec: Mapping[str, Any], source: LogSource, cat: Catalog) -> Ma
     return entry
 
 
-def place(rule: Rule, profile: str, cat: Catalog | None = None) -> Placement:
-    """The index and schema of a rule's log source, or `UnsupportedError` (`no-index`)."""
+def place(rule: Rule, profile: str, cat: Catalog | None = None, index: tuple[str, ...] = ()) -> Placement:
+    """The index and schema of a rule's log source, or `UnsupportedError` (`no-index`).
+    `index` (the backend's `index` option) names the team's index outright."""
     spec = targets()["profiles"][profile]
     cat = cat or catalog()
     source = rule.logsource
     entry = _table_entry(spec, source, cat)
-    # A team's own index for the log source (--mapping) places the rule even where the
+    # A team's own index for the log source (-O index, --mapping) places the rule even where the
     # profile's table has no index for it; the profile's schema still decides its fields.
-    mapped_index = tuple(cat.source_conditions("elastic", source).get("index", ()))
+    mapped_index = index or tuple(cat.source_conditions("elastic", source).get("index", ()))
     if entry is None and mapped_index:
         entry = {}
     if entry is None:
@@ -117,7 +118,7 @@ def place(rule: Rule, profile: str, cat: Catalog | None = None) -> Placement:
         names=spec["names"],
         layout=spec["layout"],
         event_data=cat.event_data_prefixes[0] if spec.get("event_data") else None,
-        note=entry.get("note"),
+        note=None if mapped_index else entry.get("note"),  # the table's guess is not the team's index
     )
 
 

@@ -318,3 +318,13 @@ def test_conversion_leaves_the_rule_alone_and_is_repeatable() -> None:
     first = [compile_rule(rule, t, profile=p).text for t in ("eql", "kql") for p in ("ecs", "winlogbeat")]
     assert rule.detection == before
     assert first == [compile_rule(rule, t, profile=p).text for t in ("eql", "kql") for p in ("ecs", "winlogbeat")]
+
+
+def test_the_index_option_places_a_rule_the_profile_has_no_index_for() -> None:
+    rule = sigma_rule("sel:\n    TargetObject|contains: '\\Run\\'\ncondition: sel", category="registry_rename")
+    with pytest.raises(UnsupportedError) as info:
+        KqlBackend().convert(rule, "ndjson")
+    assert info.value.code == "no-index"
+    output = KqlBackend(index="corp-registry-*").convert(rule, "ndjson")
+    assert json.loads(output.text)["index"] == ["corp-registry-*"]
+    assert not [d for d in output.diagnostics if d.code == "index-guess"]

@@ -62,24 +62,15 @@ class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
         (_check_expanded_size if self.may_share_nodes else _check_tree_size)(node)
         return super().construct_document(node)
 
-    def construct_object(self, node: Any, deep: bool = False) -> Any:
-        try:
-            return super().construct_object(node, deep)
-        except (ValueError, TypeError, OverflowError) as err:  # e.g. Python's 4300-digit int limit
-            raise _Refused(f"bad {node.tag.rsplit(':', 1)[-1]} value: {err}", node.start_mark, "yaml-value") from None
-
-    def flatten_mapping(self, node: Any) -> None:
-        for key_node, _ in node.value:
-            if key_node.tag == _MERGE_TAG:
-                raise _Refused("merge key '<<' is not allowed (write the keys out)", key_node.start_mark,
-                               "yaml-merge-key")
-        super().flatten_mapping(node)
-
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        # One pass over the keys before the base constructor's: a merge key is refused before it
+        # is flattened, a repeated key before the last one silently wins.
         if isinstance(node, yaml.MappingNode):
-            self.flatten_mapping(node)
             seen: dict[Any, int] = {}
             for key_node, _ in node.value:
+                if key_node.tag == _MERGE_TAG:
+                    raise _Refused("merge key '<<' is not allowed (write the keys out)", key_node.start_mark,
+                                   "yaml-merge-key")
                 key = self.construct_object(key_node, deep=True)
                 try:  # Python's equality on purpose: `1`, `1.0` and `true` would be one dict key
                     first = seen.get(key)
@@ -93,13 +84,19 @@ class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
         return super().construct_mapping(node, deep)
 
     def construct_yaml_int(self, node: Any) -> int:
-        value: int = super().construct_yaml_int(node)
+        try:
+            value: int = super().construct_yaml_int(node)
+        except ValueError as err:  # Python's 4300-digit int-string limit
+            raise _Refused(f"bad int value: {err}", node.start_mark, "yaml-value") from None
         if abs(value) >= 2**MAX_INT_BITS:
             raise _Refused(f"integer out of range (more than {MAX_INT_BITS} bits)", node.start_mark, "yaml-value")
         return value
 
     def construct_yaml_float(self, node: Any) -> float:
-        value: float = super().construct_yaml_float(node)
+        try:
+            value: float = super().construct_yaml_float(node)
+        except (ValueError, OverflowError) as err:
+            raise _Refused(f"bad float value: {err}", node.start_mark, "yaml-value") from None
         if not math.isfinite(value):
             raise _Refused(f"number '{node.value}' is not finite", node.start_mark, "yaml-value")
         return value

@@ -165,11 +165,12 @@ def is_evtx_record(item: Mapping[str, Any]) -> bool:
     return isinstance(root, dict) and isinstance(root.get("System"), dict)
 
 
-def known_shape(event: Mapping[str, Any], names: Iterable[str] = ()) -> bool:
-    """Does a raw event look like something the catalog can map: a Windows event (EventID
-    or Channel, flat or evtx-shaped), an ECS/winlogbeat document (event.code), or an event
-    carrying one of `names` (what a team's mapping calls the event id or channel)?"""
-    if any(key in event for key in ("EventID", "Channel", "event.code", "winlog.channel", *names)):
+def known_shape(event: Mapping[str, Any], names: Iterable[str]) -> bool:
+    """Does a raw event look like something the catalog can map: does it carry one of
+    `names`, the catalog's names of the event id and channel (`Catalog.identity_names`:
+    EventID, Channel, event.code, winlog.channel and what a team's mapping calls them),
+    flat or as a nested ECS/winlogbeat document?"""
+    if any(key in event for key in names):
         return True
     nested = event.get("event")
     winlog = event.get("winlog")

@@ -25,7 +25,7 @@ from sigma_wmi.backends.splunk_data import (
     macro,
     raw_fields,
 )
-from sigma_wmi.catalog import Catalog, LogSourceInfo, UnknownField, catalog, to_profile, without_absent_fields
+from sigma_wmi.catalog import Catalog, LogSourceInfo, UnknownField, to_profile, without_absent_fields
 from sigma_wmi.errors import Diagnostic, Level, Origin, UnsupportedError, add_once
 from sigma_wmi.model import (
     Aggregate,
@@ -446,12 +446,12 @@ def _field_line(rule: Rule, names: tuple[str, ...]) -> int | None:
     return None
 
 
-def _no_cim_field(rule: Rule, datamodel: str) -> UnknownField:
+def _no_cim_field(rule: Rule, datamodel: str, cat: Catalog) -> UnknownField:
     """tstats cannot name a field the CIM lacks: a located `field-not-in-schema` error."""
     def unknown(name: str) -> str:
         line = next((m.line for m in matches(rule.detection) if name in (m.field, *map(str, m.values))), None)
         if line is None:
-            spec = catalog().spec(name)
+            spec = cat.spec(name)
             line = _field_line(rule, (*(spec.sigma if spec else ()), name))
         raise UnsupportedError(f"splunk tstats: field '{name}' has no CIM equivalent in {datamodel}",
                                _located(rule, line), code="field-not-in-schema")
@@ -593,7 +593,8 @@ class SplunkBackend(Backend):
                 f"splunk tstats: no CIM data model for log source {rule.logsource.key()}")
         datamodel = source.cim
         node = datamodel.split(".")[-1]
-        p = Pass(rule, self.catalog, ("cim",), _no_cim_field(rule, datamodel), diagnostics, datamodel=datamodel)
+        p = Pass(rule, self.catalog, ("cim",), _no_cim_field(rule, datamodel, self.catalog), diagnostics,
+                 datamodel=datamodel)
         where_parts, post = _split(self.rewrite("tstats", p), diagnostics)
         search = SplunkSearch(diagnostics)
         condition = search.join([search.node(c) for c in where_parts], "and").text if where_parts else ""

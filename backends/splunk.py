@@ -332,7 +332,7 @@ def _needs_regex(value: object) -> bool:
     """SPL search values know `*` only as a wildcard and have no one-character wildcard."""
     if not isinstance(value, Pattern):
         return False
-    return Wildcard.ONE in value.parts or any("*" in part for part in value.parts if isinstance(part, str))
+    return any(part is Wildcard.ONE or (part is not Wildcard.MANY and "*" in part) for part in value.parts)
 
 
 def exact_wildcards(expr: Expr, p: Pass) -> Expr:
@@ -721,7 +721,11 @@ def _split(detection: Expr, diagnostics: list[Diagnostic]) -> tuple[list[Expr], 
     """Top-level conjuncts the search language expresses, and the rest (for `| where`)."""
     search = SplunkSearch(diagnostics)
     conjuncts = list(detection.items) if isinstance(detection, And) else [detection]
-    return [c for c in conjuncts if search.searchable(c)], [c for c in conjuncts if not search.searchable(c)]
+    searchable: list[Expr] = []
+    rest: list[Expr] = []
+    for conjunct in conjuncts:
+        (searchable if search.searchable(conjunct) else rest).append(conjunct)
+    return searchable, rest
 
 
 def _where(conjuncts: list[Expr], diagnostics: list[Diagnostic], field_name: Any = None) -> str:

@@ -202,13 +202,16 @@ def all_of(items: list[Expr]) -> Expr:
 
 
 def walk(expr: Expr) -> Iterator[Expr]:
-    """Every node of the tree, parents before children."""
-    yield expr
-    if isinstance(expr, (And, Or)):
-        for item in expr.items:
-            yield from walk(item)
-    elif isinstance(expr, Not):
-        yield from walk(expr.item)
+    """Every node of the tree, parents before children (an explicit stack: every rewrite and
+    check walks the tree, and nested generators cost a frame per level per node)."""
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        yield node
+        if isinstance(node, (And, Or)):
+            stack.extend(reversed(node.items))
+        elif isinstance(node, Not):
+            stack.append(node.item)
 
 
 def map_matches(expr: Expr, fn: Callable[[Match], Expr]) -> Expr:
@@ -223,7 +226,16 @@ def map_matches(expr: Expr, fn: Callable[[Match], Expr]) -> Expr:
 
 
 def matches(expr: Expr) -> Iterator[Match]:
-    return (node for node in walk(expr) if isinstance(node, Match))
+    """Every `Match` of the tree, in `walk` order."""
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Match):
+            yield node
+        elif isinstance(node, (And, Or)):
+            stack.extend(reversed(node.items))
+        elif isinstance(node, Not):
+            stack.append(node.item)
 
 
 @dataclass(frozen=True, slots=True)

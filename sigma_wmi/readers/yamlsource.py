@@ -28,6 +28,7 @@ __all__ = ["MAX_FILE_BYTES", "display_path", "line_of", "load_documents", "locat
 
 _BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_STR_TAG = "tag:yaml.org,2002:str"
 # What YAML (and so every line number it reports) counts as a line break.
 _YAML_BREAK = re.compile(r"\r\n|[\r\n\x85\u2028\u2029]")
 _YAML_LINE_KEEPENDS = re.compile(r"[^\r\n\x85\u2028\u2029]*(?:\r\n|[\r\n\x85\u2028\u2029])|[^\r\n\x85\u2028\u2029]+$")
@@ -59,29 +60,8 @@ class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
     may_share_nodes = True
 
     def construct_document(self, node: Any) -> Any:
-        (_check_expanded_size if self.may_share_nodes else _check_tree_size)(node)
+        (_check_expanded_size if self.may_share_nodes else _check_tree_size)(node, self)
         return super().construct_document(node)
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        # One pass over the keys before the base constructor's: a merge key is refused before it
-        # is flattened, a repeated key before the last one silently wins.
-        if isinstance(node, yaml.MappingNode):
-            seen: dict[Any, int] = {}
-            for key_node, _ in node.value:
-                if key_node.tag == _MERGE_TAG:
-                    raise _Refused("merge key '<<' is not allowed (write the keys out)", key_node.start_mark,
-                                   "yaml-merge-key")
-                key = self.construct_object(key_node, deep=True)
-                try:  # Python's equality on purpose: `1`, `1.0` and `true` would be one dict key
-                    first = seen.get(key)
-                except TypeError:
-                    continue  # an unhashable key: the base constructor reports it with its line
-                if first is None:
-                    seen[key] = key_node.start_mark.line + 1
-                else:
-                    raise _Refused(f"duplicate key '{key}' (first at line {first}; YAML keys are unique)",
-                                   key_node.start_mark, "yaml-duplicate-key")
-        return super().construct_mapping(node, deep)
 
     def construct_yaml_int(self, node: Any) -> int:
         try:
@@ -106,7 +86,32 @@ _Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 _Loader.add_constructor("tag:yaml.org,2002:float", _Loader.construct_yaml_float)
 
 
-def _check_expanded_size(root: Any) -> None:
+def _check_keys(node: Any, loader: Any) -> None:
+    """Refuse a mapping's merge key before it is flattened and a repeated key before the
+    last one silently wins. Run inside the size walk, so each mapping is visited once; a
+    plain-text key is compared as text, any other key as the object it constructs to."""
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        tag = key_node.tag
+        if tag == _STR_TAG:
+            key = key_node.value
+        elif tag == _MERGE_TAG:
+            raise _Refused("merge key '<<' is not allowed (write the keys out)", key_node.start_mark,
+                           "yaml-merge-key")
+        else:
+            key = loader.construct_object(key_node, deep=True)  # memoized: built once
+        try:  # Python's equality on purpose: `1`, `1.0` and `true` would be one dict key
+            first = seen.get(key)
+        except TypeError:
+            continue  # an unhashable key: the base constructor reports it with its line
+        if first is None:
+            seen[key] = key_node.start_mark.line + 1
+        else:
+            raise _Refused(f"duplicate key '{key}' (first at line {first}; YAML keys are unique)",
+                           key_node.start_mark, "yaml-duplicate-key")
+
+
+def _check_expanded_size(root: Any, loader: Any) -> None:
     """Refuse a document whose nodes, with every alias expanded, exceed the limits.
 
     Aliases share nodes, so the expanded size is summed over the node graph once per
@@ -124,6 +129,8 @@ def _check_expanded_size(root: Any) -> None:
         if not children_done:
             if depth > MAX_YAML_DEPTH:
                 raise _Refused(f"nested more than {MAX_YAML_DEPTH} levels deep", node.start_mark, "yaml-depth")
+            if isinstance(node, yaml.MappingNode):
+                _check_keys(node, loader)
             on_path.add(key)
             stack.append((node, True, depth))
             for child in children:
@@ -147,7 +154,7 @@ def _check_expanded_size(root: Any) -> None:
         sizes[key] = (nodes, chars, height)
 
 
-def _check_tree_size(root: Any) -> None:
+def _check_tree_size(root: Any, loader: Any) -> None:
     """`_check_expanded_size` for a document without aliases: every node is visited once
     anyway, so no memo, no cycle check; the error names the node where a limit is crossed."""
     nodes = chars = 0
@@ -160,10 +167,11 @@ def _check_tree_size(root: Any) -> None:
             chars += len(value)
         elif depth > MAX_YAML_DEPTH:
             raise _Refused(f"nested more than {MAX_YAML_DEPTH} levels deep", node.start_mark, "yaml-depth")
-        elif isinstance(node, yaml.SequenceNode):
-            stack.extend((child, depth + 1) for child in value)
+        elif isinstance(node, yaml.SequenceNode):  # children pushed last-first: the first problem in the file is found first
+            stack.extend((child, depth + 1) for child in reversed(value))
         else:
-            stack.extend((item, depth + 1) for pair in value for item in pair)
+            _check_keys(node, loader)
+            stack.extend((item, depth + 1) for pair in reversed(value) for item in reversed(pair))
         if nodes > MAX_YAML_NODES or chars > MAX_YAML_CHARS:
             raise _Refused(f"document has more than {MAX_YAML_NODES} nodes or {MAX_YAML_CHARS} characters",
                            node.start_mark, "yaml-too-large")
@@ -326,11 +334,16 @@ def _alias_count(text: str) -> int:
 def locate(text: str, keys: tuple[str, ...]) -> int | None:
     """1-based line of the mapping key path `keys` in the first document, if present."""
     if len(keys) == 1:  # a top-level key: a text scan is enough and much cheaper than composing
-        prefix = keys[0] + ":"
-        for number, line in enumerate(yaml_lines(text), 1):
-            if line.startswith(prefix):
-                return number
+        found = _top_level_key(keys[0]).search(text)
+        if found:
+            return line_of(text, found.end(1))
     return _locate_cached(text, keys)
+
+
+@functools.lru_cache(maxsize=64)
+def _top_level_key(key: str) -> re.Pattern[str]:
+    """`key:` at the start of a line (a YAML line: after any of its line breaks)."""
+    return re.compile(rf"(\A|[\r\n\x85\u2028\u2029]){re.escape(key)}:")
 
 
 def split_documents(text: str) -> list[tuple[int, str]]:

@@ -22,8 +22,8 @@ from sigma_wmi.output import (
     WriteError,
     describe_os_error,
     first_not_directory,
+    first_overlapping,
     is_temporary,
-    overlapping,
     remove_stale_temporaries,
     write_atomic,
     write_tree,
@@ -175,10 +175,10 @@ def _check_destinations(paths: tuple[Path, ...], files: list[Path], destination:
     places = [("--output", destination.path)] if destination.path else []
     places += [("--report", report)] if report else []
     for option, place in places:
-        for source in [*paths, *files]:
-            if overlapping(place, source):
-                raise UsageError(f"{option} {safe(place)} overlaps the input {safe(source)}; "
-                                 "write outputs outside the input folders")
+        source = first_overlapping(place, [*paths, *files])
+        if source is not None:
+            raise UsageError(f"{option} {safe(place)} overlaps the input {safe(source)}; "
+                             "write outputs outside the input folders")
         blocker = first_not_directory(place.parent)
         if blocker is not None:
             raise UsageError(f"{option} {safe(place)}: {safe(blocker)} is a file, not a folder")

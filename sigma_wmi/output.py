@@ -171,10 +171,26 @@ def write_tree(root: Path, files: dict[str, str]) -> tuple[list[Path], list[Writ
     return written, errors
 
 
-def overlapping(first: Path, second: Path) -> bool:
-    """Whether two paths are the same or one lies inside the other (after resolving links)."""
-    a, b = first.resolve(), second.resolve()
-    return a == b or a in b.parents or b in a.parents
+def first_overlapping(place: Path, sources: list[Path]) -> Path | None:
+    """The first of `sources` that `place` is, holds or lies in (after resolving links). A batch has thousands
+    of files in a few folders: each folder is resolved once, and a file by its folder's
+    resolved path unless it is itself a link."""
+    target = place.resolve()
+    folders: dict[Path, Path] = {}
+
+    def resolved(source: Path) -> Path:
+        if source.is_symlink() or source.name in ("", ".", ".."):
+            return source.resolve()
+        parent = source.parent
+        if parent not in folders:
+            folders[parent] = parent.resolve()
+        return folders[parent] / source.name
+
+    for source in sources:
+        real = resolved(source)
+        if real == target or target in real.parents or real in target.parents:
+            return source
+    return None
 
 
 def first_not_directory(path: Path) -> Path | None:

@@ -228,8 +228,13 @@ def read_text(path: Path) -> str:
         raise refused
     try:
         with path.open("rb") as handle:
-            # the size is checked on what is read, not on stat: a file may grow between the two
-            data = handle.read(MAX_FILE_BYTES + 1)
+            # The size is checked on what is read, not on stat: a file may grow between the two.
+            # The stat size only sizes the first read (a read of the whole limit would allocate
+            # the limit's bytes for every small rule file).
+            expected = min(os.fstat(handle.fileno()).st_size, MAX_FILE_BYTES)
+            data = handle.read(expected + 1)
+            if len(data) > expected:
+                data += handle.read(MAX_FILE_BYTES + 1 - len(data))
     except OSError as err:
         raise SigmaWmiError(f"cannot read file: {err.strerror or err}", origin, "unreadable") from None
     if len(data) > MAX_FILE_BYTES:

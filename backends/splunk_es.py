@@ -181,7 +181,9 @@ def _derived(rule: Rule, result_fields: Sequence[str]) -> EsContent:
     threats = tuple(ThreatObject(f, t) for f, t in data["threat_objects"].items() if f in present)
     domain = data["domains"]["products"].get(rule.logsource.product or "", data["domains"]["default"])
     name = escu_name(rule.title)
-    techniques = tuple(t.id for t in rule.techniques)
+    # ESCU names a technique or its sub-techniques, not both (contentctl refuses the overlap)
+    ids = [t.id for t in rule.techniques]
+    techniques = tuple(t for t in ids if not any(o.startswith(t + ".") for o in ids))
     return EsContent(
         name=name, type=kind, risk_objects=risks, threat_objects=threats,
         risk_message=_risk_message(name, risks),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import subprocess
 import sys
@@ -179,3 +180,18 @@ def test_backtick_in_a_value_is_diagnosed() -> None:
         """)
     out = compile_rule(rule, "escu")
     assert any(d.code == "escu-backtick" for d in out.diagnostics)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("SIGMA_WMI_LONG") != "1", reason="corpus run: SIGMA_WMI_LONG=1")
+def test_sigmahq_process_creation_analytics_are_accepted_by_contentctl() -> None:
+    """≥ 95 % of the SigmaHQ process_creation rules that convert to tstats (bench/escu_contentctl.py)."""
+    if contentctl() is None:
+        pytest.skip("contentctl not installed")
+    folder = shared_path("corpora", "sigmahq", "rules", "windows", "process_creation")
+    result = subprocess.run([sys.executable, str(REPO / "bench" / "escu_contentctl.py"), str(folder)],
+                            cwd=REPO, capture_output=True, text=True, check=True)
+    found = re.search(r"converted_to_tstats=(\d+) contentctl_accepted=(\d+)", result.stdout)
+    assert found, result.stdout + result.stderr
+    converted, accepted = map(int, found.groups())
+    assert converted > 1000 and accepted >= 0.95 * converted, result.stdout

@@ -54,6 +54,11 @@ class EscuBackend(Backend):
                    "the rule's ATT&CK techniques)", ()),
     )
 
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        # the Splunk target writes the search (its catalog is this one: same mapping files)
+        self.splunk = SplunkBackend(profile=self.settings["profile"], mapping=self.settings["mapping"])
+
     def convert(self, rule: Rule, format: str | None = None) -> Output:
         self.check_format(format)
         diagnostics: list[Diagnostic] = []
@@ -77,7 +82,7 @@ class EscuBackend(Backend):
 
     def search(self, rule: Rule, diagnostics: list[Diagnostic]) -> tuple[str, list[str], bool]:
         """The search, the fields of its results, and whether it is a tstats search."""
-        splunk = SplunkBackend(profile=self.settings["profile"], mapping=self.settings["mapping"])
+        splunk = self.splunk
         wanted = self.settings["search_format"]
         if wanted != "raw":
             attempt: list[Diagnostic] = []

@@ -644,7 +644,10 @@ class SplunkBackend(Backend):
                                                       "split-by fields"))
             by = [cim_name(f) for f in aggregation.group_by]
         else:
-            by = list(self.settings["by"] or cim_split_by(datamodel))
+            # an ESCU analytic's own split-by fields first (its risk objects, message and drilldowns
+            # name them), then the data set's usual ones (contentctl wants its data sources' fields)
+            own = self.own_split_by(rule, datamodel)
+            by = list(self.settings["by"] or dict.fromkeys([*own, *cim_split_by(datamodel)]))
         # A `| where` after tstats only sees fields the search split by: add the ones it tests.
         for conjunct in post:
             for match in matches(conjunct):
@@ -673,6 +676,18 @@ class SplunkBackend(Backend):
         query += _where(post, diagnostics, lambda name: name.split(".", 1)[1] if name.startswith(node + ".") else name)
         query += " | where " + _thresholds(aggregation) if aggregation else ""
         return query + self.tuning(rule, diagnostics), by
+    def own_split_by(self, rule: Rule, datamodel: str) -> list[str]:
+        """An ESCU analytic's own split-by fields, when it searched this data set and each is one
+        of its fields: its risk objects, drilldowns and data sources name them."""
+        spl = rule.extras.get("spl") if rule.source_format == "escu" else None
+        if not isinstance(spl, Mapping) or spl.get("datamodel") != datamodel or not rule.fields:
+            return []
+        known = cim_fields(datamodel)
+        names = [self.catalog.name_in("cim", f) for f in rule.fields]
+        if known is None or not all(name and name in known for name in names):
+            return []
+        return [name for name in names if name]
+
     # ---- savedsearches.conf ----
     def savedsearch(self, rule: Rule, diagnostics: list[Diagnostic]) -> str:
         tstats = self.settings["search_format"] == "tstats"

@@ -321,3 +321,18 @@ def test_expanded_macros_leave_the_empty_filter_macro_out() -> None:
     assert "`" not in out.text and out.text.endswith('convert timeformat="%Y-%m-%dT%H:%M:%S" ctime(lastTime)')
     assert [d.code for d in out.diagnostics] == ["filter-macro-dropped"]
     assert out.diagnostics[0].level is Level.INFO
+
+
+def test_escu_analytic_splits_by_its_own_fields_first() -> None:
+    rule = _seed()
+    by = SplunkBackend().convert(rule, "tstats").text.split(" by ", 1)[1].split(" | ")[0].split()
+    own = ["Processes.dest", "Processes.user", "Processes.parent_process", "Processes.process_name",
+           "Processes.process", "Processes.process_id", "Processes.parent_process_id"]
+    assert by[:len(own)] == own and len(by) == len(set(by))
+    assert "Processes.original_file_name" in by  # then the data set's usual fields
+    sigma = sigma_rule("""
+        sel:
+            Image|endswith: '\\scrcons.exe'
+        condition: sel
+        """)
+    assert SplunkBackend().convert(sigma, "tstats").text.split(" by ", 1)[1].startswith("Processes.action ")

@@ -154,6 +154,10 @@ class EscuBackend(Backend):
             document["tests"] = tests
         return document
 
+    def combine(self, outputs: Any, format: str | None = None) -> str:
+        """Several analytics on standard output: one YAML stream, a document each."""
+        return "---\n".join(text if text.endswith("\n") else text + "\n" for text in outputs)
+
     def identity(self, text: str, format: str | None = None) -> str | None:
         """The file stem: contentctl names an analytic's file, and its tuning macro, after its name."""
         return file_stem(str(yaml.safe_load(text)["name"]))

@@ -195,3 +195,11 @@ def test_sigmahq_process_creation_analytics_are_accepted_by_contentctl() -> None
     assert found, result.stdout + result.stderr
     converted, accepted = map(int, found.groups())
     assert converted > 1000 and accepted >= 0.95 * converted, result.stdout
+
+
+def test_standard_output_is_one_yaml_stream() -> None:
+    result = subprocess.run([sys.executable, "-m", "sigma_wmi", "convert", "-t", "escu", "--no-cache",
+                             str(RULES / "sigma" / "proc_creation_win_mofcomp_execution.yml"), str(RULES / "escu")],
+                            cwd=REPO, capture_output=True, text=True, check=True)
+    names = [document["name"] for document in yaml.safe_load_all(result.stdout)]
+    assert names == ["MOF File Compiled With mofcomp.exe", "Script Execution via WMI"]

@@ -105,6 +105,11 @@ class Backend(ABC):
         batch (a saved-search stanza, a Kibana `rule_id`); None when the format has none."""
         return None
 
+    def file_stem(self, text: str, format: str | None = None) -> str | None:
+        """The file name (without extension) the target requires for a per-rule output (contentctl
+        requires an analytic's file to carry its name); None: named after the rule's id."""
+        return None
+
     def with_identity(self, text: str, format: str | None, identity: str, n: int) -> tuple[str, str]:
         """The output renamed to the `n`th (n >= 2) alternative of `identity`, and that name.
         Only called for formats whose `identity` is not None."""

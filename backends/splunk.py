@@ -8,6 +8,7 @@ Matches that the search language can express exactly go into the search; the res
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import unicodedata
 from collections.abc import Callable, Mapping
@@ -22,9 +23,11 @@ from sigma_wmi.backends.splunk_data import (
     SplunkSources,
     cim_fields,
     cim_split_by,
+    data_source_names,
     macro,
     raw_fields,
 )
+from sigma_wmi.backends.splunk_es import es_content, filter_macro_name, with_search
 from sigma_wmi.catalog import Catalog, LogSourceInfo, UnknownField, to_profile, without_absent_fields
 from sigma_wmi.errors import Diagnostic, Level, Origin, UnsupportedError, add_once
 from sigma_wmi.model import (
@@ -487,6 +490,12 @@ class SplunkBackend(Backend):
         OptionSpec("earliest", "savedsearches: dispatch.earliest_time", "-20m"),
         OptionSpec("latest", "savedsearches: dispatch.latest_time", "now"),
         OptionSpec("search_format", "savedsearches: which query goes into search =", "raw", ("raw", "tstats")),
+        OptionSpec("filter_macro", "end a Sigma rule's search with an ESCU tuning macro `<name>_filter` "
+                   "(an ESCU analytic always keeps its own)", False),
+        OptionSpec("es", "savedsearches: Enterprise Security correlation-search settings (annotations, "
+                   "risk, notable, drilldowns)", True),
+        OptionSpec("notable", "savedsearches: create notable events: auto (TTP analytics, as ESCU), on or off",
+                   "auto", ("auto", "on", "off")),
     )
     # The rewrites each query format applies to a rule's detection, in order.
     REWRITES: ClassVar[Mapping[str, tuple[Rewrite, ...]]] = {
@@ -531,14 +540,36 @@ class SplunkBackend(Backend):
         return source.raw_profile or "sysmon"
 
     def raw(self, rule: Rule, diagnostics: list[Diagnostic]) -> str:
+        return self.raw_search(rule, diagnostics)[0]
+
+    def raw_search(self, rule: Rule, diagnostics: list[Diagnostic]) -> tuple[str, list[str]]:
+        """The raw search and the fields its results have (the events' own, or the groups')."""
         profile = self.raw_profile(rule, self.catalog.logsource(rule.logsource))
         chain = ("splunk", profile)
         p = Pass(rule, self.catalog, chain, self._unknown_raw(rule, profile), diagnostics,
                  self.sources.for_logsource(rule.logsource, profile), profile)
         query = self.search_and_where(self.rewrite("raw", p), diagnostics)
+        known = raw_fields(p.source.schema) or {}
+        events = frozenset(v for f in EVENT_ID_FIELDS for v in p.source.conditions.get(f, ()))
+        # every indexed event also has Splunk's default fields (host, source, sourcetype)
+        fields = sorted({f for f, seen in known.items() if not seen or not events or seen & events} | {"host"})
         if rule.aggregation is not None:
             query += self.raw_stats(rule.aggregation, chain, p.unknown)
-        return query
+            fields = [self.catalog.first_name(chain, f) or f for f in rule.aggregation.group_by]
+        return query + self.tuning(rule, diagnostics), fields
+
+    def tuning(self, rule: Rule, diagnostics: list[Diagnostic]) -> str:
+        """` | `<name>_filter``: an ESCU analytic's tuning macro, or with -O filter_macro one named
+        for a Sigma rule. Expanded, a tuning macro is empty (ESCU ships each as `search *`, to be
+        edited per site), so -O expand_macros leaves it out and says so."""
+        name = rule.tuning_macro or (filter_macro_name(rule.title) if self.settings["filter_macro"] else None)
+        if name is None:
+            return ""
+        if self.settings["expand_macros"]:
+            diagnostics.append(info("filter-macro-dropped", f"tuning macro `{name}` left out: expanded it is "
+                                                            "empty (ESCU ships it as `search *`)"))
+            return ""
+        return f" | `{name}`"
 
     def raw_stats(self, aggregation: Aggregation, chain: tuple[str, ...], unknown: Any) -> str:
         """`| stats ... by ... | where count >= n` over raw events. A field the events only
@@ -587,6 +618,10 @@ class SplunkBackend(Backend):
 
     # ---- CIM data model (tstats) ----
     def tstats(self, rule: Rule, diagnostics: list[Diagnostic]) -> str:
+        return self.tstats_search(rule, diagnostics)[0]
+
+    def tstats_search(self, rule: Rule, diagnostics: list[Diagnostic]) -> tuple[str, list[str]]:
+        """The tstats search and the fields of its result rows (the split-by fields)."""
         source = self.catalog.logsource(rule.logsource)
         if not source.cim:
             raise UnsupportedError(
@@ -609,7 +644,10 @@ class SplunkBackend(Backend):
                                                       "split-by fields"))
             by = [cim_name(f) for f in aggregation.group_by]
         else:
-            by = list(self.settings["by"] or cim_split_by(datamodel))
+            # an ESCU analytic's own split-by fields first (its risk objects, message and drilldowns
+            # name them), then the data set's usual ones (contentctl wants its data sources' fields)
+            own = self.own_split_by(rule, datamodel)
+            by = list(self.settings["by"] or dict.fromkeys([*own, *cim_split_by(datamodel)]))
         # A `| where` after tstats only sees fields the search split by: add the ones it tests.
         for conjunct in post:
             for match in matches(conjunct):
@@ -636,11 +674,24 @@ class SplunkBackend(Backend):
             query += " | " + macro("security_content_ctime", field, expand=expand)
         # after drop_dm_object_name the fields have lost their node prefix
         query += _where(post, diagnostics, lambda name: name.split(".", 1)[1] if name.startswith(node + ".") else name)
-        return query + (" | where " + _thresholds(aggregation) if aggregation else "")
+        query += " | where " + _thresholds(aggregation) if aggregation else ""
+        return query + self.tuning(rule, diagnostics), by
+    def own_split_by(self, rule: Rule, datamodel: str) -> list[str]:
+        """An ESCU analytic's own split-by fields, when it searched this data set and each is one
+        of its fields: its risk objects, drilldowns and data sources name them."""
+        spl = rule.extras.get("spl") if rule.source_format == "escu" else None
+        if not isinstance(spl, Mapping) or spl.get("datamodel") != datamodel or not rule.fields:
+            return []
+        known = cim_fields(datamodel)
+        names = [self.catalog.name_in("cim", f) for f in rule.fields]
+        if known is None or not all(name and name in known for name in names):
+            return []
+        return [name for name in names if name]
+
     # ---- savedsearches.conf ----
     def savedsearch(self, rule: Rule, diagnostics: list[Diagnostic]) -> str:
-        search = self.tstats(rule, diagnostics) if self.settings["search_format"] == "tstats" \
-            else self.raw(rule, diagnostics)
+        tstats = self.settings["search_format"] == "tstats"
+        search, fields = self.tstats_search(rule, diagnostics) if tstats else self.raw_search(rule, diagnostics)
         lines = [
             f"# sigma-wmi rule {conf_text(rule.id or 'without id')}",
             f"[{stanza_name(rule.title, rule.id)}]",
@@ -656,7 +707,53 @@ class SplunkBackend(Backend):
             "alert.track = 1",
             f"alert.severity = {_LEVEL_SEVERITY.get(rule.level or '', 3)}",
         ]
+        if self.settings["es"]:
+            profiles = ("sysmon", "security") if tstats else \
+                (self.raw_profile(rule, self.catalog.logsource(rule.logsource)),)
+            lines += self.es_settings(rule, search, fields, data_source_names(self.catalog, rule.logsource, profiles),
+                                      diagnostics)
         return "\n".join(lines) + "\n"
+
+    def es_settings(self, rule: Rule, search: str, fields: list[str], data_sources: tuple[str, ...],
+                    diagnostics: list[Diagnostic]) -> list[str]:
+        """The Enterprise Security correlation-search settings contentctl writes for an analytic:
+        annotations, risk (RBA), notable, drilldowns, in contentctl's order."""
+        es = es_content(rule, fields)
+        annotations = rule.extras.get("data_source") if es.from_escu else None
+        sources = [str(s) for s in annotations] if isinstance(annotations, list) else list(data_sources)
+        lines = [
+            "action.correlationsearch.enabled = 1",
+            "action.correlationsearch.detection_type = ebd",
+            _conf("action.correlationsearch.label", conf_text(stanza_name(rule.title, rule.id))),
+            _conf("action.correlationsearch.annotations", _json(es.annotations(sources))),
+            "schedule_window = auto",
+            "alert.digest_mode = 1",
+        ]
+        if es.risk:
+            lines += [
+                "action.risk = 1",
+                _conf("action.risk.param._risk_message", conf_text(es.risk_message)),
+                _conf("action.risk.param._risk", _json(es.risk_entries())),
+                "action.risk.param._risk_score = 0",
+                "action.risk.param.verbose = 0",
+            ]
+        elif not es.from_escu and es.type == "Hunting" and not es.risk_objects:
+            diagnostics.append(info("no-risk-object", "no risk: the search returns none of the fields a risk "
+                                                      "object is taken from (dest, user, ...)"))
+        wanted = self.settings["notable"]
+        if wanted == "on" or (wanted == "auto" and es.notable):
+            lines += [
+                "action.notable = 1",
+                _conf("action.notable.param.rule_title", conf_text(es.name)),
+                _conf("action.notable.param.rule_description", conf_text(rule.description or rule.title)),
+                _conf("action.notable.param.security_domain", es.security_domain),
+                _conf("action.notable.param.severity", es.severity),
+                _conf("action.notable.param.nes_fields", ",".join(o.field for o in es.risk_objects) or "dest"),
+                _conf("action.notable.param.drilldown_searches", _json(with_search(es.drilldowns, search))),
+            ]
+        else:
+            lines.append("action.notable = 0")
+        return lines
 
     def combine(self, outputs: Any, format: str | None = None) -> str:
         if format == "savedsearches":
@@ -670,7 +767,10 @@ class SplunkBackend(Backend):
 
     def with_identity(self, text: str, format: str | None, identity: str, n: int) -> tuple[str, str]:
         new = f"{identity} ({n})"
-        return text.replace(f"\n[{identity}]\n", f"\n[{new}]\n", 1), new
+        text = text.replace(f"\n[{identity}]\n", f"\n[{new}]\n", 1)
+        # ES lists correlation searches by label: it follows the stanza
+        label = "\naction.correlationsearch.label = "
+        return text.replace(f"{label}{conf_text(identity)}\n", f"{label}{conf_text(new)}\n", 1), new
 
 
 # ---------------------------------------------------------------------------
@@ -715,6 +815,11 @@ def _conf(key: str, value: str) -> str:
         raise UnsupportedError(f"savedsearches.conf: the {key} starts or ends with whitespace or ends with "
                                "a backslash, which a .conf reader would change", code="conf-value")
     return f"{key} = {value}"
+
+
+def _json(value: object) -> str:
+    """A JSON conf value: one line (line breaks in strings are escaped by JSON itself)."""
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _split(detection: Expr, diagnostics: list[Diagnostic]) -> tuple[list[Expr], list[Expr]]:

@@ -194,3 +194,29 @@ class SplunkSources:
                 names = ", ".join(entry["data_sources"])
                 return SplunkSource(conditions, entry.get("schema"), f"ESCU data source {names}")
         return None
+
+
+def data_source_names(catalog: Catalog, logsource: LogSource,
+                      profiles: tuple[str, ...] = ("sysmon", "security")) -> tuple[str, ...]:
+    """The ESCU data sources (`data_sources/*.yml` names) that record a log source's events:
+    per Windows channel, the ones named for the log source's event ids (Sysmon's and Security's
+    for the `profiles` asked, else the channel's own); elsewhere the data's entry."""
+    document = _sources_document()
+    if logsource.product not in (None, "windows"):
+        return next((tuple(entry["data_sources"]) for entry in document.get("logsources", ())
+                     if (entry["product"], entry["category"], entry["service"])
+                     == (logsource.product, logsource.category, logsource.service)), ())
+    info = catalog.logsource(logsource)
+    places: list[tuple[str | None, tuple[int, ...]]] = []
+    for profile, ids in (("sysmon", info.sysmon_event_ids), ("security", info.security_event_ids)):
+        if ids and profile in profiles:
+            places.append((catalog.logsource(LogSource(product="windows", service=profile)).channel, ids))
+    if not places and info.channel:
+        places.append((info.channel, info.event_ids))
+    names: list[str] = []
+    for channel, ids in places:
+        wanted = {str(i) for i in ids}
+        for name in document.get("channels", {}).get(channel or "", {}).get("data_sources", ()):
+            if not wanted or name.rsplit(" ", 1)[-1] in wanted:
+                names.append(name)
+    return tuple(dict.fromkeys(names))

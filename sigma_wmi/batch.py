@@ -224,8 +224,10 @@ def plan_files(results: list[RuleResult], jobs: list[Job]) -> dict[str, PlannedF
                 files[f"{folder}/{job.target}{extension}"] = PlannedFile(text, converted)
             continue
         names = UniqueNames()
+        backend = job.backend()
         for result in converted:
-            name, why = names.claim(safe_name(result.id, Path(result.path).stem), extension)
+            wanted = backend.file_stem(result.outputs[job.key], job.format)
+            name, why = names.claim(safe_name(wanted or "", result.id, Path(result.path).stem), extension)
             if why:
                 result.add(Diagnostic(Level.WARNING, "renamed-output", f"{why}; written as {folder}/{name}",
                                       result.origin, job.target))

@@ -349,6 +349,9 @@ class Rule:
     related: tuple[RelatedRule, ...] = ()
     fields: tuple[str, ...] = ()  # fields an analyst wants to see in results (canonical names)
     aggregation: Aggregation | None = None  # set: the rule alerts on groups of events, not single events
+    # The per-detection tuning macro the source's search ends with (ESCU `<name>_filter`), which
+    # Splunk outputs keep so a team's existing tuning still applies. Metadata, not logic.
+    tuning_macro: str | None = dataclasses.field(default=None, compare=False)
     origin: Origin = NO_ORIGIN
     # Source-specific content kept losslessly (ESCU how_to_implement, drilldowns, rba, tests...).
     extras: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)

@@ -406,4 +406,4 @@ def test_held_out_threshold_with_eval_fields() -> None:
     tstats = compile_rule(rule, "splunk", "tstats").text
     again = read_escu({"name": "again", "search": tstats}, "", "again.yml", DATA / "macros")
     assert (again.detection, again.aggregation) == (rule.detection, rule.aggregation)
-    assert tstats.endswith("| where dc_process_id >= 5")
+    assert tstats.endswith("| where dc_process_id >= 5 | `wmic_burst_with_short_names_filter`")

@@ -265,3 +265,74 @@ def test_negated_where_test_keeps_events_without_the_field() -> None:
     # eval's `NOT match(null, ...)` is null, which `| where` drops; Sigma's `not` keeps the event.
     rule = sigma_rule("sel:\n  Image: a\nfilter:\n  CommandLine|re: 'x+'\ncondition: sel and not filter")
     assert raw(rule).endswith('Image="a" | where NOT (isnotnull(CommandLine) AND match(CommandLine, "x+"))')
+
+
+# ---- ESCU tuning (`<name>_filter`) macros ----
+
+def _seed() -> Rule:
+    from conftest import RULES
+
+    from sigma_wmi.readers import read_source
+
+    (rule,) = read_source(RULES / "escu" / "script_execution_via_wmi.yml").rules
+    return rule
+
+
+def test_seed_analytic_tstats_ends_with_its_filter_macro() -> None:
+    rule = _seed()
+    assert rule.tuning_macro == "script_execution_via_wmi_filter"
+    tstats = SplunkBackend().convert(rule, "tstats").text
+    assert tstats.endswith(" | `security_content_ctime(lastTime)` | `script_execution_via_wmi_filter`")
+    assert SplunkBackend().convert(rule, "raw").text.endswith(" | `script_execution_via_wmi_filter`")
+
+
+@pytest.mark.parametrize("format", ["raw", "tstats"])
+def test_filter_macro_reads_back_as_the_same_rule(format: str) -> None:
+    from sigma_wmi.readers.escu import read_escu
+
+    rule = _seed()
+    text = SplunkBackend().convert(rule, format).text
+    if format == "tstats":  # our ESCU reader takes tstats searches back, the macro as metadata
+        again = read_escu({"name": "again", "search": text}, "", "again.yml")
+        assert again.tuning_macro == rule.tuning_macro and again.detection == rule.detection
+    tokens = tokenize(text)
+    assert tokens[-2:] == [Token("pipe", "|"), Token("word", "`script_execution_via_wmi_filter`")]  # one token, after a pipe
+
+
+@pytest.mark.parametrize(("title", "macro"), [
+    ("WMI Persistence - Script Event Consumer", "wmi_persistence___script_event_consumer_filter"),
+    ("WMIC Creates a WMI Event Filter, Consumer or Binding", "wmic_creates_a_wmi_event_filter_consumer_or_binding_filter"),
+    ("Suspicious `Invoke` (via cmd.exe)", "suspicious_invoke_via_cmd_exe_filter"),
+])
+def test_filter_macro_option_names_one_for_sigma_rules(title: str, macro: str) -> None:
+    rule = sigma_rule("""
+        sel:
+            Image|endswith: '\\scrcons.exe'
+        condition: sel
+        """)
+    rule = Rule(**{**rule.__dict__, "title": title})
+    assert "_filter`" not in raw(rule)  # off by default: a Sigma rule has no tuning macro
+    for format in ("raw", "tstats"):
+        assert SplunkBackend(filter_macro=True).convert(rule, format).text.endswith(f" | `{macro}`")
+
+
+def test_expanded_macros_leave_the_empty_filter_macro_out() -> None:
+    out = SplunkBackend(expand_macros=True).convert(_seed(), "tstats")
+    assert "`" not in out.text and out.text.endswith('convert timeformat="%Y-%m-%dT%H:%M:%S" ctime(lastTime)')
+    assert [d.code for d in out.diagnostics] == ["filter-macro-dropped"]
+    assert out.diagnostics[0].level is Level.INFO
+
+
+def test_escu_analytic_splits_by_its_own_fields_first() -> None:
+    rule = _seed()
+    by = SplunkBackend().convert(rule, "tstats").text.split(" by ", 1)[1].split(" | ")[0].split()
+    own = ["Processes.dest", "Processes.user", "Processes.parent_process", "Processes.process_name",
+           "Processes.process", "Processes.process_id", "Processes.parent_process_id"]
+    assert by[:len(own)] == own and len(by) == len(set(by))
+    assert "Processes.original_file_name" in by  # then the data set's usual fields
+    sigma = sigma_rule("""
+        sel:
+            Image|endswith: '\\scrcons.exe'
+        condition: sel
+        """)
+    assert SplunkBackend().convert(sigma, "tstats").text.split(" by ", 1)[1].startswith("Processes.action ")

@@ -462,6 +462,7 @@ def read_escu(doc: dict[str, Any], text: str, path: str, macros_dir: Path | None
         techniques=techniques,
         fields=imported.by,
         aggregation=imported.aggregation,
+        tuning_macro=next((m for m in imported.metadata["macros"] if m.endswith("_filter")), None),
         origin=origin,
         extras=extras,
         diagnostics=tuple(imported.diagnostics + attack_notes),

@@ -41,6 +41,7 @@ from sigma_wmi.model import (
     Pattern,
     Regex,
     Rule,
+    Temporal,
     Threshold,
     Wildcard,
     full_pattern,
@@ -171,6 +172,9 @@ def compile_rule(rule: Rule, with_logsource: bool = True, cat: Catalog | None = 
     mapped catalog, the rule is first mapped as the backends map it (`Catalog.map_rule`),
     so it names the fields that events of the mapped environment resolve to. A regex the
     evaluator refuses is a `SigmaWmiError` at the rule's line that holds it."""
+    if rule.temporal is not None:  # an event any step selects, each step with its own log source
+        steps = [compile_rule(step.rule, with_logsource, cat) for step in rule.temporal.steps]
+        return lambda event: any(step(event) for step in steps)
     if cat is not None:
         rule = cat.map_rule(rule)
     try:
@@ -205,6 +209,8 @@ def alerting(rule: Rule, events: Iterable[Event], predicate: Predicate | None = 
     time window, events are bucketed by Sysmon's `UtcTime`, else `TimeCreated`, else `@timestamp`
     (a time without a zone is taken as UTC), and an event without a time is in none."""
     predicate = predicate or compile_rule(rule)
+    if rule.temporal is not None:
+        return temporal_alerting(rule.temporal, events)
     selected = [event for event in events if predicate(event)]
     aggregation = rule.aggregation
     if aggregation is None:
@@ -222,6 +228,101 @@ def alerting(rule: Rule, events: Iterable[Event], predicate: Predicate | None = 
         if all(_threshold_holds(t, members) for t in aggregation.thresholds):
             alerts.update((id(event), event) for event in members)
     return [event for event in selected if id(event) in alerts]
+
+
+def event_time(event: Event) -> float | None:
+    """The event's time in seconds since the epoch: Sysmon's `UtcTime`, else `TimeCreated`,
+    else `@timestamp` (a time without a zone is UTC); None without one."""
+    value = event.get("UtcTime") or event.get("TimeCreated") or event.get("@timestamp")
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.timestamp()
+
+
+def temporal_alerting(temporal: Temporal, events: Iterable[Event], cat: Catalog | None = None) -> list[Event]:
+    """Events of every alerting group of a temporal correlation, each once, in input order.
+
+    Events are taken in time order (ties in input order); an event without a time, or missing
+    a group-by field, is in no group. Per group, `temporal` alerts on each event that completes,
+    within the window, `min_steps` distinct steps seen in the window before it (a sliding
+    window, as Splunk's `streamstats time_window=`); `temporal_ordered` on each event of the last
+    step that ends a chain of one event per step, in order (each at or after the previous one),
+    whose first event is at most the window earlier (as EQL's `sequence ... with maxspan=`). The
+    alert holds the events of that window or chain."""
+    predicates = [compile_rule(step.rule, cat=cat) for step in temporal.steps]
+    timeline: list[tuple[float, int, int, tuple[Any, ...], Event]] = []  # time, position, step, group, event
+    for position, event in enumerate(events):
+        moment = event_time(event)
+        if moment is None:
+            continue
+        for index, (step, predicate) in enumerate(zip(temporal.steps, predicates, strict=True)):
+            if predicate(event):
+                values = [_group_values(event.get(name)) for name in step.group_fields]
+                for key in itertools.product(*values):  # no key when a value is missing
+                    timeline.append((moment, position, index, key, event))
+    timeline.sort(key=lambda item: (item[0], item[1], item[2]))
+    by_group: dict[tuple[Any, ...], list[tuple[float, int, Event]]] = {}
+    for moment, _, index, key, event in timeline:
+        by_group.setdefault(key, []).append((moment, index, event))
+    alerts: dict[int, Event] = {}
+    for members in by_group.values():
+        found = _ordered_chains(members, temporal) if temporal.ordered else _windows(members, temporal)
+        for chain in found:
+            alerts.update((id(event), event) for event in chain)
+    ordered = sorted(((moment, position, event) for moment, position, _, _, event in timeline
+                      if id(event) in alerts), key=lambda item: (item[0], item[1]))
+    return list({id(event): event for _, _, event in ordered}.values())
+
+
+def _windows(members: list[tuple[float, int, Event]], temporal: Temporal) -> list[list[Event]]:
+    """The events of each window (ending at an event) holding `min_steps` distinct steps; a
+    sliding window, linear in the group's events (the alerting events are gathered once)."""
+    start = 0
+    counts: dict[int, int] = {}
+    alerting = [False] * len(members)
+    reach = -1  # members[:reach + 1] already marked
+    for end, (moment, index, _) in enumerate(members):
+        counts[index] = counts.get(index, 0) + 1
+        while moment - members[start][0] > temporal.window:
+            gone = members[start][1]
+            counts[gone] -= 1
+            if not counts[gone]:
+                del counts[gone]
+            start += 1
+        if len(counts) >= temporal.min_steps:
+            for i in range(max(start, reach + 1), end + 1):
+                alerting[i] = True
+            reach = end
+    return [[event for (_, _, event), hit in zip(members, alerting, strict=True) if hit]]
+
+
+def _ordered_chains(members: list[tuple[float, int, Event]], temporal: Temporal) -> list[list[Event]]:
+    """Each in-order chain of one event per step within the window, keeping for every step the
+    chain with the latest start (it has the most room left)."""
+    best: list[list[tuple[float, Event]] | None] = [None] * len(temporal.steps)
+    found = []
+    for moment, index, event in members:
+        if index == 0:
+            chain: list[tuple[float, Event]] | None = [(moment, event)]
+        else:
+            before = best[index - 1]
+            chain = [*before, (moment, event)] if before and before[-1][1] is not event \
+                and moment - before[0][0] <= temporal.window else None
+        if chain is None:
+            continue
+        if index == len(temporal.steps) - 1:
+            found.append([e for _, e in chain])
+        else:
+            current = best[index]
+            if current is None or chain[0][0] >= current[0][0]:
+                best[index] = chain
+    return found
 
 
 def _group_values(value: Any) -> list[Any]:

@@ -30,12 +30,14 @@ from sigma_wmi.model import (
     Pattern,
     Regex,
     Rule,
+    Temporal,
     Wildcard,
     describe_aggregation,
     format_timespan,
     full_pattern,
 )
 from sigma_wmi.readers.sigma_correlation import CONDITIONS as CORRELATION_CONDITIONS
+from sigma_wmi.readers.sigma_correlation import TYPE_NAMES
 
 # ---------------------------------------------------------------------------
 # Escaping: Sigma strings know `*` and `?` as wildcards and `\` as their escape.
@@ -198,7 +200,10 @@ class SigmaBackend(Backend):
         self.check_format(format)
         diagnostics: list[Diagnostic] = []
         doc = self.document(rule, diagnostics)
-        docs = [doc] if rule.aggregation is None else self.correlated(doc, rule.aggregation, rule, diagnostics)
+        if rule.temporal is not None:
+            docs = self.temporal(rule, rule.temporal, diagnostics)
+        else:
+            docs = [doc] if rule.aggregation is None else self.correlated(doc, rule.aggregation, rule, diagnostics)
         # one comment line per diagnostic: a message may quote multi-line input
         header = "".join(f"# {d.level.value}: {' '.join(d.message.split())}\n" for d in rule.diagnostics
                          if d.level is not Level.INFO)
@@ -226,8 +231,11 @@ class SigmaBackend(Backend):
         condition: dict[str, Any] = {_CONDITION_KEYS[t.op]: t.value for t in aggregation.thresholds}
         if counted is not None:
             condition = {"field": self.group_field(counted, diagnostics), **condition}
+        percentile = {t.percentile for t in aggregation.thresholds if t.percentile is not None}
+        if percentile:
+            condition["percentile"] = percentile.pop()
         body = {
-            "type": "event_count" if aggregate is Aggregate.COUNT else "value_count",
+            "type": TYPE_NAMES[aggregate],
             "rules": [name],
             "group-by": [self.group_field(f, diagnostics) for f in aggregation.group_by],
             "timespan": format_timespan(aggregation.window),
@@ -240,6 +248,38 @@ class SigmaBackend(Backend):
         if "level" in correlation:  # keep Sigma's key order: level last
             correlation["level"] = correlation.pop("level")
         return [base, correlation]
+
+    # ---- temporal correlations: the step rules, then the correlation ----
+    def temporal(self, rule: Rule, temporal: Temporal, diagnostics: list[Diagnostic]) -> list[dict[str, Any]]:
+        """Each step as a rule with its `name`, then the correlation with the rule's metadata. A
+        step whose group-by field is not named like the correlation's group-by gets an alias."""
+        docs = []
+        aliases: dict[str, dict[str, str]] = {}
+        for step in temporal.steps:
+            step_doc = self.document(step.rule, diagnostics)
+            docs.append({"title": step_doc.pop("title"), **({"id": step_doc.pop("id")} if "id" in step_doc else {}),
+                         "name": step.name, **step_doc})
+            for group, canonical in zip(temporal.group_by, step.group_fields, strict=True):
+                name = self.group_field(canonical, diagnostics)
+                if name != group:
+                    aliases.setdefault(group, {})[step.name] = name
+        body: dict[str, Any] = {"type": temporal.kind, "rules": [s.name for s in temporal.steps]}
+        if temporal.group_by:
+            body["group-by"] = list(temporal.group_by)
+        if aliases:  # an alias names a field for every rule
+            body["aliases"] = {group: {step.name: self.group_field(canonical, diagnostics)
+                                       for step, canonical in ((s, s.group_fields[temporal.group_by.index(group)])
+                                                               for s in temporal.steps)}
+                               for group in aliases}
+        body["timespan"] = format_timespan(temporal.window)
+        if temporal.min_steps != len(temporal.steps):
+            body["condition"] = {"gte": temporal.min_steps}
+        own = self.document(replace(rule, temporal=None), [])
+        correlation = {k: v for k, v in own.items() if k not in ("logsource", "detection", "fields")}
+        correlation["correlation"] = body
+        if "level" in correlation:  # keep Sigma's key order: level last
+            correlation["level"] = correlation.pop("level")
+        return [*docs, correlation]
 
     def group_field(self, canonical: str, diagnostics: list[Diagnostic]) -> str:
         name = self.catalog.name_in("sigma", canonical)

@@ -39,6 +39,7 @@ from sigma_wmi.model import (
     Pattern,
     Regex,
     Rule,
+    Temporal,
     Value,
     Wildcard,
     any_of,
@@ -531,6 +532,8 @@ class SplunkBackend(Backend):
         return source.raw_profile or "sysmon"
 
     def raw(self, rule: Rule, diagnostics: list[Diagnostic]) -> str:
+        if rule.temporal is not None:
+            return self.raw_temporal(rule.temporal, diagnostics)
         profile = self.raw_profile(rule, self.catalog.logsource(rule.logsource))
         chain = ("splunk", profile)
         p = Pass(rule, self.catalog, chain, self._unknown_raw(rule, profile), diagnostics,
@@ -544,22 +547,69 @@ class SplunkBackend(Backend):
         """`| stats ... by ... | where count >= n` over raw events. A field the events only
         have inside another (process name in the image path) is computed first."""
         evals: list[str] = []
-
-        def event_field(canonical: str) -> str:
-            name = self.catalog.first_name(chain, canonical)
-            if name:
-                return name
-            spec = self.catalog.spec(canonical)
-            if spec and spec.derive and spec.derive.how == "basename":
-                source = event_field(spec.derive.source)
-                # everything after the last backslash (the whole value when there is none)
-                evals.append(f"eval {eval_field(canonical)}=replace({eval_field(source)}, {_UP_TO_BACKSLASH}, {_EMPTY})")
-                return canonical
-            return str(unknown(canonical) or canonical)
-
-        group = [event_field(f) for f in aggregation.group_by]
-        counted = {t.field: event_field(t.field) for t in aggregation.thresholds if t.field}
+        group = [self.raw_field(f, chain, unknown, evals) for f in aggregation.group_by]
+        counted = {t.field: self.raw_field(t.field, chain, unknown, evals) for t in aggregation.thresholds if t.field}
         return _stats_tail(aggregation, group, counted, evals)
+
+    def raw_field(self, canonical: str, chain: tuple[str, ...], unknown: Any, evals: list[str]) -> str:
+        """The raw events' name for a canonical field; one only derivable from another field
+        is computed by an `eval` added to `evals`."""
+        name = self.catalog.first_name(chain, canonical)
+        if name:
+            return name
+        spec = self.catalog.spec(canonical)
+        if spec and spec.derive and spec.derive.how == "basename":
+            source = self.raw_field(spec.derive.source, chain, unknown, evals)
+            # everything after the last backslash (the whole value when there is none)
+            evals.append(f"eval {eval_field(canonical)}=replace({eval_field(source)}, {_UP_TO_BACKSLASH}, {_EMPTY})")
+            return canonical
+        return str(unknown(canonical) or canonical)
+
+    # ---- temporal correlations ----
+    def raw_temporal(self, temporal: Temporal, diagnostics: list[Diagnostic]) -> str:
+        """One search over every step's raw search (`multisearch`, each tagged with its step
+        number and its group-by values under the correlation's names), in time order.
+
+        temporal: `streamstats time_window=<span> dc(sigma_step)` per group counts the distinct
+        steps in the span ending at each event, `where` keeps events that complete enough.
+        temporal_ordered, exactly (not `transaction`, which pairs greedily): per step k,
+        `sigma_start_k` is the start time of the latest-starting in-order chain of steps 1..k
+        ending at this event (`streamstats last()` of step k-1's chain starts, per group, and the
+        start must lie within the span); an event of the last step with a start alerts."""
+        groups = [_group_name(name, n) for n, name in enumerate(temporal.group_by, 1)]
+        subsearches = []
+        for number, step in enumerate(temporal.steps, 1):
+            rule = self.catalog.map_rule(step.rule)
+            profile = self.raw_profile(rule, self.catalog.logsource(rule.logsource))
+            chain = ("splunk", profile)
+            query = self.raw(rule, diagnostics)
+            evals: list[str] = []
+            names = [self.raw_field(f, chain, self._unknown_raw(rule, profile), evals) for f in step.group_fields]
+            tag = ", ".join([f"sigma_step={number}"] + [f"{eval_field(group)}={eval_field(name)}"
+                                                          for group, name in zip(groups, names, strict=True)
+                                                          if group != name])
+            derived = "".join(f" | {e}" for e in dict.fromkeys(evals))
+            subsearches.append(f"[search {query}{derived} | eval {tag}]")
+        by = (" by " + " ".join(search_field(g) for g in groups)) if groups else ""
+        present = " AND ".join(f"isnotnull({eval_field(g)})" for g in groups)
+        stages = [f"| multisearch {' '.join(subsearches)}"]
+        if present:
+            stages.append(f"where {present}")  # an event missing a group-by field is in no group
+        stages.append("sort 0 _time")
+        span = temporal.window
+        if not temporal.ordered:
+            stages.append(f"streamstats time_window={format_timespan(span)} dc(sigma_step) as sigma_steps{by}")
+            stages.append(f"where sigma_steps >= {temporal.min_steps}")
+            return " | ".join(stages)
+        stages.append("eval sigma_start_1=if(sigma_step==1, _time, null())")
+        for k in range(2, len(temporal.steps) + 1):
+            stages.append(f"streamstats current=f last(sigma_start_{k - 1}) as sigma_before_{k}{by}")
+            stages.append(f"eval sigma_start_{k}=if(sigma_step=={k} AND sigma_before_{k}>=_time-{span}, "
+                          f"sigma_before_{k}, null())")
+        stages.append(f"where isnotnull(sigma_start_{len(temporal.steps)})")
+        diagnostics.append(info("temporal-ties", "splunk: events of one group with the same _time are taken in "
+                                                 "the order sort returns them"))
+        return " | ".join(stages)
 
     def _unknown_raw(self, rule: Rule, profile: str) -> UnknownField:
         # Rules written against Security-log services already use that log's names; only a
@@ -587,6 +637,9 @@ class SplunkBackend(Backend):
 
     # ---- CIM data model (tstats) ----
     def tstats(self, rule: Rule, diagnostics: list[Diagnostic]) -> str:
+        if rule.temporal is not None:
+            raise UnsupportedError(f"splunk tstats: a {rule.temporal.kind} correlation needs each event in time "
+                                   "order, which tstats aggregates away; use the raw format")
         source = self.catalog.logsource(rule.logsource)
         if not source.cim:
             raise UnsupportedError(
@@ -623,7 +676,7 @@ class SplunkBackend(Backend):
         expand = bool(self.settings["expand_macros"])
         summaries = macro("security_content_summariesonly", expand=expand)
         counted = {t.field: cim_name(t.field) for t in aggregation.thresholds if t.field} if aggregation else {}
-        distinct = "".join(dict.fromkeys(f" dc({node}.{counted[t.field]}) as {_alias(t)}"
+        distinct = "".join(dict.fromkeys(f" {_function(t)}({node}.{counted[t.field]}) as {_alias(t)}"
                                          for t in aggregation.thresholds if t.field)) if aggregation else ""
         split = [f"{node}.{f}" for f in by]
         if aggregation and aggregation.window:
@@ -737,9 +790,21 @@ _EMPTY = spl_string("")
 _COMPARE_SYMBOL = {Op.EQUALS: "==", **SplunkEval.COMPARE_SYMBOLS}
 
 
+# stats functions per aggregate (exactperc: perc is an approximation in Splunk)
+_STATS_FUNCTION = {Aggregate.DISTINCT_COUNT: "dc", Aggregate.SUM: "sum", Aggregate.AVERAGE: "avg",
+                   Aggregate.MEDIAN: "median", Aggregate.PERCENTILE: "exactperc"}
+
+
 def _alias(threshold: Any) -> str:
     """The result column of one threshold's aggregate."""
-    return "count" if threshold.aggregate is Aggregate.COUNT else f"dc_{threshold.field}"
+    if threshold.aggregate is Aggregate.COUNT:
+        return "count"
+    return f"{_function(threshold)}_{threshold.field}"
+
+
+def _function(threshold: Any) -> str:
+    name = _STATS_FUNCTION[threshold.aggregate]
+    return f"{name}{threshold.percentile}" if threshold.aggregate is Aggregate.PERCENTILE else name
 
 
 def _thresholds(aggregation: Aggregation) -> str:
@@ -753,10 +818,14 @@ def _stats_tail(aggregation: Aggregation, group: list[str], counted: dict[str, s
     if aggregation.window:
         stages.append(f"bin _time span={format_timespan(aggregation.window)}")
         by.append("_time")
-    aggregates = ["count"] + [f"dc({search_field(counted[t.field])}) as {_alias(t)}"
+    aggregates = ["count"] + [f"{_function(t)}({search_field(counted[t.field])}) as {_alias(t)}"
                               for t in aggregation.thresholds if t.field]
     stages.append("stats " + " ".join(dict.fromkeys(aggregates)) + (" by " + " ".join(by) if by else ""))
     stages.append("where " + _thresholds(aggregation))
     return "".join(" | " + stage for stage in stages)
 
 
+def _group_name(name: str, number: int) -> str:
+    """The result column of a correlation's group-by name: the name itself when it is a plain
+    identifier (`Computer`), else a numbered one."""
+    return name if re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name) else f"sigma_group_{number}"

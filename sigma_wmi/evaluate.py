@@ -202,15 +202,17 @@ def hits(rule: Rule, events: Iterable[Event]) -> list[Event]:
     return [event for event in events if predicate(event)]
 
 
-def alerting(rule: Rule, events: Iterable[Event], predicate: Predicate | None = None) -> list[Event]:
+def alerting(rule: Rule, events: Iterable[Event], predicate: Predicate | None = None,
+             cat: Catalog | None = None) -> list[Event]:
     """Events the rule alerts on: the selected events, or for a rule with a threshold the
     selected events of every group that meets it. As in Splunk's `stats ... by`, an event
     missing a group-by field is in no group and a multi-valued one is in a group per value; with a
     time window, events are bucketed by Sysmon's `UtcTime`, else `TimeCreated`, else `@timestamp`
-    (a time without a zone is taken as UTC), and an event without a time is in none."""
-    predicate = predicate or compile_rule(rule)
+    (a time without a zone is taken as UTC), and an event without a time is in none. A temporal
+    correlation: see `temporal_alerting` (`cat`: the mapped catalog its steps are read through)."""
     if rule.temporal is not None:
-        return temporal_alerting(rule.temporal, events)
+        return temporal_alerting(rule.temporal, events, cat)
+    predicate = predicate or compile_rule(rule)
     selected = [event for event in events if predicate(event)]
     aggregation = rule.aggregation
     if aggregation is None:
@@ -219,8 +221,8 @@ def alerting(rule: Rule, events: Iterable[Event], predicate: Predicate | None = 
     for event in selected:
         values = [_group_values(event.get(name)) for name in aggregation.group_by]
         if aggregation.window:
-            seconds = _epoch(event.get("UtcTime") or event.get("TimeCreated") or event.get("@timestamp"))
-            values.append([seconds // aggregation.window] if seconds is not None else [])
+            seconds = event_time(event)
+            values.append([int(seconds) // aggregation.window] if seconds is not None else [])
         for key in itertools.product(*values):  # no key when a value is missing
             groups.setdefault(key, []).append(event)
     alerts: dict[int, Event] = {}  # an event in several alerting groups is one alert event
@@ -330,26 +332,49 @@ def _group_values(value: Any) -> list[Any]:
     return list(dict.fromkeys(v for v in items if v is not None and v != ""))
 
 
-def _epoch(value: Any) -> int | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        moment = datetime.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.UTC)
-    return int(moment.timestamp())
-
-
 def _threshold_holds(threshold: Threshold, members: list[Event]) -> bool:
     if threshold.aggregate is Aggregate.COUNT:
-        amount = len(members)
-    else:  # distinct values, counted as they are grouped: each value of a list, no empty ones
+        amount: float = len(members)
+    elif threshold.aggregate is Aggregate.DISTINCT_COUNT:
+        # distinct values, counted as they are grouped: each value of a list, no empty ones
         amount = len({v for event in members for v in _group_values(event.get(threshold.field or ""))})
+    else:
+        value = _value_aggregate(threshold, [n for event in members
+                                             for n in _numbers(event.get(threshold.field or ""))])
+        if value is None:  # no numeric value in the group: Splunk's aggregate is null, the test false
+            return False
+        amount = value
     if threshold.op is Op.EQUALS:
         return amount == threshold.value
     return _COMPARE[threshold.op](amount, threshold.value)
+
+
+def _numbers(value: Any) -> list[float]:
+    """The numeric values of a field (numbers, and text that reads as one), as Splunk's
+    sum/avg/perc take them; anything else is skipped."""
+    found = []
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, bool) or item is None:
+            continue
+        try:
+            found.append(float(item))
+        except (TypeError, ValueError):
+            continue
+    return found
+
+
+def _value_aggregate(threshold: Threshold, values: list[float]) -> float | None:
+    if not values:
+        return None
+    if threshold.aggregate is Aggregate.SUM:
+        return sum(values)
+    if threshold.aggregate is Aggregate.AVERAGE:
+        return sum(values) / len(values)
+    ordered = sorted(values)
+    share = 50 if threshold.aggregate is Aggregate.MEDIAN else threshold.percentile or 50
+    # the nearest-rank percentile (Splunk's perc<n> interpolates only for large groups)
+    rank = max(1, -(-share * len(ordered) // 100))
+    return ordered[int(rank) - 1]
 
 
 # ---------------------------------------------------------------------------

@@ -322,15 +322,32 @@ def _print_report(reports: list[RuleReport], load_errors: list[SigmaWmiError], s
               help="Root of 'shared:' test paths (default: $SIGMA_WMI_SHARED or ../shared).")
 @click.option("--mapping", "mappings", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Environment mapping (sigma-wmi mapping or pySigma pipeline YAML); repeatable.")
+@click.option("--filter", "filter_paths", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="Sigma meta filter file or folder applied to the rules it selects; repeatable.")
+@click.option("--placeholders", "placeholder_files", multiple=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="YAML file: placeholder name -> list of values (%name% in |expand values); repeatable.")
 def test_command(rules: tuple[Path, ...], event_files: tuple[Path, ...], report_path: Path | None,
-                 root: Path | None, shared: Path | None, mappings: tuple[Path, ...]) -> None:
+                 root: Path | None, shared: Path | None, mappings: tuple[Path, ...],
+                 filter_paths: tuple[Path, ...] = (), placeholder_files: tuple[Path, ...] = ()) -> None:
     """Run RULES over recorded events: hits per rule and each rule's declared tests.
 
     Exit code 0 when every declared test passes, 1 when a test fails or a rule file
     cannot be read, 2 for unreadable event files or bad test declarations.
     """
+    from sigma_wmi.readers import ReadOptions, rule_files
+    from sigma_wmi.readers.placeholders import load_placeholders
+    from sigma_wmi.readers.sigma_filters import filters_among, load_filters
+
     started = time.perf_counter()
-    loaded, load_errors = load_all(list(rules))
+    try:
+        found, _ = filters_among(rule_files(rules))  # filter documents among the rules apply too
+        options = ReadOptions(filters=load_filters(filter_paths) + found,
+                              placeholders=load_placeholders(placeholder_files))
+    except SigmaWmiError as err:
+        click.echo(safe(err), err=True)
+        sys.exit(2)
+    loaded, load_errors = load_all(list(rules), read_options=options)
     try:
         cat = mapped_catalog(tuple(str(p) for p in mappings))
         reports = test_rules(loaded, event_files, Roots(root, shared), EventCache(cat))

@@ -261,6 +261,8 @@ def _temporal_rule(corr: Correlation, used: list[Rule]) -> Rule:
 
 
 def _merged(base: Rule, corr: Correlation, **changes: Any) -> Rule:
-    extras = {**base.extras, "correlation": corr.doc["correlation"]}
+    # the correlation's own extra keys (x_sigma_wmi_tests, ...) win over its base rule's
+    own = {k: v for k, v in corr.doc.items() if k not in _OWN_KEYS and k not in ("correlation", "generate", "name")}
+    extras = {**base.extras, **own, "correlation": corr.doc["correlation"]}
     return dataclasses.replace(base, **{**corr.metadata, **changes}, origin=corr.origin, extras=extras,
                                source_text=base.source_text)

@@ -53,6 +53,7 @@ from sigma_wmi.model import (
     describe_threshold,
     format_timespan,
     full_pattern,
+    matches,
     patterns_match,
 )
 
@@ -569,6 +570,11 @@ class ElasticBackend(Backend):
 
         chosen = self.check_format(format)
         diagnostics: list[Diagnostic] = []
+        placeholder = next((m for m in matches(rule.detection) if m.op is Op.PLACEHOLDER), None)
+        if placeholder is not None:
+            raise UnsupportedError(f"{self.name}: placeholder %{placeholder.values[0]}% has no values, and Elastic "
+                                   "query text cannot refer to a value list; give its values with --placeholders "
+                                   "FILE", code="unresolved-placeholder")
         if rule.temporal is not None:
             query, index = self.sequence(rule.temporal, diagnostics)
             target = elastic_profile.Target(rule, replace(self.target(rule.temporal.steps[0].rule, []).placement,

@@ -147,6 +147,8 @@ class _Detection:
             return name + "|exists"
         if match.op is Op.FIELDREF:
             return name + "|fieldref"
+        if match.op is Op.PLACEHOLDER:
+            return name + "|expand"
         return name  # NULL
 
     def value(self, match: Match, value: Any) -> Any:
@@ -157,6 +159,8 @@ class _Detection:
             return sigma_regex(value.pattern)
         if match.op is Op.FIELDREF:
             return self.field_name(str(value))
+        if match.op is Op.PLACEHOLDER:
+            return f"%{value}%"
         return value
 
     def selection(self, items: list[Match]) -> Any:

@@ -128,6 +128,19 @@ class SplunkSearch(QueryGenerator):
     def match_cidr(self, match: Match) -> Fragment:
         return self.strings(match)
 
+    def match_placeholder(self, match: Match) -> Fragment:
+        """An unresolved placeholder kept on request: a subsearch over the lookup named like the
+        placeholder (one value per row, column `value`, wildcards allowed) returns
+        `(field="a") OR (field="b")`, case-insensitive like any search term."""
+        name = str(match.values[0])
+        if not _LOOKUP_NAME.fullmatch(name):
+            raise self.unsupported(f"placeholder %{name}% is not a name a Splunk lookup can have", match)
+        field = search_field(self.named(match))
+        add_once(self.diagnostics, Diagnostic(
+            Level.INFO, "placeholder-lookup", f"splunk: placeholder %{name}% reads the lookup '{name}' (one value "
+                                              "per row in a column named value)"))
+        return Fragment(f"[| inputlookup {name} | rename value AS {field} | fields {field}]")
+
     def match_exists(self, match: Match) -> Fragment:
         return Fragment(f"{search_field(self.named(match))}=*")
 
@@ -823,6 +836,9 @@ def _stats_tail(aggregation: Aggregation, group: list[str], counted: dict[str, s
     stages.append("stats " + " ".join(dict.fromkeys(aggregates)) + (" by " + " ".join(by) if by else ""))
     stages.append("where " + _thresholds(aggregation))
     return "".join(" | " + stage for stage in stages)
+
+
+_LOOKUP_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 
 
 def _group_name(name: str, number: int) -> str:

@@ -249,11 +249,13 @@ class Cache:
         # Filters and placeholder values change rules: their content is part of the key.
         filters = [[f.origin.path, f.origin.line, f.text] for f in read_options.filters]
         placeholders = sorted((k, list(v)) for k, v in read_options.placeholders.items())
+        placeholders.append(("", [read_options.unresolved_placeholders]))  # names hold no '%', "" is free
         salt = json.dumps([CACHE_SCHEMA, __version__, _package_fingerprint(),
                            [(j.target, j.format, [list(o) for o in j.options]) for j in jobs],
                            str(read_options.macros_dir), macros]
                           + ([fingerprint(mappings)] if mappings else [])
-                          + ([filters, placeholders] if filters or placeholders else []), default=str)
+                          + ([filters, placeholders] if filters or len(placeholders) > 1
+                             or read_options.unresolved_placeholders != "error" else []), default=str)
         self.salt = hashlib.sha256(salt.encode()).hexdigest()
         self._macro_prints: dict[Path, str] = {}
 

@@ -75,10 +75,15 @@ PLACEHOLDERS_OPTION = click.option(
     "--placeholders", "placeholder_files", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="YAML file: placeholder name -> list of values, for %name% in |expand values; repeatable, later "
          "files win.")
+UNRESOLVED_OPTION = click.option(
+    "--unresolved-placeholders", "unresolved_placeholders", type=click.Choice(["error", "native"]),
+    default="error", show_default=True,
+    help="A placeholder without values: a rule error, or the target's own form (Splunk: a lookup named like "
+         "the placeholder; targets without one fail the rule saying so).")
 
 
 def _read_options(macros_dir: Path | None, filter_paths: tuple[Path, ...], placeholder_files: tuple[Path, ...],
-                  files: list[Path]) -> ReadOptions:
+                  files: list[Path], unresolved_placeholders: str = "error") -> ReadOptions:
     """Reader options with the --filter and --placeholders files loaded now: a bad file is one
     located error line and exit code 2. Filters found among the input files are applied too
     (as sigma-cli does), each announced by an info line."""
@@ -95,7 +100,7 @@ def _read_options(macros_dir: Path | None, filter_paths: tuple[Path, ...], place
     for meta in found:
         echo_error(f"{meta.origin}: info: filter {meta.label} is among the inputs: applied to the rules it "
                    "selects (filter-in-inputs)")
-    return ReadOptions(macros_dir, filters + found, placeholders)
+    return ReadOptions(macros_dir, filters + found, placeholders, unresolved_placeholders)
 
 
 def _mapping_paths(mappings: tuple[Path, ...]) -> tuple[str, ...]:
@@ -136,11 +141,12 @@ def _mapping_paths(mappings: tuple[Path, ...]) -> tuple[str, ...]:
 @MAPPING_OPTION
 @FILTER_OPTION
 @PLACEHOLDERS_OPTION
+@UNRESOLVED_OPTION
 def convert(paths: tuple[Path, ...], targets: tuple[str, ...], format_: str | None, profile: str | None,
             option_pairs: tuple[str, ...], output: str | None, report: Path | None, jobs: int | None,
             no_cache: bool, cache_dir: Path, macros_dir: Path | None, verbose: bool, quiet: bool,
             mappings: tuple[Path, ...], filter_paths: tuple[Path, ...] = (),
-            placeholder_files: tuple[Path, ...] = ()) -> None:
+            placeholder_files: tuple[Path, ...] = (), unresolved_placeholders: str = "error") -> None:
     """Convert rule files or directories (recursively) to one or more targets."""
     names = [t.strip() for group in targets for t in group.split(",") if t.strip()]
     try:
@@ -156,7 +162,7 @@ def convert(paths: tuple[Path, ...], targets: tuple[str, ...], format_: str | No
     destination = _destination(output, len(job_list))
     _check_destinations(paths, files, destination, report)
     workers = jobs or default_workers(len(files))
-    read_options = _read_options(macros_dir, filter_paths, placeholder_files, files)
+    read_options = _read_options(macros_dir, filter_paths, placeholder_files, files, unresolved_placeholders)
     results: list[batch.RuleResult] = []
     stream = batch.run(files, job_list, workers=workers, cache_dir=None if no_cache else cache_dir,
                        read_options=read_options)
@@ -358,9 +364,10 @@ def _write_report(path: Path, results: list[batch.RuleResult], jobs: list[batch.
 @MAPPING_OPTION
 @FILTER_OPTION
 @PLACEHOLDERS_OPTION
+@UNRESOLVED_OPTION
 def docs(paths: tuple[Path, ...], output: Path, targets: tuple[str, ...], macros_dir: Path | None,
          jobs: int | None, quiet: bool, mappings: tuple[Path, ...], filter_paths: tuple[Path, ...] = (),
-         placeholder_files: tuple[Path, ...] = ()) -> None:
+         placeholder_files: tuple[Path, ...] = (), unresolved_placeholders: str = "error") -> None:
     """Build a static documentation site (HTML and Markdown pages, indexes, ATT&CK layer)."""
     from sigma_wmi.backends.docs import build_site  # jinja2 and templates only when needed
 
@@ -368,7 +375,8 @@ def docs(paths: tuple[Path, ...], output: Path, targets: tuple[str, ...], macros
     _check_destinations(paths, files, Destination(output, True), None)
     workers = jobs or default_workers(len(files))
     rules, errors = [], []
-    for source in batch.read_all(files, _read_options(macros_dir, filter_paths, placeholder_files, files), workers):
+    options = _read_options(macros_dir, filter_paths, placeholder_files, files, unresolved_placeholders)
+    for source in batch.read_all(files, options, workers):
         rules.extend(source.rules)
         if source.error:
             errors.append(source.error)

@@ -392,6 +392,9 @@ def _compile_match(match: Match) -> Predicate:
         return lambda event: _is_empty(event.get(field))
     if op is Op.FIELDREF:
         return _fieldref(field, match)
+    if op is Op.PLACEHOLDER:
+        raise SigmaWmiError(f"placeholder %{match.values[0]}% has no values to evaluate (give them with "
+                            "--placeholders FILE)", code="unresolved-placeholder")
     value_test = _value_test(match)
 
     def run(event: Event) -> bool:

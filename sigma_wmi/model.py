@@ -85,6 +85,9 @@ class Op(enum.Enum):
     GT = "gt"
     GTE = "gte"
     FIELDREF = "fieldref"  # equal to another field's value (values are canonical field names)
+    # equal to a value of a list the target holds (values are placeholder names): an unresolved
+    # Sigma `%name%` kept on request, for a target-native form (a Splunk lookup)
+    PLACEHOLDER = "placeholder"
 
     @property
     def is_string(self) -> bool:

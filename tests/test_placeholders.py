@@ -118,3 +118,44 @@ def test_cache_key_follows_placeholder_values(tmp_path: Path) -> None:
     assert salt(a=("1",)) == salt(a=("1",))
     assert len({salt(), salt(a=("1",)), salt(a=("2",)), salt(b=("1",))}) == 4
 
+
+
+def test_native_form_on_request(tmp_path: Path) -> None:
+    """Splunk reads a lookup named like the placeholder; the Sigma writer keeps `|expand`;
+    Elastic query text has no value-list reference, so the rule fails there saying why."""
+    from sigma.collection import SigmaCollection
+    from sigma.types import Placeholder
+
+    out = tmp_path / "out"
+    shares = tmp_path / "shares.yml"  # admin_tools stays unresolved
+    shares.write_text("share_dirs: ['127.0.0.1\\ADMIN$']\n", encoding="utf-8")
+    result = CliRunner().invoke(main, ["convert", "-q", "--no-cache", "-t", "splunk,eql,sigma", "--placeholders",
+                                       str(shares), "--unresolved-placeholders", "native", "-o", str(out), str(RULE)])
+    assert result.exit_code == 0, result.output  # partial: one target failed, two converted
+    rule_id = "2f6c1d3e-9a8b-4c7d-8e5f-1a2b3c4d5e6f"
+    splunk = (out / "splunk-raw" / f"{rule_id}.spl").read_text(encoding="utf-8")
+    assert "[| inputlookup admin_tools | rename value AS Image | fields Image]" in splunk
+    assert 'CommandLine="*127.0.0.1\\\\ADMIN$*"' in splunk  # a placeholder with values is expanded
+    assert f"{RULE}:1: error: [eql] eql: placeholder %admin_tools% has no values, and Elastic query text cannot " \
+        "refer to a value list" in result.stderr
+    assert not (out / "eql-query").exists()
+    written = (out / "sigma-yaml" / f"{rule_id}.yml").read_text(encoding="utf-8")
+    (again,) = SigmaCollection.from_yaml(written).rules
+    values = [item.value[0] for d in again.detection.detections.values() for item in d.detection_items]
+    assert any(isinstance(part, Placeholder) and part.name == "admin_tools" for v in values for part in v.s)
+
+
+def test_native_needs_a_whole_value(tmp_path: Path) -> None:
+    rule = tmp_path / "r.yml"
+    rule.write_text(RULE.read_text(encoding="utf-8"), encoding="utf-8")
+    result = CliRunner().invoke(main, ["convert", "-q", "--no-cache", "--unresolved-placeholders", "native",
+                                       str(rule)])
+    assert result.exit_code == 1
+    assert f"{rule}:11: error: placeholder %share_dirs% has no values, and a target-native list holds whole " \
+        "field values only" in result.stderr
+
+
+def test_unresolved_mode_is_validated() -> None:
+    result = CliRunner().invoke(main, ["convert", "--unresolved-placeholders", "maybe", str(RULE)])
+    assert result.exit_code == 2
+    assert "'maybe' is not one of 'error', 'native'" in result.output

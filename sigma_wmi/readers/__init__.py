@@ -32,6 +32,8 @@ class ReadOptions:
     macros_dir: Path | None = None
     filters: tuple[MetaFilter, ...] = ()
     placeholders: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # an unresolved placeholder: "error" (a located rule error) or "native" (kept for the target)
+    unresolved_placeholders: str = "error"
 
 
 @dataclass
@@ -114,6 +116,7 @@ def _read_document(doc: Any, text: str, path: str, options: ReadOptions) -> Rule
     if escu.is_escu(doc):
         return escu.read_escu(doc, text, path, options.macros_dir)
     if is_sigma(doc):
-        return read_sigma(doc, text, path, options.placeholders)
+        return read_sigma(doc, text, path, options.placeholders, native_placeholders=options.unresolved_placeholders
+                          == "native")
     raise SigmaWmiError("not a Sigma rule or ESCU analytic (no 'detection' or 'search' key)",
                         Origin(path, 1), "not-a-rule")

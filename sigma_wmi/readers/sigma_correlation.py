@@ -66,6 +66,7 @@ class Correlation:
     generate: bool  # the base rules also alert on their own
     origin: Origin
     metadata: dict[str, Any]  # `Rule` fields from the correlation's own descriptive keys
+    text: str = ""  # the correlation document's source
 
     @property
     def temporal(self) -> bool:
@@ -144,7 +145,7 @@ def read_correlation(doc: dict[str, Any], text: str, path: str) -> Correlation:
                                       or origin.line), "invalid-correlation")
     own = metadata_fields(DocumentValues({k: doc[k] for k in _OWN_KEYS if k in doc}, text, origin))
     return Correlation(doc, tuple(rules), None if temporal else _TYPES[kind], _TEMPORAL.get(kind, False), counted,
-                       percentile, tuple(group_by), aliases, window, tuple(conditions), generate, origin, own)
+                       percentile, tuple(group_by), aliases, window, tuple(conditions), generate, origin, own, text)
 
 
 _CONDITION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -256,13 +257,15 @@ def _temporal_rule(corr: Correlation, used: list[Rule]) -> Rule:
         steps.append(Step(ref, rule, fields))
     temporal = Temporal(tuple(steps), corr.group_by, corr.window, corr.ordered, corr.conditions[0][1])
     first = used[0]
+    # its source is every step's document and its own, as they read in the file
+    source = "---\n".join(t if t.endswith("\n") else t + "\n" for t in [*(r.source_text for r in used), corr.text])
     return _merged(first, corr, temporal=temporal, detection=any_of([r.detection for r in used]),
-                   tags=corr.metadata.get("tags", first.tags))
+                   tags=corr.metadata.get("tags", first.tags), source_text=source)
 
 
 def _merged(base: Rule, corr: Correlation, **changes: Any) -> Rule:
     # the correlation's own extra keys (x_sigma_wmi_tests, ...) win over its base rule's
     own = {k: v for k, v in corr.doc.items() if k not in _OWN_KEYS and k not in ("correlation", "generate", "name")}
     extras = {**base.extras, **own, "correlation": corr.doc["correlation"]}
-    return dataclasses.replace(base, **{**corr.metadata, **changes}, origin=corr.origin, extras=extras,
-                               source_text=base.source_text)
+    return dataclasses.replace(base, **{"source_text": base.source_text, **corr.metadata, **changes},
+                               origin=corr.origin, extras=extras)

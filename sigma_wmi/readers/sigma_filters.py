@@ -20,8 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from sigma_wmi.errors import Diagnostic, Level, Origin, SigmaWmiError
+from sigma_wmi.limits import MAX_FILE_BYTES
 from sigma_wmi.model import And, Expr, LogSource, Rule, normalize
-from sigma_wmi.readers.yamlsource import display_path, load_documents, locate, read_text, split_documents
+from sigma_wmi.readers.yamlsource import (
+    display_path,
+    load_documents,
+    locate,
+    read_text,
+    regular_file_error,
+    split_documents,
+)
 
 FILTER_CODE = "filter-applied"  # the info diagnostic on each rule a filter narrowed
 
@@ -180,8 +188,12 @@ def filters_among(paths: Iterable[Path]) -> tuple[tuple[MetaFilter, ...], list[S
     found: list[MetaFilter] = []
     errors: list[SigmaWmiError] = []
     for path in paths:
+        if regular_file_error(path) is not None:  # a FIFO or device: never opened here (the reader refuses it)
+            continue
         try:
-            if not _FILTER_LINE.search(path.read_bytes()[:2 * 1024 * 1024]):
+            with path.open("rb") as handle:
+                head = handle.read(MAX_FILE_BYTES)
+            if not _FILTER_LINE.search(head):
                 continue
             filters, _ = read_filter_text(read_text(path), display_path(path))
         except (OSError, SigmaWmiError) as err:

@@ -523,6 +523,9 @@ class SplunkBackend(Backend):
             text = self.tstats(rule, diagnostics)
         else:
             text = self.savedsearch(rule, diagnostics)
+        if rule.aggregation and any(t.aggregate is Aggregate.PERCENTILE for t in rule.aggregation.thresholds):
+            diagnostics.append(info("percentile-method", "splunk: exactperc's rank method follows limits.conf "
+                                                         "[stats] perc_method; sigma-wmi test uses the nearest rank"))
         return Output(text, diagnostics)
 
     def rewrite(self, format: str, p: Pass) -> Expr:

@@ -381,6 +381,10 @@ def docs(paths: tuple[Path, ...], output: Path, targets: tuple[str, ...], macros
         if source.error:
             errors.append(source.error)
             echo_error(f"{source.error.origin}: error: {source.error.message} ({source.error.code})")
+    from sigma_wmi.readers.sigma_filters import unused_by
+
+    for unused in unused_by(options.filters, rules):
+        echo_error(str(unused))
     names = tuple(t.strip() for group in targets for t in group.split(",") if t.strip()) or None
     try:
         report = build_site(rules, output, errors=errors, targets=names, workers=workers,

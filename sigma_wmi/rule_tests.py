@@ -337,7 +337,7 @@ def test_command(rules: tuple[Path, ...], event_files: tuple[Path, ...], report_
     """
     from sigma_wmi.readers import ReadOptions, rule_files
     from sigma_wmi.readers.placeholders import load_placeholders
-    from sigma_wmi.readers.sigma_filters import filters_among, load_filters
+    from sigma_wmi.readers.sigma_filters import filters_among, load_filters, unused_by
 
     started = time.perf_counter()
     try:
@@ -348,6 +348,8 @@ def test_command(rules: tuple[Path, ...], event_files: tuple[Path, ...], report_
         click.echo(safe(err), err=True)
         sys.exit(2)
     loaded, load_errors = load_all(list(rules), read_options=options)
+    for unused in unused_by(options.filters, loaded):
+        click.echo(safe(unused), err=True)
     try:
         cat = mapped_catalog(tuple(str(p) for p in mappings))
         reports = test_rules(loaded, event_files, Roots(root, shared), EventCache(cat))

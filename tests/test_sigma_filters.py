@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import REPO, RULES
+from conftest import REPO, RULES, shared_path
 from test_differential import Sample, _eql, eql_hits, local_samples, shared_samples, splunk_predicates
 
 from sigma_wmi.api import load
@@ -249,3 +249,28 @@ def test_logsource_type_is_the_model_one() -> None:
     assert meta.rules == (WMI_OBJECTS,)
     assert "detection:" in meta.text and "\nfilter:" not in meta.text
 
+
+
+
+def test_sigma_wmi_test_evaluates_filtered_rules() -> None:
+    """The rule declares 15 hits on the recorded Sysmon 19/20/21 events; with the fixture
+    filters 8 are left (the Updater subscriptions and the theshire.local hosts go), so its
+    declared test fails, and the filter that selects nothing is named with its line."""
+    events = shared_path("data", "events", "wmi_sysmon_19_20_21.jsonl")
+    rule = RULES / "sigma" / "sysmon_wmi_event_subscription_object_created.yml"
+    result = CliRunner().invoke(main, ["test", str(rule), "--filter", str(FILTERS), "--events", str(events)])
+    assert result.exit_code == 1
+    assert f"        8 hits  {events}" in result.stdout
+    assert "expected 15 hits, got 8" in result.stdout
+    assert f"{FILTERS / 'selects_nothing.yml'}:1: warning: filter 'A filter for a rule this pack does not have'" \
+        in result.stderr
+
+
+def test_docs_show_filtered_rules(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    rule = RULES / "sigma" / "sysmon_wmi_event_subscription_object_created.yml"
+    built = CliRunner().invoke(main, ["docs", "-q", "--filter", str(FILTERS), "-o", str(site), str(rule)])
+    assert built.exit_code == 0, built.output
+    assert "(filter-unused)" in built.stderr
+    pages = "".join(p.read_text(encoding="utf-8") for p in site.rglob("*.md"))
+    assert 'NOT Computer="*.theshire.local" NOT Name="*Updater*"' in pages

@@ -222,6 +222,11 @@ def apply_filters(rules: list[Rule], filters: Iterable[MetaFilter]) -> list[Rule
     return result
 
 
+def unused_by(filters: Iterable[MetaFilter], rules: Iterable[Rule]) -> list[Diagnostic]:
+    """A warning for each filter none of `rules` was narrowed by."""
+    return unused_filters(filters, (d.message for r in rules for d in r.diagnostics if d.code == FILTER_CODE))
+
+
 def unused_filters(filters: Iterable[MetaFilter], applied_messages: Iterable[str]) -> list[Diagnostic]:
     """A warning for each filter no rule of the batch was narrowed by."""
     used = set(applied_messages)

@@ -624,7 +624,8 @@ class SplunkBackend(Backend):
                           f"sigma_before_{k}, null())")
         stages.append(f"where isnotnull(sigma_start_{len(temporal.steps)})")
         diagnostics.append(info("temporal-ties", "splunk: events of one group with the same _time are taken in "
-                                                 "the order sort returns them"))
+                                                 "the order sort returns them, and an event two consecutive steps "
+                                                 "select may stand for both"))
         return " | ".join(stages)
 
     def _unknown_raw(self, rule: Rule, profile: str) -> UnknownField:

@@ -254,7 +254,7 @@ def temporal_alerting(temporal: Temporal, events: Iterable[Event], cat: Catalog 
     a group-by field, is in no group. Per group, `temporal` alerts on each event that completes,
     within the window, `min_steps` distinct steps seen in the window before it (a sliding
     window, as Splunk's `streamstats time_window=`); `temporal_ordered` on each event of the last
-    step that ends a chain of one event per step, in order (each at or after the previous one),
+    step that ends a chain of different events, one per step, in order (each at or after the previous one),
     whose first event is at most the window earlier (as EQL's `sequence ... with maxspan=`). The
     alert holds the events of that window or chain."""
     predicates = [compile_rule(step.rule, cat=cat) for step in temporal.steps]
@@ -268,7 +268,9 @@ def temporal_alerting(temporal: Temporal, events: Iterable[Event], cat: Catalog 
                 values = [_group_values(event.get(name)) for name in step.group_fields]
                 for key in itertools.product(*values):  # no key when a value is missing
                     timeline.append((moment, position, index, key, event))
-    timeline.sort(key=lambda item: (item[0], item[1], item[2]))
+    # one event selected by several steps fills the later step first, so it can complete a chain
+    # that earlier events began but never stands for two steps of one chain (as EQL's sequences)
+    timeline.sort(key=lambda item: (item[0], item[1], -item[2]))
     by_group: dict[tuple[Any, ...], list[tuple[float, int, Event]]] = {}
     for moment, _, index, key, event in timeline:
         by_group.setdefault(key, []).append((moment, index, event))

@@ -417,3 +417,28 @@ def test_sigma_wmi_test_runs_a_temporal_correlation(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "pass    10 hits" in result.output
 
+
+
+def test_one_event_never_fills_two_steps_as_in_eql() -> None:
+    """Steps (19 or 20) then 20: a lone 20 is no sequence; a 19 then a 20 is; two 20s are."""
+    text = _correlation("type: temporal_ordered\nrules: [proc_a, net_b]\ngroup-by: [Computer]\ntimespan: 10s")
+    text = text.replace("{sel: {Image|endswith: '\\a.exe'}, condition: sel}", "{sel: {DestinationPort: [1, 2]}, "
+                        "condition: sel}").replace("{DestinationPort: 4444}", "{DestinationPort: 2}")
+    text = text.replace("category: process_creation", "category: network_connection")
+    (rule,) = read_text_rules(text, "c.yml")
+    base = {"channel": "Microsoft-Windows-Sysmon/Operational", "event_id": 3, "host": "h"}
+
+    def event(n: int, port: int, second: int) -> dict[str, Any]:
+        return {**base, "EventRecordID": n, "destination_port": port, "UtcTime": f"2024-01-01 10:00:0{second}"}
+
+    def run(*events: dict[str, Any]) -> list[int]:
+        return [e["EventRecordID"] for e in alerting(rule, list(events))]
+
+    assert run(event(1, 2, 1)) == []
+    assert run(event(1, 1, 1), event(2, 2, 2)) == [1, 2]
+    assert run(event(1, 2, 1), event(2, 2, 2)) == [1, 2]
+    query = compile_rule(rule, "eql", profile="winlogbeat").text
+    raws = [{"EventID": 3, "Channel": "Microsoft-Windows-Sysmon/Operational", "Computer": "h", "EventRecordID": n,
+             "DestinationPort": port, "UtcTime": f"2024-01-01 10:00:0{second}"}
+            for n, port, second in ((1, 2, 1), (2, 2, 2))]
+    assert eql_alerts(query, raws[:1]) == [] and eql_alerts(query, raws) == ["1", "2"]

@@ -17,7 +17,7 @@ from sigma_wmi.readers.sigma_correlation import (
     is_correlation,
     read_correlation,
 )
-from sigma_wmi.readers.sigma_filters import MetaFilter, apply_filters, is_filter
+from sigma_wmi.readers.sigma_filters import MetaFilter, apply_filters, is_filter, read_filter
 from sigma_wmi.readers.yamlsource import display_path, load_documents, read_text, split_documents
 
 RULE_SUFFIXES = (".yml", ".yaml")
@@ -67,14 +67,16 @@ def read_text_rules(text: str, path: str, options: ReadOptions | None = None) ->
         raise SigmaWmiError("empty file: no YAML document", Origin(path, 1), "empty")
     options = options or ReadOptions()
     if len(documents) == 1:
-        if is_filter(documents[0]):
-            return []  # a filter selects rules, it is none (see sigma_filters.filters_among)
+        if is_filter(documents[0]):  # a filter selects rules, it is none (see sigma_filters.filters_among),
+            read_filter(documents[0], text, path)  # but a broken one is this file's error
+            return []
         return apply_filters([_read_document(documents[0], text, path, options)], options.filters)
     rules: list[Rule] = []
     correlations: list[Correlation] = []
     for doc, (offset, piece) in zip(documents, split_documents(text), strict=False):
         try:
             if is_filter(doc):
+                read_filter(doc, piece, path)  # validated: a broken filter is a located error
                 continue
             if is_correlation(doc):
                 correlation = read_correlation(doc, piece, path)

@@ -75,7 +75,7 @@ class MetaFilter:
             try:
                 _COMPILED[key] = read_sigma(doc, self.text, self.origin.path).detection
             except SigmaWmiError as err:
-                raise SigmaWmiError(f"filter {self.label}: {err.message}", err.origin, err.code) from None
+                raise SigmaWmiError(f"filter '{self.title}': {err.message}", err.origin, err.code) from None
         return _COMPILED[key]
 
 

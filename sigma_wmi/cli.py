@@ -88,7 +88,7 @@ def _read_options(macros_dir: Path | None, filter_paths: tuple[Path, ...], place
     located error line and exit code 2. Filters found among the input files are applied too
     (as sigma-cli does), each announced by an info line."""
     from sigma_wmi.readers.placeholders import load_placeholders
-    from sigma_wmi.readers.sigma_filters import filters_among, load_filters
+    from sigma_wmi.readers.sigma_filters import filters_among, load_filters, without_repeats
 
     try:
         filters = load_filters(filter_paths)
@@ -96,7 +96,7 @@ def _read_options(macros_dir: Path | None, filter_paths: tuple[Path, ...], place
     except SigmaWmiError as err:
         echo_error(f"{err.origin}: error: {err.message} ({err.code})" if err.origin else err.message)
         sys.exit(EXIT_USAGE)
-    found, _ = filters_among(files)  # a broken one is reported when its file is read
+    found = without_repeats(filters, filters_among(files)[0])  # a broken one is reported when its file is read
     for meta in found:
         echo_error(f"{meta.origin}: info: filter {meta.label} is among the inputs: applied to the rules it "
                    "selects (filter-in-inputs)")

@@ -337,13 +337,13 @@ def test_command(rules: tuple[Path, ...], event_files: tuple[Path, ...], report_
     """
     from sigma_wmi.readers import ReadOptions, rule_files
     from sigma_wmi.readers.placeholders import load_placeholders
-    from sigma_wmi.readers.sigma_filters import filters_among, load_filters, unused_by
+    from sigma_wmi.readers.sigma_filters import filters_among, load_filters, unused_by, without_repeats
 
     started = time.perf_counter()
     try:
-        found, _ = filters_among(rule_files(rules))  # filter documents among the rules apply too
-        options = ReadOptions(filters=load_filters(filter_paths) + found,
-                              placeholders=load_placeholders(placeholder_files))
+        given = load_filters(filter_paths)
+        found = without_repeats(given, filters_among(rule_files(rules))[0])  # filter documents among the rules
+        options = ReadOptions(filters=given + found, placeholders=load_placeholders(placeholder_files))
     except SigmaWmiError as err:
         click.echo(safe(err), err=True)
         sys.exit(2)

@@ -274,3 +274,14 @@ def test_docs_show_filtered_rules(tmp_path: Path) -> None:
     assert "(filter-unused)" in built.stderr
     pages = "".join(p.read_text(encoding="utf-8") for p in site.rglob("*.md"))
     assert 'NOT Computer="*.theshire.local" NOT Name="*Updater*"' in pages
+
+
+def test_a_filter_given_twice_applies_once(tmp_path: Path) -> None:
+    tree = tmp_path / "rules"
+    tree.mkdir()
+    (tree / "rule.yml").write_text(RULE, encoding="utf-8")
+    (tree / "filter.yml").write_text(_filter(), encoding="utf-8")
+    result = CliRunner().invoke(main, ["convert", "--no-cache", "--filter", str(tree / "filter.yml"), str(tree)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count('NOT User="ADM-*"') == 1
+    assert "(filter-in-inputs)" not in result.stderr

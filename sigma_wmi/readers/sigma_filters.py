@@ -204,6 +204,12 @@ def filters_among(paths: Iterable[Path]) -> tuple[tuple[MetaFilter, ...], list[S
     return tuple(found), errors
 
 
+def without_repeats(given: Iterable[MetaFilter], found: Iterable[MetaFilter]) -> tuple[MetaFilter, ...]:
+    """The filters of `found` (among the inputs) that `given` (--filter) does not already hold."""
+    seen = {(Path(f.origin.path).resolve(), f.origin.line) for f in given}
+    return tuple(f for f in found if (Path(f.origin.path).resolve(), f.origin.line) not in seen)
+
+
 def apply_filters(rules: list[Rule], filters: Iterable[MetaFilter]) -> list[Rule]:
     """Each rule narrowed by every filter that applies to it, with an info diagnostic per filter
     (which also lets a batch tell which filters selected no rule)."""

@@ -575,6 +575,10 @@ class ElasticBackend(Backend):
             raise UnsupportedError(f"{self.name}: placeholder %{placeholder.values[0]}% has no values, and Elastic "
                                    "query text cannot refer to a value list; give its values with --placeholders "
                                    "FILE", code="unresolved-placeholder")
+        if rule.aggregation is not None and rule.aggregation.steps:
+            raise UnsupportedError(f"{self.name}: a {describe_aggregation(rule.aggregation)} correlation over several "
+                                   "rules reads several log sources, which one Elastic query or threshold rule "
+                                   "cannot count together")
         if rule.temporal is not None:
             query, index = self.sequence(rule.temporal, diagnostics)
             target = elastic_profile.Target(rule, replace(self.target(rule.temporal.steps[0].rule, []).placement,

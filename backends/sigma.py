@@ -30,6 +30,7 @@ from sigma_wmi.model import (
     Pattern,
     Regex,
     Rule,
+    Step,
     Temporal,
     Wildcard,
     describe_aggregation,
@@ -206,6 +207,8 @@ class SigmaBackend(Backend):
         doc = self.document(rule, diagnostics)
         if rule.temporal is not None:
             docs = self.temporal(rule, rule.temporal, diagnostics)
+        elif rule.aggregation is not None and rule.aggregation.steps:
+            docs = self.aggregated_steps(rule, rule.aggregation, diagnostics)
         else:
             docs = [doc] if rule.aggregation is None else self.correlated(doc, rule.aggregation, rule, diagnostics)
         # one comment line per diagnostic: a message may quote multi-line input
@@ -255,30 +258,50 @@ class SigmaBackend(Backend):
 
     # ---- temporal correlations: the step rules, then the correlation ----
     def temporal(self, rule: Rule, temporal: Temporal, diagnostics: list[Diagnostic]) -> list[dict[str, Any]]:
-        """Each step as a rule with its `name`, then the correlation with the rule's metadata. A
-        step whose group-by field is not named like the correlation's group-by gets an alias."""
+        condition = {"gte": temporal.min_steps} if temporal.min_steps != len(temporal.steps) else None
+        return self.over_steps(rule, temporal.kind, temporal.steps, temporal.group_by, temporal.window, condition,
+                               diagnostics)
+
+    def aggregated_steps(self, rule: Rule, aggregation: Aggregation, diagnostics: list[Diagnostic]
+                         ) -> list[dict[str, Any]]:
+        kinds = {(t.aggregate, t.field, t.percentile) for t in aggregation.thresholds}
+        ops = [t.op for t in aggregation.thresholds]
+        if len(kinds) != 1 or len(set(ops)) != len(ops):
+            raise UnsupportedError("sigma: a correlation tests one aggregate, once per comparison; this rule has "
+                                   f"{describe_aggregation(aggregation)}")
+        (aggregate, field, percentile), = kinds
+        condition: dict[str, Any] = {"field": field} if field else {}
+        if percentile is not None:
+            condition["percentile"] = percentile
+        condition.update({_CONDITION_KEYS[t.op]: t.value for t in aggregation.thresholds})
+        assert aggregation.window is not None
+        return self.over_steps(rule, TYPE_NAMES[aggregate], aggregation.steps, aggregation.group_by,
+                               aggregation.window, condition, diagnostics, field)
+
+    def over_steps(self, rule: Rule, kind: str, steps: tuple[Step, ...], group_by: tuple[str, ...], window: int,
+                   condition: dict[str, Any] | None, diagnostics: list[Diagnostic], value: str | None = None
+                   ) -> list[dict[str, Any]]:
+        """Each step as a rule with its `name`, then the correlation with the rule's metadata.
+        Where a step's field is not named like the correlation's group-by (or aggregated) name,
+        `aliases` names the field of every step."""
         docs = []
-        aliases: dict[str, dict[str, str]] = {}
-        for step in temporal.steps:
+        names = [*group_by, *([value] if value else [])]
+        fields = {s.name: [*s.group_fields, *([s.value_field] if value and s.value_field else [])] for s in steps}
+        for step in steps:
             step_doc = self.document(step.rule, diagnostics)
             docs.append({"title": step_doc.pop("title"), **({"id": step_doc.pop("id")} if "id" in step_doc else {}),
                          "name": step.name, **step_doc})
-            for group, canonical in zip(temporal.group_by, step.group_fields, strict=True):
-                name = self.group_field(canonical, diagnostics)
-                if name != group:
-                    aliases.setdefault(group, {})[step.name] = name
-        body: dict[str, Any] = {"type": temporal.kind, "rules": [s.name for s in temporal.steps]}
-        if temporal.group_by:
-            body["group-by"] = list(temporal.group_by)
-        if aliases:  # an alias names a field for every rule
-            body["aliases"] = {group: {step.name: self.group_field(canonical, diagnostics)
-                                       for step, canonical in ((s, s.group_fields[temporal.group_by.index(group)])
-                                                               for s in temporal.steps)}
-                               for group in aliases}
-        body["timespan"] = format_timespan(temporal.window)
-        if temporal.min_steps != len(temporal.steps):
-            body["condition"] = {"gte": temporal.min_steps}
-        own = self.document(replace(rule, temporal=None), [])
+        sigma = {s.name: [self.group_field(f, diagnostics) for f in fields[s.name]] for s in steps}
+        aliased = [i for i, name in enumerate(names) if any(sigma[s.name][i] != name for s in steps)]
+        body: dict[str, Any] = {"type": kind, "rules": [s.name for s in steps]}
+        if group_by:
+            body["group-by"] = list(group_by)
+        if aliased:  # an alias names a field for every rule
+            body["aliases"] = {names[i]: {s.name: sigma[s.name][i] for s in steps} for i in aliased}
+        body["timespan"] = format_timespan(window)
+        if condition:
+            body["condition"] = condition
+        own = self.document(replace(rule, temporal=None, aggregation=None), [])
         correlation = {k: v for k, v in own.items() if k not in ("logsource", "detection", "fields")}
         correlation["correlation"] = body
         if "level" in correlation:  # keep Sigma's key order: level last

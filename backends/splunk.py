@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -39,6 +39,7 @@ from sigma_wmi.model import (
     Pattern,
     Regex,
     Rule,
+    Step,
     Temporal,
     Value,
     Wildcard,
@@ -550,6 +551,8 @@ class SplunkBackend(Backend):
     def raw(self, rule: Rule, diagnostics: list[Diagnostic]) -> str:
         if rule.temporal is not None:
             return self.raw_temporal(rule.temporal, diagnostics)
+        if rule.aggregation is not None and rule.aggregation.steps:
+            return self.raw_aggregated_steps(rule.aggregation, diagnostics)
         profile = self.raw_profile(rule, self.catalog.logsource(rule.logsource))
         chain = ("splunk", profile)
         p = Pass(rule, self.catalog, chain, self._unknown_raw(rule, profile), diagnostics,
@@ -581,6 +584,41 @@ class SplunkBackend(Backend):
             return canonical
         return str(unknown(canonical) or canonical)
 
+    # ---- correlations over several rules ----
+    def multisearch(self, steps: Sequence[Step], columns: list[str], fields: list[tuple[str, ...]],
+                    diagnostics: list[Diagnostic]) -> str:
+        """`| multisearch [search <step 1's raw search> | eval sigma_step=1, <column>=<its field>, ...] ...`:
+        every step's events, each tagged with its step number and, under the correlation's column
+        names, the values of its own fields (a field only derivable is computed first)."""
+        subsearches = []
+        for number, (step, names) in enumerate(zip(steps, fields, strict=True), 1):
+            rule = self.catalog.map_rule(step.rule)
+            profile = self.raw_profile(rule, self.catalog.logsource(rule.logsource))
+            chain = ("splunk", profile)
+            query = self.raw(rule, diagnostics)
+            evals: list[str] = []
+            sources = [self.raw_field(f, chain, self._unknown_raw(rule, profile), evals) for f in names]
+            tag = ", ".join([f"sigma_step={number}"] + [f"{eval_field(column)}={eval_field(source)}"
+                                                          for column, source in zip(columns, sources, strict=True)
+                                                          if column != source])
+            derived = "".join(f" | {e}" for e in dict.fromkeys(evals))
+            subsearches.append(f"[search {query}{derived} | eval {tag}]")
+        return f"| multisearch {' '.join(subsearches)}"
+
+    def raw_aggregated_steps(self, aggregation: Aggregation, diagnostics: list[Diagnostic]) -> str:
+        """A threshold over the events of several rules: their `multisearch`, one row per event
+        (an event several rules select keeps the first rule's row, as Sigma counts events), then
+        the usual `| bin | stats | where` over the correlation's column names."""
+        groups = [_group_name(name, n) for n, name in enumerate(aggregation.group_by, 1)]
+        value = "sigma_value"
+        columns = groups + ([value] if any(s.value_field for s in aggregation.steps) else [])
+        fields = [s.group_fields + ((s.value_field,) if s.value_field else ()) for s in aggregation.steps]
+        search = self.multisearch(aggregation.steps, columns, fields, diagnostics)
+        once = " | eventstats min(sigma_step) as sigma_first by index splunk_server _cd | where sigma_step==sigma_first"
+        renamed = dataclasses.replace(aggregation, group_by=tuple(groups), thresholds=tuple(
+            dataclasses.replace(t, field=value) if t.field else t for t in aggregation.thresholds))
+        return search + once + _stats_tail(renamed, groups, {value: value}, [])
+
     # ---- temporal correlations ----
     def raw_temporal(self, temporal: Temporal, diagnostics: list[Diagnostic]) -> str:
         """One search over every step's raw search (`multisearch`, each tagged with its step
@@ -593,22 +631,9 @@ class SplunkBackend(Backend):
         ending at this event (`streamstats last()` of step k-1's chain starts, per group, and the
         start must lie within the span); an event of the last step with a start alerts."""
         groups = [_group_name(name, n) for n, name in enumerate(temporal.group_by, 1)]
-        subsearches = []
-        for number, step in enumerate(temporal.steps, 1):
-            rule = self.catalog.map_rule(step.rule)
-            profile = self.raw_profile(rule, self.catalog.logsource(rule.logsource))
-            chain = ("splunk", profile)
-            query = self.raw(rule, diagnostics)
-            evals: list[str] = []
-            names = [self.raw_field(f, chain, self._unknown_raw(rule, profile), evals) for f in step.group_fields]
-            tag = ", ".join([f"sigma_step={number}"] + [f"{eval_field(group)}={eval_field(name)}"
-                                                          for group, name in zip(groups, names, strict=True)
-                                                          if group != name])
-            derived = "".join(f" | {e}" for e in dict.fromkeys(evals))
-            subsearches.append(f"[search {query}{derived} | eval {tag}]")
         by = (" by " + " ".join(search_field(g) for g in groups)) if groups else ""
         present = " AND ".join(f"isnotnull({eval_field(g)})" for g in groups)
-        stages = [f"| multisearch {' '.join(subsearches)}"]
+        stages = [self.multisearch(temporal.steps, groups, [s.group_fields for s in temporal.steps], diagnostics)]
         if present:
             stages.append(f"where {present}")  # an event missing a group-by field is in no group
         stages.append("sort 0 _time")
@@ -657,6 +682,9 @@ class SplunkBackend(Backend):
         if rule.temporal is not None:
             raise UnsupportedError(f"splunk tstats: a {rule.temporal.kind} correlation needs each event in time "
                                    "order, which tstats aggregates away; use the raw format")
+        if rule.steps:
+            raise UnsupportedError("splunk tstats: a correlation over several rules reads several data sets; use "
+                                   "the raw format")
         source = self.catalog.logsource(rule.logsource)
         if not source.cim:
             raise UnsupportedError(

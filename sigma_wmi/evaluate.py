@@ -31,6 +31,7 @@ from sigma_wmi.catalog import Catalog, catalog
 from sigma_wmi.errors import SigmaWmiError
 from sigma_wmi.model import (
     Aggregate,
+    Aggregation,
     And,
     Expr,
     LogSource,
@@ -172,8 +173,8 @@ def compile_rule(rule: Rule, with_logsource: bool = True, cat: Catalog | None = 
     mapped catalog, the rule is first mapped as the backends map it (`Catalog.map_rule`),
     so it names the fields that events of the mapped environment resolve to. A regex the
     evaluator refuses is a `SigmaWmiError` at the rule's line that holds it."""
-    if rule.temporal is not None:  # an event any step selects, each step with its own log source
-        steps = [compile_rule(step.rule, with_logsource, cat) for step in rule.temporal.steps]
+    if rule.steps:  # a correlation of several rules: an event any selects, each with its own log source
+        steps = [compile_rule(step.rule, with_logsource, cat) for step in rule.steps]
         return lambda event: any(step(event) for step in steps)
     if cat is not None:
         rule = cat.map_rule(rule)
@@ -212,24 +213,49 @@ def alerting(rule: Rule, events: Iterable[Event], predicate: Predicate | None = 
     correlation: see `temporal_alerting` (`cat`: the mapped catalog its steps are read through)."""
     if rule.temporal is not None:
         return temporal_alerting(rule.temporal, events, cat)
-    predicate = predicate or compile_rule(rule)
-    selected = [event for event in events if predicate(event)]
     aggregation = rule.aggregation
+    if aggregation is not None and aggregation.steps:
+        selected, views = _step_views(aggregation, events, cat)
+    else:
+        predicate = predicate or compile_rule(rule)
+        selected = [event for event in events if predicate(event)]
+        views = selected
     if aggregation is None:
         return selected
     groups: dict[tuple[Any, ...], list[Event]] = {}
-    for event in selected:
+    originals = {id(view): event for view, event in zip(views, selected, strict=True)}
+    for event in views:
         values = [_group_values(event.get(name)) for name in aggregation.group_by]
         if aggregation.window:
             seconds = event_time(event)
             values.append([int(seconds) // aggregation.window] if seconds is not None else [])
         for key in itertools.product(*values):  # no key when a value is missing
             groups.setdefault(key, []).append(event)
-    alerts: dict[int, Event] = {}  # an event in several alerting groups is one alert event
+    alerts: set[int] = set()  # an event in several alerting groups is one alert event
     for members in groups.values():
         if all(_threshold_holds(t, members) for t in aggregation.thresholds):
-            alerts.update((id(event), event) for event in members)
+            alerts.update(id(originals[id(view)]) for view in members)
     return [event for event in selected if id(event) in alerts]
+
+
+def _step_views(aggregation: Aggregation, events: Iterable[Event], cat: Catalog | None
+                ) -> tuple[list[Event], list[Event]]:
+    """The events any step selects, and for each a view naming its group-by and aggregated fields
+    as the correlation does, read through the first step that selects it."""
+    predicates = [compile_rule(step.rule, cat=cat) for step in aggregation.steps]
+    counted = {t.field for t in aggregation.thresholds if t.field}
+    selected: list[Event] = []
+    views: list[Event] = []
+    for event in events:
+        step = next((s for s, p in zip(aggregation.steps, predicates, strict=True) if p(event)), None)
+        if step is None:
+            continue
+        view = {**event, **{name: event.get(field) for name, field in zip(aggregation.group_by, step.group_fields,
+                                                                            strict=True)}}
+        view.update({name: event.get(step.value_field) if step.value_field else None for name in counted})
+        selected.append(event)
+        views.append(view)
+    return selected, views
 
 
 def event_time(event: Event) -> float | None:

@@ -287,11 +287,17 @@ class Aggregation:
 
     Matching events are grouped by the values of `group_by` and, when `window` is set,
     by fixed time buckets of that many seconds; a group alerts when every threshold holds.
+
+    With `steps` (a Sigma correlation over several rules), the events of any step's rule are
+    aggregated: `group_by` and the thresholds' `field` are then the correlation's own names,
+    and each step says which of its rule's fields stands for them (an event several steps
+    select counts once, as the first of them reads it).
     """
 
     thresholds: tuple[Threshold, ...]
-    group_by: tuple[str, ...] = ()  # canonical field names
+    group_by: tuple[str, ...] = ()  # canonical field names (the correlation's names with steps)
     window: int | None = None  # seconds; None: the whole time range the search runs over
+    steps: tuple[Step, ...] = ()
 
 
 def parse_timespan(text: str) -> int | None:
@@ -342,7 +348,8 @@ class Step:
 
     name: str  # how the correlation refers to the rule (its `name`, else its id)
     rule: Rule
-    group_fields: tuple[str, ...]  # canonical, one per `Temporal.group_by` entry
+    group_fields: tuple[str, ...]  # canonical, one per group-by entry of the correlation
+    value_field: str | None = None  # canonical: the field a value_* aggregation over several rules reads
 
 
 @dataclass(frozen=True)
@@ -409,6 +416,13 @@ class Rule:
     @property
     def source_format(self) -> str:
         return self.origin.format
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        """The rules a correlation over several rules combines, each with its own log source."""
+        if self.temporal is not None:
+            return self.temporal.steps
+        return self.aggregation.steps if self.aggregation is not None else ()
 
 
 def normalize(expr: Expr) -> Expr:

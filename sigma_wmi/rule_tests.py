@@ -245,7 +245,7 @@ def run_case(case: TestCase, predicate: Predicate, rule: Rule, roots: Roots, cac
             return CaseResult(case, "skip", str(path) if path else None, message="shared data not available")
         return CaseResult(case, "fail", str(path) if path else None, message="event file not found")
     try:  # a temporal correlation's steps have log sources of their own: each event read for its own
-        events = cache.get(path, case.mapped, None if rule.temporal else rule.logsource)
+        events = cache.get(path, case.mapped, None if rule.steps else rule.logsource)
     except SigmaWmiError as err:
         return CaseResult(case, "fail", str(path), message=err.message)
     ids = [record_id(e) for e in alerting(rule, events, predicate, cache.catalog)]
@@ -283,7 +283,7 @@ def test_rules(rules: Iterable[Rule], event_files: Iterable[Path] = (), roots: R
         for case in declared_tests(rule):
             report.cases.append(run_case(case, predicate, mapped, roots, cache))
         for path in files:
-            events = cache.get(path, logsource=None if rule.temporal else mapped.logsource)
+            events = cache.get(path, logsource=None if rule.steps else mapped.logsource)
             report.hits[str(path)] = [record_id(e) for e in alerting(rule, events, predicate, cache.catalog)]
         reports.append(report)
     return reports

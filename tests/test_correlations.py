@@ -109,7 +109,7 @@ def test_temporal_types(body: str, ordered: bool, min_steps: int, fields: tuple[
     ("type: temporal\nrules: [proc_a]\ntimespan: 5m", 16, "at least two rules"),
     ("type: temporal_ordered\nrules: [proc_a, net_b]\ntimespan: 5m\ncondition: {gte: 1}", 18, "every rule"),
     ("type: temporal\nrules: [proc_a, net_b]\ntimespan: 5m\ncondition: proc_a or net_b", 18, "only 'a and b"),
-    ("type: event_count\nrules: [proc_a, net_b]\ntimespan: 5m\ncondition: {gte: 2}", 16, "several rules"),
+    ("type: event_count\nrules: [proc_a, proc_a]\ntimespan: 5m\ncondition: {gte: 2}", 16, "names a rule twice"),
     ("type: value_percentile\nrules: net_b\ntimespan: 5m\ncondition: {field: DestinationPort, gte: 2}", 18,
      "percentile"),
     ("type: value_sum\nrules: net_b\ntimespan: 5m\ncondition: {gte: 2}", 18, "condition.field"),
@@ -467,3 +467,61 @@ def test_routes_agree_on_alerting_groups(events: list[tuple[str, int, int]]) -> 
     ours = {by_id[i] for i in evaluator_alerts(rule, raws)}
     assert {by_id[i] for i in eql_alerts(compile_rule(rule, "eql", profile="winlogbeat").text, raws)} == ours
     assert {by_id[i] for i in splunk_alerts(rule, raws)} == ours
+
+
+# ---------------------------------------------------------------------------
+# Aggregations over several rules
+# ---------------------------------------------------------------------------
+
+def _counted(condition: str, kind: str = "event_count") -> Rule:
+    text = ORDERED.read_text(encoding="utf-8").replace("type: temporal_ordered", f"type: {kind}")
+    return read_text_rules(text.replace("    timespan: 10s", f"    timespan: 10s\n    condition: {condition}"),
+                           "c.yml")[-1]
+
+
+@pytest.mark.parametrize(("condition", "hosts"), [
+    # every host records a filter and a consumer within one 10-second bucket
+    ("{gte: 2}", {"HR001.shire.com", "IT001.shire.com", "WORKSTATION6.theshire.local", "fs01.offsec.lan",
+                  "WORKSTATION6.mssentinel.local"}),
+    # only fs01 has three (a consumer and two filters); theshire.local's pairs fall in two buckets
+    ("{gte: 3}", {"fs01.offsec.lan"}),
+])
+def test_event_count_over_two_rules_on_recorded_events(condition: str, hosts: set[str]) -> None:
+    rule = _counted(condition)
+    assert rule.aggregation is not None and [s.name for s in rule.aggregation.steps] == [
+        "wmi_filter_created", "wmi_consumer_created"]
+    raws = _recorded()
+    by_id = {str(r["EventRecordID"]): r for r in raws}
+    alerts = evaluator_alerts(rule, raws)
+    assert {by_id[i]["Computer"] for i in alerts} == hosts
+    assert all(by_id[i]["EventID"] in (19, 20) for i in alerts)
+
+
+def test_value_count_over_two_rules_in_splunk_and_sigma() -> None:
+    from sigma.collection import SigmaCollection
+
+    rule = _counted("{field: EventID, gte: 2}", "value_count")
+    text = compile_rule(rule, "splunk").text
+    found = _SUBSEARCH.findall(text)
+    assert [int(n) for _, n in found] == [1, 2]
+    assert rule.aggregation is not None
+    assert [s for s, _ in found] == [compile_rule(s.rule, "splunk").text for s in rule.aggregation.steps]
+    assert text.endswith("| eval sigma_step=2, sigma_value=EventCode] | eventstats min(sigma_step) as sigma_first "
+                         "by index splunk_server _cd | where sigma_step==sigma_first | bin _time span=10s "
+                         "| stats count dc(sigma_value) as dc_sigma_value by Computer _time "
+                         "| where dc_sigma_value >= 2")
+    written = compile_rule(rule, "sigma").text
+    correlation = SigmaCollection.from_yaml(written).rules[-1].to_dict()["correlation"]
+    assert (correlation["type"], correlation["rules"], correlation["condition"]) == (
+        "value_count", ["wmi_filter_created", "wmi_consumer_created"], {"field": "EventID", "gte": 2})
+    again = read_text_rules(written, "back.yml")[-1]
+    assert again.aggregation is not None and rule.aggregation is not None
+    assert (again.aggregation.thresholds, again.aggregation.group_by, again.aggregation.window) == \
+        (rule.aggregation.thresholds, rule.aggregation.group_by, rule.aggregation.window)
+    assert [(s.name, s.rule.detection, s.group_fields, s.value_field) for s in again.aggregation.steps] == \
+        [(s.name, s.rule.detection, s.group_fields, s.value_field) for s in rule.aggregation.steps]
+    for target, words in (("eql", "several rules"), ("kql", "several rules")):
+        with pytest.raises(UnsupportedError, match=words):
+            compile_rule(rule, target, profile="winlogbeat")
+    with pytest.raises(UnsupportedError, match="several data sets"):
+        compile_rule(rule, "splunk", "tstats")

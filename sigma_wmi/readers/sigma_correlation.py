@@ -1,12 +1,11 @@
 """Sigma correlation rules → a `Rule` with an `Aggregation` or a `Temporal`.
 
 Every type pySigma 1.5 reads. `event_count`, `value_count`, `value_sum`, `value_avg`,
-`value_percentile` and `value_median` aggregate the events of one rule per group and time
-span: the model holds that as the base rule's detection plus thresholds. `temporal` and
-`temporal_ordered` wait for events of several rules (each keeps its own detection and log
-source, as a `Step`). A correlation is read together with the rules it names, from the same
-file; aggregations over several rules and correlations of correlations are refused with a
-clear error.
+`value_percentile` and `value_median` aggregate events per group and time span: over one rule
+the model holds that as the rule's detection plus thresholds, over several as thresholds over
+`Step`s (each rule keeps its own detection and log source). `temporal` and `temporal_ordered`
+wait for events of several rules (`Temporal` steps). A correlation is read together with the
+rules it names, from the same file; correlations of correlations are refused with a clear error.
 """
 
 from __future__ import annotations
@@ -97,8 +96,6 @@ def read_correlation(doc: dict[str, Any], text: str, path: str) -> Correlation:
         raise fail("'rules' must name the correlated rules (a name or id, or a list of them)", "rules")
     if temporal and len(rules) < 2:
         raise fail(f"a {kind} correlation needs at least two rules", "rules")
-    if not temporal and len(rules) != 1:
-        raise fail(f"a {kind} correlation over several rules is not supported (name exactly one rule)", "rules")
     if len(set(rules)) != len(rules):
         raise fail("'rules' names a rule twice", "rules")
     window = parse_timespan(str(body.get("timespan", "")))
@@ -225,7 +222,12 @@ def apply_correlations(rules: list[Rule], correlations: list[Correlation]) -> li
                                     corr.origin, "invalid-correlation")
             (kept if corr.generate else consumed).add(id(base))
             used.append(base)
-        combined.append(_temporal_rule(corr, used) if corr.temporal else _aggregated_rule(corr, used[0]))
+        if corr.temporal:
+            combined.append(_temporal_rule(corr, used))
+        elif len(used) == 1:
+            combined.append(_aggregated_rule(corr, used[0]))
+        else:
+            combined.append(_aggregated_rules(corr, used))
     return [r for r in rules if id(r) not in consumed or id(r) in kept] + combined
 
 
@@ -246,21 +248,42 @@ def _aggregated_rule(corr: Correlation, base: Rule) -> Rule:
     return _merged(base, corr, aggregation=aggregation)
 
 
-def _temporal_rule(corr: Correlation, used: list[Rule]) -> Rule:
+def _steps(corr: Correlation, used: list[Rule]) -> tuple[Step, ...]:
+    """Each rule with the fields that stand for the group-by names (an alias, else the same Sigma
+    field) and for the aggregated field, resolved in its own log source."""
     cat = catalog()
     steps = []
     for ref, rule in zip(corr.rule_refs, used, strict=True):
         if rule.aggregation is not None or rule.temporal is not None:
-            raise SigmaWmiError(f"rule '{ref}' is itself a correlation (not supported inside a temporal one)",
+            raise SigmaWmiError(f"rule '{ref}' is itself a correlation (not supported inside another)",
                                 corr.origin, "unsupported-correlation")
         fields = tuple(cat.canonical(corr.aliases.get(g, {}).get(ref, g), rule.logsource) for g in corr.group_by)
-        steps.append(Step(ref, rule, fields))
-    temporal = Temporal(tuple(steps), corr.group_by, corr.window, corr.ordered, corr.conditions[0][1])
+        value = cat.canonical(corr.aliases.get(corr.field, {}).get(ref, corr.field), rule.logsource) \
+            if corr.field else None
+        steps.append(Step(ref, rule, fields, value))
+    return tuple(steps)
+
+
+def _over_steps(corr: Correlation, used: list[Rule], **changes: Any) -> Rule:
+    """The correlation as a rule over several rules: the first one's log source, the OR of their
+    detections (for readers of the tree that do not know correlations), every document as source."""
     first = used[0]
-    # its source is every step's document and its own, as they read in the file
     source = "---\n".join(t if t.endswith("\n") else t + "\n" for t in [*(r.source_text for r in used), corr.text])
-    return _merged(first, corr, temporal=temporal, detection=any_of([r.detection for r in used]),
-                   tags=corr.metadata.get("tags", first.tags), source_text=source)
+    return _merged(first, corr, detection=any_of([r.detection for r in used]),
+                   tags=corr.metadata.get("tags", first.tags), source_text=source, **changes)
+
+
+def _temporal_rule(corr: Correlation, used: list[Rule]) -> Rule:
+    temporal = Temporal(_steps(corr, used), corr.group_by, corr.window, corr.ordered, corr.conditions[0][1])
+    return _over_steps(corr, used, temporal=temporal)
+
+
+def _aggregated_rules(corr: Correlation, used: list[Rule]) -> Rule:
+    assert corr.aggregate is not None
+    aggregation = Aggregation(
+        tuple(Threshold(corr.aggregate, op, value, corr.field, corr.percentile) for op, value in corr.conditions),
+        corr.group_by, corr.window, _steps(corr, used))
+    return _over_steps(corr, used, aggregation=aggregation)
 
 
 def _merged(base: Rule, corr: Correlation, **changes: Any) -> Rule:

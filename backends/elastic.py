@@ -47,10 +47,13 @@ from sigma_wmi.model import (
     PatternPart,
     Regex,
     Rule,
+    Temporal,
     Wildcard,
     describe_aggregation,
+    describe_threshold,
     format_timespan,
     full_pattern,
+    matches,
     patterns_match,
 )
 
@@ -567,8 +570,22 @@ class ElasticBackend(Backend):
 
         chosen = self.check_format(format)
         diagnostics: list[Diagnostic] = []
-        target = self.target(rule, diagnostics)
-        query = self.query(elastic_profile.apply(self.TRANSFORMS, rule.detection, target), target)
+        placeholder = next((m for m in matches(rule.detection) if m.op is Op.PLACEHOLDER), None)
+        if placeholder is not None:
+            raise UnsupportedError(f"{self.name}: placeholder %{placeholder.values[0]}% has no values, and Elastic "
+                                   "query text cannot refer to a value list; give its values with --placeholders "
+                                   "FILE", code="unresolved-placeholder")
+        if rule.aggregation is not None and rule.aggregation.steps:
+            raise UnsupportedError(f"{self.name}: a {describe_aggregation(rule.aggregation)} correlation over several "
+                                   "rules reads several log sources, which one Elastic query or threshold rule "
+                                   "cannot count together")
+        if rule.temporal is not None:
+            query, index = self.sequence(rule.temporal, diagnostics)
+            target = elastic_profile.Target(rule, replace(self.target(rule.temporal.steps[0].rule, []).placement,
+                                                          index=index), diagnostics, self.catalog, self.name)
+        else:
+            target = self.target(rule, diagnostics)
+            query = self.query(elastic_profile.apply(self.TRANSFORMS, rule.detection, target), target)
         threshold = None  # the Kibana threshold rule the export carries
         if rule.aggregation is not None:
             notes: list[Diagnostic] = []
@@ -610,6 +627,13 @@ class ElasticBackend(Backend):
 
         return elastic_export.export_with_identity(text, format or "", identity, n)
 
+    # ---- temporal correlations ----
+    def sequence(self, temporal: Temporal, diagnostics: list[Diagnostic]) -> tuple[str, tuple[str, ...]]:
+        """An EQL `sequence` for a temporal_ordered correlation, and the indexes of its steps."""
+        raise UnsupportedError(f"{self.name}: a {temporal.kind} correlation needs events of several rules in one "
+                               "alert, which a single query cannot express (the eql target writes temporal_ordered "
+                               "as an EQL sequence)")
+
     # ---- the query ----
     def query(self, expr: Expr, target: elastic_profile.Target) -> str:
         """The query text of the rewritten tree."""
@@ -630,6 +654,10 @@ class ElasticBackend(Backend):
 
         if self.rule_type != "query":
             why_not("Kibana threshold rules take KQL or Lucene, not EQL")
+            return None
+        valued = [t for t in aggregation.thresholds if t.aggregate not in (Aggregate.COUNT, Aggregate.DISTINCT_COUNT)]
+        if valued:
+            why_not(f"it counts events and distinct values, not a {describe_threshold(valued[0])}")
             return None
         counts = [t for t in aggregation.thresholds if t.aggregate is Aggregate.COUNT]
         distinct = [t for t in aggregation.thresholds if t.aggregate is Aggregate.DISTINCT_COUNT]
@@ -688,6 +716,36 @@ class EqlBackend(ElasticBackend):
         elastic_profile.typed_literals,
         elastic_profile.keyword_limits,
     )
+
+    def sequence(self, temporal: Temporal, diagnostics: list[Diagnostic]) -> tuple[str, tuple[str, ...]]:
+        """`sequence by <group> with maxspan=<span> [step 1] [step 2] ...`: EQL's sequences are
+        ordered, each stage an event after the previous one's, all within maxspan of the first,
+        which is exactly temporal_ordered. Unordered `temporal` has no single sequence."""
+        if not temporal.ordered:
+            raise UnsupportedError("eql: a temporal (unordered) correlation has no EQL form: a sequence fixes the "
+                                   "order of its events; write it as temporal_ordered if the order is known")
+        stages: list[str] = []
+        keys: list[tuple[str, ...]] = []
+        index: list[str] = []
+        for step in temporal.steps:
+            rule = self.catalog.map_rule(step.rule)
+            target = self.target(rule, diagnostics)
+            stages.append(self.query(elastic_profile.apply(self.TRANSFORMS, rule.detection, target), target))
+            names = []
+            for canonical in step.group_fields:
+                name = self.event_field(target, canonical)
+                if name is None:
+                    raise UnsupportedError(f"eql: rule '{step.name}' groups by {canonical}, which has no field in "
+                                           f"{', '.join(target.placement.index)}")
+                names.append(eql_field(name))
+            keys.append(tuple(names))
+            index.extend(i for i in target.placement.index if i not in index)
+        shared = len(set(keys)) == 1
+        head = "sequence" + (f" by {', '.join(keys[0])}" if shared and keys[0] else "")
+        head += f" with maxspan={format_timespan(temporal.window)}"
+        body = "".join(f"\n  [{stage}]" + (f" by {', '.join(key)}" if not shared and key else "")
+                       for stage, key in zip(stages, keys, strict=True))
+        return head + body, tuple(index)
 
     def query(self, expr: Expr, target: elastic_profile.Target) -> str:
         category = self.catalog.logsource(target.rule.logsource).ecs_category or "any"

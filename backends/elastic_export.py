@@ -123,6 +123,9 @@ class RuleExport:
         }
         if self.threshold:
             body["threshold"] = self.threshold
+        if self.rule.temporal is not None:  # a sequence that began just before the look-back is still seen
+            body["from"] = "now-" + _add_durations(_add_durations(self.interval, self.lookback),
+                                                   format_timespan(self.rule.temporal.window))
         if self.threshold and self.window:  # each run counts the last window, runs one window apart
             body["interval"] = format_timespan(self.window)
             body["from"] = f"now-{format_timespan(self.window)}"

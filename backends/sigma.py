@@ -19,7 +19,6 @@ from sigma_wmi.backends.base import Backend, OptionSpec, Output, warning
 from sigma_wmi.catalog import to_profile
 from sigma_wmi.errors import Diagnostic, Level, UnsupportedError
 from sigma_wmi.model import (
-    Aggregate,
     Aggregation,
     And,
     Expr,
@@ -30,12 +29,15 @@ from sigma_wmi.model import (
     Pattern,
     Regex,
     Rule,
+    Step,
+    Temporal,
     Wildcard,
     describe_aggregation,
     format_timespan,
     full_pattern,
 )
 from sigma_wmi.readers.sigma_correlation import CONDITIONS as CORRELATION_CONDITIONS
+from sigma_wmi.readers.sigma_correlation import TYPE_NAMES
 
 # ---------------------------------------------------------------------------
 # Escaping: Sigma strings know `*` and `?` as wildcards and `\` as their escape.
@@ -145,6 +147,8 @@ class _Detection:
             return name + "|exists"
         if match.op is Op.FIELDREF:
             return name + "|fieldref"
+        if match.op is Op.PLACEHOLDER:
+            return name + "|expand"
         return name  # NULL
 
     def value(self, match: Match, value: Any) -> Any:
@@ -155,6 +159,8 @@ class _Detection:
             return sigma_regex(value.pattern)
         if match.op is Op.FIELDREF:
             return self.field_name(str(value))
+        if match.op is Op.PLACEHOLDER:
+            return f"%{value}%"
         return value
 
     def selection(self, items: list[Match]) -> Any:
@@ -198,7 +204,12 @@ class SigmaBackend(Backend):
         self.check_format(format)
         diagnostics: list[Diagnostic] = []
         doc = self.document(rule, diagnostics)
-        docs = [doc] if rule.aggregation is None else self.correlated(doc, rule.aggregation, rule, diagnostics)
+        if rule.temporal is not None:
+            docs = self.temporal(rule, rule.temporal, diagnostics)
+        elif rule.aggregation is not None and rule.aggregation.steps:
+            docs = self.aggregated_steps(rule, rule.aggregation, diagnostics)
+        else:
+            docs = [doc] if rule.aggregation is None else self.correlated(doc, rule.aggregation, rule, diagnostics)
         # one comment line per diagnostic: a message may quote multi-line input
         header = "".join(f"# {d.level.value}: {' '.join(d.message.split())}\n" for d in rule.diagnostics
                          if d.level is not Level.INFO)
@@ -226,8 +237,11 @@ class SigmaBackend(Backend):
         condition: dict[str, Any] = {_CONDITION_KEYS[t.op]: t.value for t in aggregation.thresholds}
         if counted is not None:
             condition = {"field": self.group_field(counted, diagnostics), **condition}
+        percentile = {t.percentile for t in aggregation.thresholds if t.percentile is not None}
+        if percentile:
+            condition["percentile"] = percentile.pop()
         body = {
-            "type": "event_count" if aggregate is Aggregate.COUNT else "value_count",
+            "type": TYPE_NAMES[aggregate],
             "rules": [name],
             "group-by": [self.group_field(f, diagnostics) for f in aggregation.group_by],
             "timespan": format_timespan(aggregation.window),
@@ -240,6 +254,58 @@ class SigmaBackend(Backend):
         if "level" in correlation:  # keep Sigma's key order: level last
             correlation["level"] = correlation.pop("level")
         return [base, correlation]
+
+    # ---- temporal correlations: the step rules, then the correlation ----
+    def temporal(self, rule: Rule, temporal: Temporal, diagnostics: list[Diagnostic]) -> list[dict[str, Any]]:
+        condition = {"gte": temporal.min_steps} if temporal.min_steps != len(temporal.steps) else None
+        return self.over_steps(rule, temporal.kind, temporal.steps, temporal.group_by, temporal.window, condition,
+                               diagnostics)
+
+    def aggregated_steps(self, rule: Rule, aggregation: Aggregation, diagnostics: list[Diagnostic]
+                         ) -> list[dict[str, Any]]:
+        kinds = {(t.aggregate, t.field, t.percentile) for t in aggregation.thresholds}
+        ops = [t.op for t in aggregation.thresholds]
+        if len(kinds) != 1 or len(set(ops)) != len(ops):
+            raise UnsupportedError("sigma: a correlation tests one aggregate, once per comparison; this rule has "
+                                   f"{describe_aggregation(aggregation)}")
+        (aggregate, field, percentile), = kinds
+        condition: dict[str, Any] = {"field": field} if field else {}
+        if percentile is not None:
+            condition["percentile"] = percentile
+        condition.update({_CONDITION_KEYS[t.op]: t.value for t in aggregation.thresholds})
+        assert aggregation.window is not None
+        return self.over_steps(rule, TYPE_NAMES[aggregate], aggregation.steps, aggregation.group_by,
+                               aggregation.window, condition, diagnostics, field)
+
+    def over_steps(self, rule: Rule, kind: str, steps: tuple[Step, ...], group_by: tuple[str, ...], window: int,
+                   condition: dict[str, Any] | None, diagnostics: list[Diagnostic], value: str | None = None
+                   ) -> list[dict[str, Any]]:
+        """Each step as a rule with its `name`, then the correlation with the rule's metadata.
+        Where a step's field is not named like the correlation's group-by (or aggregated) name,
+        `aliases` names the field of every step."""
+        docs = []
+        names = [*group_by, *([value] if value else [])]
+        fields = {s.name: [*s.group_fields, *([s.value_field] if value and s.value_field else [])] for s in steps}
+        for step in steps:
+            step_doc = self.document(step.rule, diagnostics)
+            docs.append({"title": step_doc.pop("title"), **({"id": step_doc.pop("id")} if "id" in step_doc else {}),
+                         "name": step.name, **step_doc})
+        sigma = {s.name: [self.group_field(f, diagnostics) for f in fields[s.name]] for s in steps}
+        aliased = [i for i, name in enumerate(names) if any(sigma[s.name][i] != name for s in steps)]
+        body: dict[str, Any] = {"type": kind, "rules": [s.name for s in steps]}
+        if group_by:
+            body["group-by"] = list(group_by)
+        if aliased:  # an alias names a field for every rule
+            body["aliases"] = {names[i]: {s.name: sigma[s.name][i] for s in steps} for i in aliased}
+        body["timespan"] = format_timespan(window)
+        if condition:
+            body["condition"] = condition
+        own = self.document(replace(rule, temporal=None, aggregation=None), [])
+        correlation = {k: v for k, v in own.items() if k not in ("logsource", "detection", "fields")}
+        correlation["correlation"] = body
+        if "level" in correlation:  # keep Sigma's key order: level last
+            correlation["level"] = correlation.pop("level")
+        return [*docs, correlation]
 
     def group_field(self, canonical: str, diagnostics: list[Diagnostic]) -> str:
         name = self.catalog.name_in("sigma", canonical)

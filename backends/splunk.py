@@ -11,7 +11,7 @@ import dataclasses
 import json
 import re
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -42,6 +42,8 @@ from sigma_wmi.model import (
     Pattern,
     Regex,
     Rule,
+    Step,
+    Temporal,
     Value,
     Wildcard,
     any_of,
@@ -129,6 +131,19 @@ class SplunkSearch(QueryGenerator):
 
     def match_cidr(self, match: Match) -> Fragment:
         return self.strings(match)
+
+    def match_placeholder(self, match: Match) -> Fragment:
+        """An unresolved placeholder kept on request: a subsearch over the lookup named like the
+        placeholder (one value per row, column `value`, wildcards allowed) returns
+        `(field="a") OR (field="b")`, case-insensitive like any search term."""
+        name = str(match.values[0])
+        if not _LOOKUP_NAME.fullmatch(name):
+            raise self.unsupported(f"placeholder %{name}% is not a name a Splunk lookup can have", match)
+        field = search_field(self.named(match))
+        add_once(self.diagnostics, Diagnostic(
+            Level.INFO, "placeholder-lookup", f"splunk: placeholder %{name}% reads the lookup '{name}' (one value "
+                                              "per row in a column named value)"))
+        return Fragment(f"[| inputlookup {name} | rename value AS {field} | fields {field}]")
 
     def match_exists(self, match: Match) -> Fragment:
         return Fragment(f"{search_field(self.named(match))}=*")
@@ -518,6 +533,9 @@ class SplunkBackend(Backend):
             text = self.tstats(rule, diagnostics)
         else:
             text = self.savedsearch(rule, diagnostics)
+        if rule.aggregation and any(t.aggregate is Aggregate.PERCENTILE for t in rule.aggregation.thresholds):
+            diagnostics.append(info("percentile-method", "splunk: exactperc's rank method follows limits.conf "
+                                                         "[stats] perc_method; sigma-wmi test uses the nearest rank"))
         return Output(text, diagnostics)
 
     def rewrite(self, format: str, p: Pass) -> Expr:
@@ -544,6 +562,12 @@ class SplunkBackend(Backend):
 
     def raw_search(self, rule: Rule, diagnostics: list[Diagnostic]) -> tuple[str, list[str]]:
         """The raw search and the fields its results have (the events' own, or the groups')."""
+        if rule.temporal is not None:
+            groups = [_group_name(name, n) for n, name in enumerate(rule.temporal.group_by, 1)]
+            return self.raw_temporal(rule.temporal, diagnostics) + self.tuning(rule, diagnostics), groups
+        if rule.aggregation is not None and rule.aggregation.steps:
+            groups = [_group_name(name, n) for n, name in enumerate(rule.aggregation.group_by, 1)]
+            return self.raw_aggregated_steps(rule.aggregation, diagnostics) + self.tuning(rule, diagnostics), groups
         profile = self.raw_profile(rule, self.catalog.logsource(rule.logsource))
         chain = ("splunk", profile)
         p = Pass(rule, self.catalog, chain, self._unknown_raw(rule, profile), diagnostics,
@@ -575,22 +599,92 @@ class SplunkBackend(Backend):
         """`| stats ... by ... | where count >= n` over raw events. A field the events only
         have inside another (process name in the image path) is computed first."""
         evals: list[str] = []
-
-        def event_field(canonical: str) -> str:
-            name = self.catalog.first_name(chain, canonical)
-            if name:
-                return name
-            spec = self.catalog.spec(canonical)
-            if spec and spec.derive and spec.derive.how == "basename":
-                source = event_field(spec.derive.source)
-                # everything after the last backslash (the whole value when there is none)
-                evals.append(f"eval {eval_field(canonical)}=replace({eval_field(source)}, {_UP_TO_BACKSLASH}, {_EMPTY})")
-                return canonical
-            return str(unknown(canonical) or canonical)
-
-        group = [event_field(f) for f in aggregation.group_by]
-        counted = {t.field: event_field(t.field) for t in aggregation.thresholds if t.field}
+        group = [self.raw_field(f, chain, unknown, evals) for f in aggregation.group_by]
+        counted = {t.field: self.raw_field(t.field, chain, unknown, evals) for t in aggregation.thresholds if t.field}
         return _stats_tail(aggregation, group, counted, evals)
+
+    def raw_field(self, canonical: str, chain: tuple[str, ...], unknown: Any, evals: list[str]) -> str:
+        """The raw events' name for a canonical field; one only derivable from another field
+        is computed by an `eval` added to `evals`."""
+        name = self.catalog.first_name(chain, canonical)
+        if name:
+            return name
+        spec = self.catalog.spec(canonical)
+        if spec and spec.derive and spec.derive.how == "basename":
+            source = self.raw_field(spec.derive.source, chain, unknown, evals)
+            # everything after the last backslash (the whole value when there is none)
+            evals.append(f"eval {eval_field(canonical)}=replace({eval_field(source)}, {_UP_TO_BACKSLASH}, {_EMPTY})")
+            return canonical
+        return str(unknown(canonical) or canonical)
+
+    # ---- correlations over several rules ----
+    def multisearch(self, steps: Sequence[Step], columns: list[str], fields: list[tuple[str, ...]],
+                    diagnostics: list[Diagnostic]) -> str:
+        """`| multisearch [search <step 1's raw search> | eval sigma_step=1, <column>=<its field>, ...] ...`:
+        every step's events, each tagged with its step number and, under the correlation's column
+        names, the values of its own fields (a field only derivable is computed first)."""
+        subsearches = []
+        for number, (step, names) in enumerate(zip(steps, fields, strict=True), 1):
+            rule = self.catalog.map_rule(step.rule)
+            profile = self.raw_profile(rule, self.catalog.logsource(rule.logsource))
+            chain = ("splunk", profile)
+            query = self.raw(rule, diagnostics)
+            evals: list[str] = []
+            sources = [self.raw_field(f, chain, self._unknown_raw(rule, profile), evals) for f in names]
+            tag = ", ".join([f"sigma_step={number}"] + [f"{eval_field(column)}={eval_field(source)}"
+                                                          for column, source in zip(columns, sources, strict=True)
+                                                          if column != source])
+            derived = "".join(f" | {e}" for e in dict.fromkeys(evals))
+            subsearches.append(f"[search {query}{derived} | eval {tag}]")
+        return f"| multisearch {' '.join(subsearches)}"
+
+    def raw_aggregated_steps(self, aggregation: Aggregation, diagnostics: list[Diagnostic]) -> str:
+        """A threshold over the events of several rules: their `multisearch`, one row per event
+        (an event several rules select keeps the first rule's row, as Sigma counts events), then
+        the usual `| bin | stats | where` over the correlation's column names."""
+        groups = [_group_name(name, n) for n, name in enumerate(aggregation.group_by, 1)]
+        value = "sigma_value"
+        columns = groups + ([value] if any(s.value_field for s in aggregation.steps) else [])
+        fields = [s.group_fields + ((s.value_field,) if s.value_field else ()) for s in aggregation.steps]
+        search = self.multisearch(aggregation.steps, columns, fields, diagnostics)
+        once = " | eventstats min(sigma_step) as sigma_first by index splunk_server _cd | where sigma_step==sigma_first"
+        renamed = dataclasses.replace(aggregation, group_by=tuple(groups), thresholds=tuple(
+            dataclasses.replace(t, field=value) if t.field else t for t in aggregation.thresholds))
+        return search + once + _stats_tail(renamed, groups, {value: value}, [])
+
+    # ---- temporal correlations ----
+    def raw_temporal(self, temporal: Temporal, diagnostics: list[Diagnostic]) -> str:
+        """One search over every step's raw search (`multisearch`, each tagged with its step
+        number and its group-by values under the correlation's names), in time order.
+
+        temporal: `streamstats time_window=<span> dc(sigma_step)` per group counts the distinct
+        steps in the span ending at each event, `where` keeps events that complete enough.
+        temporal_ordered, exactly (not `transaction`, which pairs greedily): per step k,
+        `sigma_start_k` is the start time of the latest-starting in-order chain of steps 1..k
+        ending at this event (`streamstats last()` of step k-1's chain starts, per group, and the
+        start must lie within the span); an event of the last step with a start alerts."""
+        groups = [_group_name(name, n) for n, name in enumerate(temporal.group_by, 1)]
+        by = (" by " + " ".join(search_field(g) for g in groups)) if groups else ""
+        present = " AND ".join(f"isnotnull({eval_field(g)})" for g in groups)
+        stages = [self.multisearch(temporal.steps, groups, [s.group_fields for s in temporal.steps], diagnostics)]
+        if present:
+            stages.append(f"where {present}")  # an event missing a group-by field is in no group
+        stages.append("sort 0 _time")
+        span = temporal.window
+        if not temporal.ordered:
+            stages.append(f"streamstats time_window={format_timespan(span)} dc(sigma_step) as sigma_steps{by}")
+            stages.append(f"where sigma_steps >= {temporal.min_steps}")
+            return " | ".join(stages)
+        stages.append("eval sigma_start_1=if(sigma_step==1, _time, null())")
+        for k in range(2, len(temporal.steps) + 1):
+            stages.append(f"streamstats current=f last(sigma_start_{k - 1}) as sigma_before_{k}{by}")
+            stages.append(f"eval sigma_start_{k}=if(sigma_step=={k} AND sigma_before_{k}>=_time-{span}, "
+                          f"sigma_before_{k}, null())")
+        stages.append(f"where isnotnull(sigma_start_{len(temporal.steps)})")
+        diagnostics.append(info("temporal-ties", "splunk: events of one group with the same _time are taken in "
+                                                 "the order sort returns them, and an event two consecutive steps "
+                                                 "select may stand for both"))
+        return " | ".join(stages)
 
     def _unknown_raw(self, rule: Rule, profile: str) -> UnknownField:
         # Rules written against Security-log services already use that log's names; only a
@@ -622,6 +716,12 @@ class SplunkBackend(Backend):
 
     def tstats_search(self, rule: Rule, diagnostics: list[Diagnostic]) -> tuple[str, list[str]]:
         """The tstats search and the fields of its result rows (the split-by fields)."""
+        if rule.temporal is not None:
+            raise UnsupportedError(f"splunk tstats: a {rule.temporal.kind} correlation needs each event in time "
+                                   "order, which tstats aggregates away; use the raw format")
+        if rule.steps:
+            raise UnsupportedError("splunk tstats: a correlation over several rules reads several data sets; use "
+                                   "the raw format")
         source = self.catalog.logsource(rule.logsource)
         if not source.cim:
             raise UnsupportedError(
@@ -661,7 +761,7 @@ class SplunkBackend(Backend):
         expand = bool(self.settings["expand_macros"])
         summaries = macro("security_content_summariesonly", expand=expand)
         counted = {t.field: cim_name(t.field) for t in aggregation.thresholds if t.field} if aggregation else {}
-        distinct = "".join(dict.fromkeys(f" dc({node}.{counted[t.field]}) as {_alias(t)}"
+        distinct = "".join(dict.fromkeys(f" {_function(t)}({node}.{counted[t.field]}) as {_alias(t)}"
                                          for t in aggregation.thresholds if t.field)) if aggregation else ""
         split = [f"{node}.{f}" for f in by]
         if aggregation and aggregation.window:
@@ -846,9 +946,21 @@ _EMPTY = spl_string("")
 _COMPARE_SYMBOL = {Op.EQUALS: "==", **SplunkEval.COMPARE_SYMBOLS}
 
 
+# stats functions per aggregate (exactperc: perc is an approximation in Splunk)
+_STATS_FUNCTION = {Aggregate.DISTINCT_COUNT: "dc", Aggregate.SUM: "sum", Aggregate.AVERAGE: "avg",
+                   Aggregate.MEDIAN: "median", Aggregate.PERCENTILE: "exactperc"}
+
+
 def _alias(threshold: Any) -> str:
     """The result column of one threshold's aggregate."""
-    return "count" if threshold.aggregate is Aggregate.COUNT else f"dc_{threshold.field}"
+    if threshold.aggregate is Aggregate.COUNT:
+        return "count"
+    return f"{_function(threshold)}_{threshold.field}"
+
+
+def _function(threshold: Any) -> str:
+    name = _STATS_FUNCTION[threshold.aggregate]
+    return f"{name}{threshold.percentile}" if threshold.aggregate is Aggregate.PERCENTILE else name
 
 
 def _thresholds(aggregation: Aggregation) -> str:
@@ -862,10 +974,17 @@ def _stats_tail(aggregation: Aggregation, group: list[str], counted: dict[str, s
     if aggregation.window:
         stages.append(f"bin _time span={format_timespan(aggregation.window)}")
         by.append("_time")
-    aggregates = ["count"] + [f"dc({search_field(counted[t.field])}) as {_alias(t)}"
+    aggregates = ["count"] + [f"{_function(t)}({search_field(counted[t.field])}) as {_alias(t)}"
                               for t in aggregation.thresholds if t.field]
     stages.append("stats " + " ".join(dict.fromkeys(aggregates)) + (" by " + " ".join(by) if by else ""))
     stages.append("where " + _thresholds(aggregation))
     return "".join(" | " + stage for stage in stages)
 
 
+_LOOKUP_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
+
+
+def _group_name(name: str, number: int) -> str:
+    """The result column of a correlation's group-by name: the name itself when it is a plain
+    identifier (`Computer`), else a numbered one."""
+    return name if re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name) else f"sigma_group_{number}"

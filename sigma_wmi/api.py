@@ -12,19 +12,21 @@ from sigma_wmi.readers import ReadOptions, read_source, rule_files
 from sigma_wmi.registry import backend_class
 
 
-def load(path: str | Path, *, macros_dir: str | Path | None = None) -> list[Rule]:
+def load(path: str | Path, *, macros_dir: str | Path | None = None, read_options: ReadOptions | None = None
+         ) -> list[Rule]:
     """All rules in a file or directory (recursively). Raises `SigmaWmiError` for the
     first file that cannot be read; use `load_all` to collect errors instead."""
-    rules, errors = load_all([path], macros_dir=macros_dir)
+    rules, errors = load_all([path], macros_dir=macros_dir, read_options=read_options)
     if errors:
         raise errors[0]
     return rules
 
 
-def load_all(paths: list[str | Path], *, macros_dir: str | Path | None = None
-             ) -> tuple[list[Rule], list[SigmaWmiError]]:
-    """Rules from every file under `paths`, and one error per file that failed."""
-    options = ReadOptions(Path(macros_dir) if macros_dir else None)
+def load_all(paths: list[str | Path], *, macros_dir: str | Path | None = None,
+             read_options: ReadOptions | None = None) -> tuple[list[Rule], list[SigmaWmiError]]:
+    """Rules from every file under `paths`, and one error per file that failed.
+    `read_options` (filters, placeholder values, macros) replaces `macros_dir` when given."""
+    options = read_options or ReadOptions(Path(macros_dir) if macros_dir else None)
     rules: list[Rule] = []
     errors: list[SigmaWmiError] = []
     for file in rule_files(paths):

@@ -248,10 +248,16 @@ class Cache:
         macros = _directory_fingerprint(read_options.macros_dir) if read_options.macros_dir else ""
         # Mapping files change every output that names a field: their content is part of the key.
         mappings = sorted({p for j in jobs for name, paths in j.options if name == "mapping" for p in paths})
+        # Filters and placeholder values change rules: their content is part of the key.
+        filters = [[f.origin.path, f.origin.line, f.text] for f in read_options.filters]
+        placeholders = sorted((k, list(v)) for k, v in read_options.placeholders.items())
+        placeholders.append(("", [read_options.unresolved_placeholders]))  # names hold no '%', "" is free
         salt = json.dumps([CACHE_SCHEMA, __version__, _package_fingerprint(),
                            [(j.target, j.format, [list(o) for o in j.options]) for j in jobs],
                            str(read_options.macros_dir), macros]
-                          + ([fingerprint(mappings)] if mappings else []), default=str)
+                          + ([fingerprint(mappings)] if mappings else [])
+                          + ([filters, placeholders] if filters or len(placeholders) > 1
+                             or read_options.unresolved_placeholders != "error" else []), default=str)
         self.salt = hashlib.sha256(salt.encode()).hexdigest()
         self._macro_prints: dict[Path, str] = {}
 
@@ -359,6 +365,15 @@ def run(paths: list[Path], jobs: list[Job], *, workers: int = 1, cache_dir: Path
         yield results
 
 
+def unused_filters(results: Iterable[RuleResult], read_options: ReadOptions) -> list[Diagnostic]:
+    """A warning for each filter of the run that narrowed no rule."""
+    from sigma_wmi.readers.sigma_filters import FILTER_CODE
+    from sigma_wmi.readers.sigma_filters import unused_filters as unused
+
+    applied = (d["message"] for r in results for d in r.diagnostics if d.get("code") == FILTER_CODE)
+    return unused(read_options.filters, applied)
+
+
 def _read_chunk(paths: list[Path], read_options: ReadOptions) -> list[SourceFile]:
     return [read_source(p, read_options) for p in paths]
 
@@ -369,4 +384,4 @@ def read_all(paths: list[Path], read_options: ReadOptions, workers: int = 1) -> 
 
 
 __all__ = ["Cache", "DuplicateIds", "Job", "PlannedFile", "RuleResult", "convert_file", "make_jobs", "plan_files",
-           "read_all", "rule_files", "run", "unique_identities"]
+           "read_all", "rule_files", "run", "unique_identities", "unused_filters"]

@@ -67,6 +67,42 @@ MAPPING_OPTION = click.option(
          "or pySigma pipeline YAML); repeatable, later files win.")
 
 
+FILTER_OPTION = click.option(
+    "--filter", "filter_paths", multiple=True, type=click.Path(exists=True, path_type=Path),
+    help="Sigma meta filter file or folder, applied to the rules it selects (by id, name or log source) "
+         "in every target; repeatable. Filter documents among the inputs are applied too.")
+PLACEHOLDERS_OPTION = click.option(
+    "--placeholders", "placeholder_files", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML file: placeholder name -> list of values, for %name% in |expand values; repeatable, later "
+         "files win.")
+UNRESOLVED_OPTION = click.option(
+    "--unresolved-placeholders", "unresolved_placeholders", type=click.Choice(["error", "native"]),
+    default="error", show_default=True,
+    help="A placeholder without values: a rule error, or the target's own form (Splunk: a lookup named like "
+         "the placeholder; targets without one fail the rule saying so).")
+
+
+def _read_options(macros_dir: Path | None, filter_paths: tuple[Path, ...], placeholder_files: tuple[Path, ...],
+                  files: list[Path], unresolved_placeholders: str = "error") -> ReadOptions:
+    """Reader options with the --filter and --placeholders files loaded now: a bad file is one
+    located error line and exit code 2. Filters found among the input files are applied too
+    (as sigma-cli does), each announced by an info line."""
+    from sigma_wmi.readers.placeholders import load_placeholders
+    from sigma_wmi.readers.sigma_filters import filters_among, load_filters, without_repeats
+
+    try:
+        filters = load_filters(filter_paths)
+        placeholders = load_placeholders(placeholder_files)
+    except SigmaWmiError as err:
+        echo_error(f"{err.origin}: error: {err.message} ({err.code})" if err.origin else err.message)
+        sys.exit(EXIT_USAGE)
+    found = without_repeats(filters, filters_among(files)[0])  # a broken one is reported when its file is read
+    for meta in found:
+        echo_error(f"{meta.origin}: info: filter {meta.label} is among the inputs: applied to the rules it "
+                   "selects (filter-in-inputs)")
+    return ReadOptions(macros_dir, filters + found, placeholders, unresolved_placeholders)
+
+
 def _mapping_paths(mappings: tuple[Path, ...]) -> tuple[str, ...]:
     """The mapping files as absolute paths (workers and the cache see the same names),
     validated now: a bad file is one located error line and exit code 2."""
@@ -103,10 +139,14 @@ def _mapping_paths(mappings: tuple[Path, ...]) -> tuple[str, ...]:
 @click.option("-v", "--verbose", is_flag=True, help="Also print warnings and info diagnostics.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary line.")
 @MAPPING_OPTION
+@FILTER_OPTION
+@PLACEHOLDERS_OPTION
+@UNRESOLVED_OPTION
 def convert(paths: tuple[Path, ...], targets: tuple[str, ...], format_: str | None, profile: str | None,
             option_pairs: tuple[str, ...], output: str | None, report: Path | None, jobs: int | None,
             no_cache: bool, cache_dir: Path, macros_dir: Path | None, verbose: bool, quiet: bool,
-            mappings: tuple[Path, ...]) -> None:
+            mappings: tuple[Path, ...], filter_paths: tuple[Path, ...] = (),
+            placeholder_files: tuple[Path, ...] = (), unresolved_placeholders: str = "error") -> None:
     """Convert rule files or directories (recursively) to one or more targets."""
     names = [t.strip() for group in targets for t in group.split(",") if t.strip()]
     try:
@@ -122,7 +162,7 @@ def convert(paths: tuple[Path, ...], targets: tuple[str, ...], format_: str | No
     destination = _destination(output, len(job_list))
     _check_destinations(paths, files, destination, report)
     workers = jobs or default_workers(len(files))
-    read_options = ReadOptions(macros_dir)
+    read_options = _read_options(macros_dir, filter_paths, placeholder_files, files, unresolved_placeholders)
     results: list[batch.RuleResult] = []
     stream = batch.run(files, job_list, workers=workers, cache_dir=None if no_cache else cache_dir,
                        read_options=read_options)
@@ -132,6 +172,8 @@ def convert(paths: tuple[Path, ...], targets: tuple[str, ...], format_: str | No
             result = duplicates.check(result)
             results.append(result)
             _print_diagnostics(result, verbose)
+    for unused in batch.unused_filters(results, read_options):
+        echo_error(str(unused))
 
     seen_before = [len(r.diagnostics) for r in results]
     batch.unique_identities(results, job_list)
@@ -320,8 +362,12 @@ def _write_report(path: Path, results: list[batch.RuleResult], jobs: list[batch.
               "(default: all cores for large sites).")
 @click.option("-q", "--quiet", is_flag=True, help="No summary line.")
 @MAPPING_OPTION
+@FILTER_OPTION
+@PLACEHOLDERS_OPTION
+@UNRESOLVED_OPTION
 def docs(paths: tuple[Path, ...], output: Path, targets: tuple[str, ...], macros_dir: Path | None,
-         jobs: int | None, quiet: bool, mappings: tuple[Path, ...]) -> None:
+         jobs: int | None, quiet: bool, mappings: tuple[Path, ...], filter_paths: tuple[Path, ...] = (),
+         placeholder_files: tuple[Path, ...] = (), unresolved_placeholders: str = "error") -> None:
     """Build a static documentation site (HTML and Markdown pages, indexes, ATT&CK layer)."""
     from sigma_wmi.backends.docs import build_site  # jinja2 and templates only when needed
 
@@ -329,11 +375,16 @@ def docs(paths: tuple[Path, ...], output: Path, targets: tuple[str, ...], macros
     _check_destinations(paths, files, Destination(output, True), None)
     workers = jobs or default_workers(len(files))
     rules, errors = [], []
-    for source in batch.read_all(files, ReadOptions(macros_dir), workers):
+    options = _read_options(macros_dir, filter_paths, placeholder_files, files, unresolved_placeholders)
+    for source in batch.read_all(files, options, workers):
         rules.extend(source.rules)
         if source.error:
             errors.append(source.error)
             echo_error(f"{source.error.origin}: error: {source.error.message} ({source.error.code})")
+    from sigma_wmi.readers.sigma_filters import unused_by
+
+    for unused in unused_by(options.filters, rules):
+        echo_error(str(unused))
     names = tuple(t.strip() for group in targets for t in group.split(",") if t.strip()) or None
     try:
         report = build_site(rules, output, errors=errors, targets=names, workers=workers,

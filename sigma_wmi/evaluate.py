@@ -31,6 +31,7 @@ from sigma_wmi.catalog import Catalog, catalog
 from sigma_wmi.errors import SigmaWmiError
 from sigma_wmi.model import (
     Aggregate,
+    Aggregation,
     And,
     Expr,
     LogSource,
@@ -41,6 +42,7 @@ from sigma_wmi.model import (
     Pattern,
     Regex,
     Rule,
+    Temporal,
     Threshold,
     Wildcard,
     full_pattern,
@@ -171,6 +173,9 @@ def compile_rule(rule: Rule, with_logsource: bool = True, cat: Catalog | None = 
     mapped catalog, the rule is first mapped as the backends map it (`Catalog.map_rule`),
     so it names the fields that events of the mapped environment resolve to. A regex the
     evaluator refuses is a `SigmaWmiError` at the rule's line that holds it."""
+    if rule.steps:  # a correlation of several rules: an event any selects, each with its own log source
+        steps = [compile_rule(step.rule, with_logsource, cat) for step in rule.steps]
+        return lambda event: any(step(event) for step in steps)
     if cat is not None:
         rule = cat.map_rule(rule)
     try:
@@ -198,38 +203,65 @@ def hits(rule: Rule, events: Iterable[Event]) -> list[Event]:
     return [event for event in events if predicate(event)]
 
 
-def alerting(rule: Rule, events: Iterable[Event], predicate: Predicate | None = None) -> list[Event]:
+def alerting(rule: Rule, events: Iterable[Event], predicate: Predicate | None = None,
+             cat: Catalog | None = None) -> list[Event]:
     """Events the rule alerts on: the selected events, or for a rule with a threshold the
     selected events of every group that meets it. As in Splunk's `stats ... by`, an event
     missing a group-by field is in no group and a multi-valued one is in a group per value; with a
     time window, events are bucketed by Sysmon's `UtcTime`, else `TimeCreated`, else `@timestamp`
-    (a time without a zone is taken as UTC), and an event without a time is in none."""
-    predicate = predicate or compile_rule(rule)
-    selected = [event for event in events if predicate(event)]
+    (a time without a zone is taken as UTC), and an event without a time is in none. A temporal
+    correlation: see `temporal_alerting` (`cat`: the mapped catalog its steps are read through)."""
+    if rule.temporal is not None:
+        return temporal_alerting(rule.temporal, events, cat)
     aggregation = rule.aggregation
+    if aggregation is not None and aggregation.steps:
+        selected, views = _step_views(aggregation, events, cat)
+    else:
+        predicate = predicate or compile_rule(rule)
+        selected = [event for event in events if predicate(event)]
+        views = selected
     if aggregation is None:
         return selected
     groups: dict[tuple[Any, ...], list[Event]] = {}
-    for event in selected:
+    originals = {id(view): event for view, event in zip(views, selected, strict=True)}
+    for event in views:
         values = [_group_values(event.get(name)) for name in aggregation.group_by]
         if aggregation.window:
-            seconds = _epoch(event.get("UtcTime") or event.get("TimeCreated") or event.get("@timestamp"))
-            values.append([seconds // aggregation.window] if seconds is not None else [])
+            seconds = event_time(event)
+            values.append([int(seconds) // aggregation.window] if seconds is not None else [])
         for key in itertools.product(*values):  # no key when a value is missing
             groups.setdefault(key, []).append(event)
-    alerts: dict[int, Event] = {}  # an event in several alerting groups is one alert event
+    alerts: set[int] = set()  # an event in several alerting groups is one alert event
     for members in groups.values():
         if all(_threshold_holds(t, members) for t in aggregation.thresholds):
-            alerts.update((id(event), event) for event in members)
+            alerts.update(id(originals[id(view)]) for view in members)
     return [event for event in selected if id(event) in alerts]
 
 
-def _group_values(value: Any) -> list[Any]:
-    items = value if isinstance(value, list) else [value]
-    return list(dict.fromkeys(v for v in items if v is not None and v != ""))
+def _step_views(aggregation: Aggregation, events: Iterable[Event], cat: Catalog | None
+                ) -> tuple[list[Event], list[Event]]:
+    """The events any step selects, and for each a view naming its group-by and aggregated fields
+    as the correlation does, read through the first step that selects it."""
+    predicates = [compile_rule(step.rule, cat=cat) for step in aggregation.steps]
+    counted = {t.field for t in aggregation.thresholds if t.field}
+    selected: list[Event] = []
+    views: list[Event] = []
+    for event in events:
+        step = next((s for s, p in zip(aggregation.steps, predicates, strict=True) if p(event)), None)
+        if step is None:
+            continue
+        view = {**event, **{name: event.get(field) for name, field in zip(aggregation.group_by, step.group_fields,
+                                                                            strict=True)}}
+        view.update({name: event.get(step.value_field) if step.value_field else None for name in counted})
+        selected.append(event)
+        views.append(view)
+    return selected, views
 
 
-def _epoch(value: Any) -> int | None:
+def event_time(event: Event) -> float | None:
+    """The event's time in seconds since the epoch: Sysmon's `UtcTime`, else `TimeCreated`,
+    else `@timestamp` (a time without a zone is UTC); None without one."""
+    value = event.get("UtcTime") or event.get("TimeCreated") or event.get("@timestamp")
     if not isinstance(value, str) or not value:
         return None
     try:
@@ -238,17 +270,139 @@ def _epoch(value: Any) -> int | None:
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=datetime.UTC)
-    return int(moment.timestamp())
+    return moment.timestamp()
+
+
+def temporal_alerting(temporal: Temporal, events: Iterable[Event], cat: Catalog | None = None) -> list[Event]:
+    """Events of every alerting group of a temporal correlation, each once, in input order.
+
+    Events are taken in time order (ties in input order); an event without a time, or missing
+    a group-by field, is in no group. Per group, `temporal` alerts on each event that completes,
+    within the window, `min_steps` distinct steps seen in the window before it (a sliding
+    window, as Splunk's `streamstats time_window=`); `temporal_ordered` on each event of the last
+    step that ends a chain of different events, one per step, in order (each at or after the previous one),
+    whose first event is at most the window earlier (as EQL's `sequence ... with maxspan=`). The
+    alert holds the events of that window or chain."""
+    predicates = [compile_rule(step.rule, cat=cat) for step in temporal.steps]
+    timeline: list[tuple[float, int, int, tuple[Any, ...], Event]] = []  # time, position, step, group, event
+    for position, event in enumerate(events):
+        moment = event_time(event)
+        if moment is None:
+            continue
+        for index, (step, predicate) in enumerate(zip(temporal.steps, predicates, strict=True)):
+            if predicate(event):
+                values = [_group_values(event.get(name)) for name in step.group_fields]
+                for key in itertools.product(*values):  # no key when a value is missing
+                    timeline.append((moment, position, index, key, event))
+    # one event selected by several steps fills the later step first, so it can complete a chain
+    # that earlier events began but never stands for two steps of one chain (as EQL's sequences)
+    timeline.sort(key=lambda item: (item[0], item[1], -item[2]))
+    by_group: dict[tuple[Any, ...], list[tuple[float, int, Event]]] = {}
+    for moment, _, index, key, event in timeline:
+        by_group.setdefault(key, []).append((moment, index, event))
+    alerts: dict[int, Event] = {}
+    for members in by_group.values():
+        found = _ordered_chains(members, temporal) if temporal.ordered else _windows(members, temporal)
+        for chain in found:
+            alerts.update((id(event), event) for event in chain)
+    ordered = sorted(((moment, position, event) for moment, position, _, _, event in timeline
+                      if id(event) in alerts), key=lambda item: (item[0], item[1]))
+    return list({id(event): event for _, _, event in ordered}.values())
+
+
+def _windows(members: list[tuple[float, int, Event]], temporal: Temporal) -> list[list[Event]]:
+    """The events of each window (ending at an event) holding `min_steps` distinct steps; a
+    sliding window, linear in the group's events (the alerting events are gathered once)."""
+    start = 0
+    counts: dict[int, int] = {}
+    alerting = [False] * len(members)
+    reach = -1  # members[:reach + 1] already marked
+    for end, (moment, index, _) in enumerate(members):
+        counts[index] = counts.get(index, 0) + 1
+        while moment - members[start][0] > temporal.window:
+            gone = members[start][1]
+            counts[gone] -= 1
+            if not counts[gone]:
+                del counts[gone]
+            start += 1
+        if len(counts) >= temporal.min_steps:
+            for i in range(max(start, reach + 1), end + 1):
+                alerting[i] = True
+            reach = end
+    return [[event for (_, _, event), hit in zip(members, alerting, strict=True) if hit]]
+
+
+def _ordered_chains(members: list[tuple[float, int, Event]], temporal: Temporal) -> list[list[Event]]:
+    """Each in-order chain of one event per step within the window, keeping for every step the
+    chain with the latest start (it has the most room left)."""
+    best: list[list[tuple[float, Event]] | None] = [None] * len(temporal.steps)
+    found = []
+    for moment, index, event in members:
+        if index == 0:
+            chain: list[tuple[float, Event]] | None = [(moment, event)]
+        else:
+            before = best[index - 1]
+            chain = [*before, (moment, event)] if before and before[-1][1] is not event \
+                and moment - before[0][0] <= temporal.window else None
+        if chain is None:
+            continue
+        if index == len(temporal.steps) - 1:
+            found.append([e for _, e in chain])
+        else:
+            current = best[index]
+            if current is None or chain[0][0] >= current[0][0]:
+                best[index] = chain
+    return found
+
+
+def _group_values(value: Any) -> list[Any]:
+    items = value if isinstance(value, list) else [value]
+    return list(dict.fromkeys(v for v in items if v is not None and v != ""))
 
 
 def _threshold_holds(threshold: Threshold, members: list[Event]) -> bool:
     if threshold.aggregate is Aggregate.COUNT:
-        amount = len(members)
-    else:  # distinct values, counted as they are grouped: each value of a list, no empty ones
+        amount: float = len(members)
+    elif threshold.aggregate is Aggregate.DISTINCT_COUNT:
+        # distinct values, counted as they are grouped: each value of a list, no empty ones
         amount = len({v for event in members for v in _group_values(event.get(threshold.field or ""))})
+    else:
+        value = _value_aggregate(threshold, [n for event in members
+                                             for n in _numbers(event.get(threshold.field or ""))])
+        if value is None:  # no numeric value in the group: Splunk's aggregate is null, the test false
+            return False
+        amount = value
     if threshold.op is Op.EQUALS:
         return amount == threshold.value
     return _COMPARE[threshold.op](amount, threshold.value)
+
+
+def _numbers(value: Any) -> list[float]:
+    """The numeric values of a field (numbers, and text that reads as one), as Splunk's
+    sum/avg/perc take them; anything else is skipped."""
+    found = []
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, bool) or item is None:
+            continue
+        try:
+            found.append(float(item))
+        except (TypeError, ValueError):
+            continue
+    return found
+
+
+def _value_aggregate(threshold: Threshold, values: list[float]) -> float | None:
+    if not values:
+        return None
+    if threshold.aggregate is Aggregate.SUM:
+        return sum(values)
+    if threshold.aggregate is Aggregate.AVERAGE:
+        return sum(values) / len(values)
+    ordered = sorted(values)
+    share = 50 if threshold.aggregate is Aggregate.MEDIAN else threshold.percentile or 50
+    # the nearest-rank percentile (Splunk's perc<n> interpolates only for large groups)
+    rank = max(1, -(-share * len(ordered) // 100))
+    return ordered[int(rank) - 1]
 
 
 # ---------------------------------------------------------------------------
@@ -266,6 +420,9 @@ def _compile_match(match: Match) -> Predicate:
         return lambda event: _is_empty(event.get(field))
     if op is Op.FIELDREF:
         return _fieldref(field, match)
+    if op is Op.PLACEHOLDER:
+        raise SigmaWmiError(f"placeholder %{match.values[0]}% has no values to evaluate (give them with "
+                            "--placeholders FILE)", code="unresolved-placeholder")
     value_test = _value_test(match)
 
     def run(event: Event) -> bool:

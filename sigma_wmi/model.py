@@ -85,6 +85,9 @@ class Op(enum.Enum):
     GT = "gt"
     GTE = "gte"
     FIELDREF = "fieldref"  # equal to another field's value (values are canonical field names)
+    # equal to a value of a list the target holds (values are placeholder names): an unresolved
+    # Sigma `%name%` kept on request, for a target-native form (a Splunk lookup)
+    PLACEHOLDER = "placeholder"
 
     @property
     def is_string(self) -> bool:
@@ -267,16 +270,26 @@ class Aggregate(enum.Enum):
 
     COUNT = "count"  # events
     DISTINCT_COUNT = "distinct_count"  # distinct values of a field
+    SUM = "sum"  # of a numeric field (Sigma value_sum)
+    AVERAGE = "avg"  # mean of a numeric field (value_avg)
+    PERCENTILE = "percentile"  # the `Threshold.percentile`th percentile of a numeric field (value_percentile)
+    MEDIAN = "median"  # of a numeric field (value_median)
+
+    @property
+    def of_values(self) -> bool:
+        """Aggregates the values of one field (`Threshold.field`), not the events."""
+        return self is not Aggregate.COUNT
 
 
 @dataclass(frozen=True, slots=True)
 class Threshold:
-    """`count op value`, or `distinct_count(field) op value`, for one group."""
+    """`count op value`, or `<aggregate>(field) op value`, for one group."""
 
     aggregate: Aggregate
     op: Op  # EQUALS or one of COMPARE_OPS
     value: int
-    field: str | None = None  # canonical; set for DISTINCT_COUNT only
+    field: str | None = None  # canonical; set for every aggregate but COUNT
+    percentile: int | None = None  # 1..99; set for PERCENTILE only
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,11 +299,17 @@ class Aggregation:
 
     Matching events are grouped by the values of `group_by` and, when `window` is set,
     by fixed time buckets of that many seconds; a group alerts when every threshold holds.
+
+    With `steps` (a Sigma correlation over several rules), the events of any step's rule are
+    aggregated: `group_by` and the thresholds' `field` are then the correlation's own names,
+    and each step says which of its rule's fields stands for them (an event several steps
+    select counts once, as the first of them reads it).
     """
 
     thresholds: tuple[Threshold, ...]
-    group_by: tuple[str, ...] = ()  # canonical field names
+    group_by: tuple[str, ...] = ()  # canonical field names (the correlation's names with steps)
     window: int | None = None  # seconds; None: the whole time range the search runs over
+    steps: tuple[Step, ...] = ()
 
 
 def parse_timespan(text: str) -> int | None:
@@ -314,14 +333,62 @@ def format_timespan(seconds: int) -> str:
 _OP_TEXT = {Op.EQUALS: "=", Op.LT: "<", Op.LTE: "<=", Op.GT: ">", Op.GTE: ">="}
 
 
+def describe_threshold(threshold: Threshold) -> str:
+    """`count`, `distinct CommandLine`, `sum bytes`, `95th percentile of bytes`."""
+    kind = threshold.aggregate
+    if kind is Aggregate.COUNT:
+        return "count"
+    if kind is Aggregate.DISTINCT_COUNT:
+        return f"distinct {threshold.field}"
+    if kind is Aggregate.PERCENTILE:
+        return f"{threshold.percentile}th percentile of {threshold.field}"
+    return f"{ {Aggregate.SUM: 'sum', Aggregate.AVERAGE: 'average', Aggregate.MEDIAN: 'median'}[kind]} of {threshold.field}"
+
+
 def describe_aggregation(aggregation: Aggregation) -> str:
     """One line for people: `count >= 4 per 1m by process_name, host`."""
-    tests = " and ".join(
-        f"{'count' if t.aggregate is Aggregate.COUNT else f'distinct {t.field}'} {_OP_TEXT[t.op]} {t.value}"
-        for t in aggregation.thresholds)
+    tests = " and ".join(f"{describe_threshold(t)} {_OP_TEXT[t.op]} {t.value}" for t in aggregation.thresholds)
     window = f" per {format_timespan(aggregation.window)}" if aggregation.window else ""
     group = f" by {', '.join(aggregation.group_by)}" if aggregation.group_by else ""
     return tests + window + group
+
+
+@dataclass(frozen=True)
+class Step:
+    """One rule a temporal correlation waits for: its events, and which of its fields stand for
+    each of the correlation's group-by names (Sigma `aliases` let them differ per rule)."""
+
+    name: str  # how the correlation refers to the rule (its `name`, else its id)
+    rule: Rule
+    group_fields: tuple[str, ...]  # canonical, one per group-by entry of the correlation
+    value_field: str | None = None  # canonical: the field a value_* aggregation over several rules reads
+
+
+@dataclass(frozen=True)
+class Temporal:
+    """Alert when events of the steps' rules occur within `window` seconds of each other, for one
+    value of the group-by fields (Sigma `temporal`; `ordered`: in the steps' order, Sigma
+    `temporal_ordered`). At least `min_steps` distinct steps must be seen (all by default)."""
+
+    steps: tuple[Step, ...]
+    group_by: tuple[str, ...]  # the correlation's own names (an alias, else the Sigma field)
+    window: int
+    ordered: bool
+    min_steps: int
+
+    @property
+    def kind(self) -> str:
+        return "temporal_ordered" if self.ordered else "temporal"
+
+
+def describe_temporal(temporal: Temporal) -> str:
+    """One line for people: `a then b within 5m by host`."""
+    names = [s.name for s in temporal.steps]
+    joined = " then ".join(names) if temporal.ordered else " and ".join(names)
+    if temporal.min_steps < len(names):
+        joined = f"{temporal.min_steps} of {', '.join(names)}"
+    group = f" by {', '.join(temporal.group_by)}" if temporal.group_by else ""
+    return f"{joined} within {format_timespan(temporal.window)}{group}"
 
 
 NO_ORIGIN = Origin("<memory>")
@@ -352,6 +419,9 @@ class Rule:
     # The per-detection tuning macro the source's search ends with (ESCU `<name>_filter`), which
     # Splunk outputs keep so a team's existing tuning still applies. Metadata, not logic.
     tuning_macro: str | None = dataclasses.field(default=None, compare=False)
+    # set: the rule alerts on events of several rules close in time (its detection is then
+    # the OR of the steps' detections, for readers of the tree that do not know correlations)
+    temporal: Temporal | None = None
     origin: Origin = NO_ORIGIN
     # Source-specific content kept losslessly (ESCU how_to_implement, drilldowns, rba, tests...).
     extras: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
@@ -361,6 +431,13 @@ class Rule:
     @property
     def source_format(self) -> str:
         return self.origin.format
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        """The rules a correlation over several rules combines, each with its own log source."""
+        if self.temporal is not None:
+            return self.temporal.steps
+        return self.aggregation.steps if self.aggregation is not None else ()
 
 
 def normalize(expr: Expr) -> Expr:

@@ -244,11 +244,11 @@ def run_case(case: TestCase, predicate: Predicate, rule: Rule, roots: Roots, cac
         if case.events.startswith(SHARED_PREFIX):
             return CaseResult(case, "skip", str(path) if path else None, message="shared data not available")
         return CaseResult(case, "fail", str(path) if path else None, message="event file not found")
-    try:
-        events = cache.get(path, case.mapped, rule.logsource)
+    try:  # a temporal correlation's steps have log sources of their own: each event read for its own
+        events = cache.get(path, case.mapped, None if rule.steps else rule.logsource)
     except SigmaWmiError as err:
         return CaseResult(case, "fail", str(path), message=err.message)
-    ids = [record_id(e) for e in alerting(rule, events, predicate)]
+    ids = [record_id(e) for e in alerting(rule, events, predicate, cache.catalog)]
     result = CaseResult(case, "pass", str(path), len(ids), ids)
     problems = []
     if case.hits is not None and len(ids) != case.hits:
@@ -283,8 +283,8 @@ def test_rules(rules: Iterable[Rule], event_files: Iterable[Path] = (), roots: R
         for case in declared_tests(rule):
             report.cases.append(run_case(case, predicate, mapped, roots, cache))
         for path in files:
-            events = cache.get(path, logsource=mapped.logsource)
-            report.hits[str(path)] = [record_id(e) for e in alerting(rule, events, predicate)]
+            events = cache.get(path, logsource=None if rule.steps else mapped.logsource)
+            report.hits[str(path)] = [record_id(e) for e in alerting(rule, events, predicate, cache.catalog)]
         reports.append(report)
     return reports
 
@@ -322,15 +322,34 @@ def _print_report(reports: list[RuleReport], load_errors: list[SigmaWmiError], s
               help="Root of 'shared:' test paths (default: $SIGMA_WMI_SHARED or ../shared).")
 @click.option("--mapping", "mappings", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Environment mapping (sigma-wmi mapping or pySigma pipeline YAML); repeatable.")
+@click.option("--filter", "filter_paths", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="Sigma meta filter file or folder applied to the rules it selects; repeatable.")
+@click.option("--placeholders", "placeholder_files", multiple=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="YAML file: placeholder name -> list of values (%name% in |expand values); repeatable.")
 def test_command(rules: tuple[Path, ...], event_files: tuple[Path, ...], report_path: Path | None,
-                 root: Path | None, shared: Path | None, mappings: tuple[Path, ...]) -> None:
+                 root: Path | None, shared: Path | None, mappings: tuple[Path, ...],
+                 filter_paths: tuple[Path, ...] = (), placeholder_files: tuple[Path, ...] = ()) -> None:
     """Run RULES over recorded events: hits per rule and each rule's declared tests.
 
     Exit code 0 when every declared test passes, 1 when a test fails or a rule file
     cannot be read, 2 for unreadable event files or bad test declarations.
     """
+    from sigma_wmi.readers import ReadOptions, rule_files
+    from sigma_wmi.readers.placeholders import load_placeholders
+    from sigma_wmi.readers.sigma_filters import filters_among, load_filters, unused_by, without_repeats
+
     started = time.perf_counter()
-    loaded, load_errors = load_all(list(rules))
+    try:
+        given = load_filters(filter_paths)
+        found = without_repeats(given, filters_among(rule_files(rules))[0])  # filter documents among the rules
+        options = ReadOptions(filters=given + found, placeholders=load_placeholders(placeholder_files))
+    except SigmaWmiError as err:
+        click.echo(safe(err), err=True)
+        sys.exit(2)
+    loaded, load_errors = load_all(list(rules), read_options=options)
+    for unused in unused_by(options.filters, loaded):
+        click.echo(safe(unused), err=True)
     try:
         cat = mapped_catalog(tuple(str(p) for p in mappings))
         reports = test_rules(loaded, event_files, Roots(root, shared), EventCache(cat))

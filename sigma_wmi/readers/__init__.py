@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from sigma_wmi.readers.sigma_correlation import (
     is_correlation,
     read_correlation,
 )
+from sigma_wmi.readers.sigma_filters import MetaFilter, apply_filters, is_filter, read_filter
 from sigma_wmi.readers.yamlsource import display_path, load_documents, read_text, split_documents
 
 RULE_SUFFIXES = (".yml", ".yaml")
@@ -24,9 +25,15 @@ RULE_SUFFIXES = (".yml", ".yaml")
 
 @dataclass
 class ReadOptions:
-    """Options readers share; `macros_dir` is where ESCU macros live (None: auto-detect)."""
+    """Options readers share; `macros_dir` is where ESCU macros live (None: auto-detect);
+    `filters` narrow the rules they select (Sigma meta filters); `placeholders` give the
+    values of `%name%` placeholders (`|expand`)."""
 
     macros_dir: Path | None = None
+    filters: tuple[MetaFilter, ...] = ()
+    placeholders: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # an unresolved placeholder: "error" (a located rule error) or "native" (kept for the target)
+    unresolved_placeholders: str = "error"
 
 
 @dataclass
@@ -60,11 +67,17 @@ def read_text_rules(text: str, path: str, options: ReadOptions | None = None) ->
         raise SigmaWmiError("empty file: no YAML document", Origin(path, 1), "empty")
     options = options or ReadOptions()
     if len(documents) == 1:
-        return [_read_document(documents[0], text, path, options)]
+        if is_filter(documents[0]):  # a filter selects rules, it is none (see sigma_filters.filters_among),
+            read_filter(documents[0], text, path)  # but a broken one is this file's error
+            return []
+        return apply_filters([_read_document(documents[0], text, path, options)], options.filters)
     rules: list[Rule] = []
     correlations: list[Correlation] = []
     for doc, (offset, piece) in zip(documents, split_documents(text), strict=False):
         try:
+            if is_filter(doc):
+                read_filter(doc, piece, path)  # validated: a broken filter is a located error
+                continue
             if is_correlation(doc):
                 correlation = read_correlation(doc, piece, path)
                 correlation.origin = correlation.origin.at((correlation.origin.line or 1) + offset)
@@ -76,6 +89,7 @@ def read_text_rules(text: str, path: str, options: ReadOptions | None = None) ->
                 err.origin = err.origin.at(err.origin.line + offset, err.origin.column)
             raise
         rules.append(dataclasses.replace(rule, origin=rule.origin.at((rule.origin.line or 1) + offset)))
+    rules = apply_filters(rules, options.filters)  # before correlations: they see their rules filtered
     return apply_correlations(rules, correlations) if correlations else rules
 
 
@@ -104,6 +118,7 @@ def _read_document(doc: Any, text: str, path: str, options: ReadOptions) -> Rule
     if escu.is_escu(doc):
         return escu.read_escu(doc, text, path, options.macros_dir)
     if is_sigma(doc):
-        return read_sigma(doc, text, path)
+        return read_sigma(doc, text, path, options.placeholders, native_placeholders=options.unresolved_placeholders
+                          == "native")
     raise SigmaWmiError("not a Sigma rule or ESCU analytic (no 'detection' or 'search' key)",
                         Origin(path, 1), "not-a-rule")

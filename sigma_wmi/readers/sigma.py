@@ -8,7 +8,9 @@ unescaped patterns, and fills in file and line for every error.
 from __future__ import annotations
 
 import datetime
+import itertools
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from sigma.conditions import (
@@ -59,6 +61,7 @@ from sigma_wmi.model import (
     Wildcard,
     any_of,
     normalize,
+    patterns_match,
     string_match,
 )
 from sigma_wmi.readers.values import DocumentValues
@@ -83,8 +86,12 @@ def is_sigma(doc: Any) -> bool:
     return isinstance(doc, dict) and any(key in doc for key in ("detection", "logsource", "title"))
 
 
-def read_sigma(doc: dict[str, Any], text: str, path: str) -> Rule:
-    """Build a `Rule` from one parsed Sigma document (`text` is its source, for line numbers)."""
+def read_sigma(doc: dict[str, Any], text: str, path: str,
+               placeholders: Mapping[str, tuple[str, ...]] | None = None, native_placeholders: bool = False) -> Rule:
+    """Build a `Rule` from one parsed Sigma document (`text` is its source, for line numbers).
+    `placeholders` gives the values of `%name%` in `|expand` values (each value a Sigma string:
+    `*` and `?` are wildcards); an unresolved one is an error at its line, or with
+    `native_placeholders` a `Op.PLACEHOLDER` match the targets write in their own form."""
     origin = Origin(path, locate(text, ("title",)) or 1, format="sigma")
     if "correlation" in doc:
         raise SigmaWmiError("a Sigma correlation is read together with the rule it counts, in the same "
@@ -122,7 +129,7 @@ def read_sigma(doc: dict[str, Any], text: str, path: str) -> Rule:
         service=_opt_str(doc["logsource"].get("service")) if isinstance(doc["logsource"], dict) else None,
         definition=_opt_str(doc["logsource"].get("definition")) if isinstance(doc["logsource"], dict) else None,
     )
-    converter = _ConditionConverter(logsource, origin, text)
+    converter = _ConditionConverter(logsource, origin, text, placeholders or {}, native_placeholders)
     try:
         trees = [converter.convert(cond.parsed) for cond in sigma_rule.detection.parsed_condition]
     except SigmaWmiError:
@@ -264,11 +271,14 @@ def parse_attack_tags(tags: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[Tec
 
 
 class _ConditionConverter:
-    def __init__(self, logsource: LogSource, origin: Origin, text: str) -> None:
+    def __init__(self, logsource: LogSource, origin: Origin, text: str,
+                 placeholders: Mapping[str, tuple[str, ...]], native_placeholders: bool = False) -> None:
         self.logsource = logsource
         self.origin = origin
         self.text = text
         self.catalog = catalog()
+        self.placeholders = placeholders
+        self.native_placeholders = native_placeholders
 
     def convert(self, node: Any) -> Expr:
         if isinstance(node, ConditionAND):
@@ -290,7 +300,11 @@ class _ConditionConverter:
         if isinstance(value, SigmaExpansion):
             return Or(tuple(self.value(field, v, sigma_field) for v in value.values))
         if isinstance(value, SigmaString):  # includes SigmaCasedString
-            return string_match(field, self.pattern(value, sigma_field), isinstance(value, SigmaCasedString))
+            cased = isinstance(value, SigmaCasedString)
+            if any(isinstance(part, Placeholder) for part in value.s):
+                native = self.native(field, value, sigma_field)
+                return native or patterns_match(field, self.expanded(value, sigma_field), cased)
+            return string_match(field, self.pattern(value, sigma_field), cased)
         if isinstance(value, SigmaTimestampPart):
             raise self.error("timestamp-part modifiers (minute, hour, ...) are not supported", sigma_field)
         if isinstance(value, SigmaNumber):
@@ -317,6 +331,48 @@ class _ConditionConverter:
             other = self.catalog.canonical(value.field, self.logsource)
             return Match(field, Op.FIELDREF, (other,))
         raise self.error(f"unsupported value type {type(value).__name__}", sigma_field)
+
+    def native(self, field: str | None, value: SigmaString, sigma_field: str | None) -> Match | None:
+        """With native placeholders, a value that is one unresolved placeholder as a whole is kept
+        as a `PLACEHOLDER` match; a target holds the list (a value that only contains one cannot
+        be: a lookup or value list holds whole values)."""
+        unresolved = [p for p in value.s if isinstance(p, Placeholder) and p.name not in self.placeholders]
+        if not self.native_placeholders or not unresolved:
+            return None
+        if len(value.s) != 1 or field is None:
+            raise self.error(f"placeholder %{unresolved[0].name}% has no values, and a target-native list holds "
+                             "whole field values only (this value has more than the placeholder)", sigma_field,
+                             code="unresolved-placeholder")
+        return Match(field, Op.PLACEHOLDER, (unresolved[0].name,))
+
+    def expanded(self, value: SigmaString, sigma_field: str | None) -> list[Pattern]:
+        """Every pattern a value with `%name%` placeholders stands for: each placeholder
+        replaced by each of its values (a product, bounded like any value list)."""
+        choices: list[list[tuple[PatternPart, ...]]] = []
+        for part in value.s:
+            if isinstance(part, str):
+                choices.append([(part,)])
+                continue
+            if isinstance(part, SpecialChars):
+                choices.append([(_WILDCARDS[part],)])
+                continue
+            values = self.placeholders.get(part.name)
+            if values is None:
+                known = f"; known: {', '.join(sorted(self.placeholders))}" if self.placeholders else \
+                    " (give values with --placeholders FILE)"
+                raise self.error(f"placeholder %{part.name}% has no values{known}", sigma_field,
+                                 code="unresolved-placeholder")
+            if not values:
+                raise self.error(f"placeholder %{part.name}% has an empty value list", sigma_field,
+                                 code="unresolved-placeholder")
+            choices.append([self.pattern(SigmaString(v), sigma_field).parts for v in values])
+        count = 1
+        for options in choices:
+            count *= len(options)
+            if count > MAX_VALUES_PER_ITEM:
+                raise self.error(f"placeholders make this value stand for more than {MAX_VALUES_PER_ITEM} values",
+                                 sigma_field, code="too-many-values")
+        return [Pattern(tuple(p for parts in combo for p in parts)) for combo in itertools.product(*choices)]
 
     def pattern(self, value: SigmaString, sigma_field: str | None) -> Pattern:
         parts: list[PatternPart] = []

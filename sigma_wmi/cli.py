@@ -299,8 +299,8 @@ def _destination(output: str | None, jobs: list[batch.Job]) -> Destination:
     # the raw text, not the Path: Path("out.d/") forgets the slash that says "a folder"
     folder = path.is_dir() or output.endswith(("/", "\\", os.sep))
     if len(jobs) > 1 and not folder and (path.suffix or path.exists()):
-        raise UsageError(f"--output {safe(output)} is a file, but {len(jobs)} targets write one output each "
-                         f"({', '.join(j.key for j in jobs)}): name a folder, e.g. {safe(path.stem or 'out')}/")
+        raise UsageError(f"--output {safe(output)} is a file; a folder is needed: {len(jobs)} targets write one "
+                         f"output each ({', '.join(j.key for j in jobs)}), e.g. -o {safe(path.stem or 'out')}/")
     directory = len(jobs) > 1 or folder or path.suffix == ""
     if not directory and jobs:
         _check_extension(output, path.suffix.lower(), jobs[0])

@@ -73,8 +73,9 @@ def load_config(path: Path) -> Config:
     except UnicodeDecodeError:
         raise SigmaWmiError("the configuration is not UTF-8", Origin(str(path)), "config") from None
     except tomllib.TOMLDecodeError as err:
-        line = getattr(err, "lineno", None)
-        message = str(err).split(" (at line")[0]
+        # Python 3.11's error has the place only in its text: "... (at line 3, column 9)"
+        message, _, place = str(err).partition(" (at line ")
+        line = int(place.split(",")[0]) if place.split(",")[0].isdigit() else None
         raise SigmaWmiError(f"TOML syntax error: {message}", Origin(str(path), line), "config") from None
     if path.name == PYPROJECT:
         document = document.get("tool", {}).get(TOOL_KEY, {})

@@ -25,14 +25,18 @@ def is_stdin(path: Path | str) -> bool:
 
 def excluded(relative: str, globs: tuple[str, ...]) -> bool:
     """Whether a path (relative to the input folder it was found under, `/`-separated)
-    matches an exclude glob: as a whole, by its file name, or by one of its folders
-    (`deprecated` or `deprecated/` leaves out that folder). `*` crosses folders as in
-    gitignore's `**`; a leading `**/` also matches at the top."""
+    matches an exclude glob, as in .gitignore: a glob without `/` matches a file or folder
+    name at any depth (`deprecated` leaves out every folder of that name), one with `/` the
+    path from the input folder or one of its folders (`deprecated/*`); `*` crosses folders
+    and a leading `**/` also matches at the top."""
     path = PurePosixPath(relative)
-    candidates = [relative, path.name, *(p.as_posix() for p in path.parents if p.as_posix() != ".")]
+    folders = [p for p in path.parents if p.as_posix() != "."]
+    names = [path.name, *(p.name for p in folders)]
+    prefixes = [relative, *(p.as_posix() for p in folders)]
     for glob in globs:
         pattern = glob.replace("\\", "/").rstrip("/")
         patterns = [pattern, pattern[3:]] if pattern.startswith("**/") else [pattern]
+        candidates = names if "/" not in pattern else prefixes
         if any(fnmatchcase(candidate, p) for candidate in candidates for p in patterns):
             return True
     return False

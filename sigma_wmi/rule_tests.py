@@ -293,6 +293,20 @@ def test_rules(rules: Iterable[Rule], event_files: Iterable[Path] = (), roots: R
 # CLI
 # ---------------------------------------------------------------------------
 
+def load_rules(paths: tuple[Path, ...]) -> tuple[list[Rule], list[SigmaWmiError]]:
+    """Rules under `paths`; `-` is one rule file read from standard input (`<stdin>`)."""
+    from sigma_wmi.inputs import STDIN_LABEL, is_stdin, read_stdin
+    from sigma_wmi.readers import read_text_rules
+
+    loaded, errors = load_all([p for p in paths if not is_stdin(p)])
+    if any(is_stdin(p) for p in paths):
+        try:
+            loaded += read_text_rules(read_stdin(), STDIN_LABEL)
+        except SigmaWmiError as err:
+            errors.append(err)
+    return loaded, errors
+
+
 def _print_report(reports: list[RuleReport], load_errors: list[SigmaWmiError], seconds: float) -> None:
     for error in load_errors:
         click.echo(safe(error), err=True)
@@ -312,7 +326,7 @@ def _print_report(reports: list[RuleReport], load_errors: list[SigmaWmiError], s
 
 
 @click.command("test")
-@click.argument("rules", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.argument("rules", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path, allow_dash=True))
 @click.option("--events", "event_files", multiple=True, type=click.Path(exists=True, path_type=Path),
               help="Event file (.jsonl, .json, .evtx) to report hits on; repeatable.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path), help="Write a JSON report here.")
@@ -330,7 +344,7 @@ def test_command(rules: tuple[Path, ...], event_files: tuple[Path, ...], report_
     cannot be read, 2 for unreadable event files or bad test declarations.
     """
     started = time.perf_counter()
-    loaded, load_errors = load_all(list(rules))
+    loaded, load_errors = load_rules(rules)
     try:
         cat = mapped_catalog(tuple(str(p) for p in mappings))
         reports = test_rules(loaded, event_files, Roots(root, shared), EventCache(cat))

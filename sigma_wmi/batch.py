@@ -116,21 +116,24 @@ class RuleResult:
 
 def convert_file(path: Path, jobs: list[Job], read_options: ReadOptions) -> list[RuleResult]:
     """Read one file and compile each of its rules for every job. Never raises for bad input."""
-    return _convert_source(read_source(path, read_options), display_path(path), jobs)
+    return convert_source(read_source(path, read_options), display_path(path), jobs)
 
 
-def convert_text(text: str, label: str, jobs: list[Job], read_options: ReadOptions) -> list[RuleResult]:
-    """`convert_file` for text that is no file (standard input), named `label` in diagnostics."""
+def convert_text(text: str, label: str, jobs: list[Job], read_options: ReadOptions,
+                 documents: list[Any] | None = None) -> list[RuleResult]:
+    """`convert_file` for text that is no file (standard input), named `label` in diagnostics;
+    `documents`: its YAML documents when the caller has loaded them already."""
     try:
-        source = SourceFile(Path(label), read_text_rules(text, label, read_options))
+        source = SourceFile(Path(label), read_text_rules(text, label, read_options, documents))
     except SigmaWmiError as err:
         source = SourceFile(Path(label), error=err)
     except RecursionError:
         source = SourceFile(Path(label), error=SigmaWmiError("rule is nested too deeply", Origin(label), "too-deep"))
-    return _convert_source(source, label, jobs)
+    return convert_source(source, label, jobs)
 
 
-def _convert_source(source: SourceFile, path_label: str, jobs: list[Job]) -> list[RuleResult]:
+def convert_source(source: SourceFile, path_label: str, jobs: list[Job]) -> list[RuleResult]:
+    """The results of a file already read (or its error), every rule compiled for every job."""
     started = time.perf_counter()
     if source.error is not None:
         return [RuleResult(path_label, status="failed", diagnostics=[source.error.diagnostic().to_json()],
@@ -394,6 +397,6 @@ def read_all(paths: list[Path], read_options: ReadOptions, workers: int = 1) -> 
     return list(ordered_map(_read_chunk, paths, read_options, workers))
 
 
-__all__ = ["Cache", "DuplicateIds", "Job", "PlannedFile", "RuleResult", "convert_file", "convert_text",
+__all__ = ["Cache", "DuplicateIds", "Job", "PlannedFile", "RuleResult", "convert_file", "convert_source", "convert_text",
            "default_cache_dir", "make_jobs", "plan_files",
            "read_all", "rule_files", "run", "unique_identities"]

@@ -22,11 +22,11 @@ from typing import Any
 import yaml
 
 from sigma_wmi.attack import attack
-from sigma_wmi.batch import Job, RuleResult, convert_file
+from sigma_wmi.batch import Job, RuleResult, convert_source, convert_text
 from sigma_wmi.catalog import Catalog
 from sigma_wmi.errors import SigmaWmiError
 from sigma_wmi.model import LogSource
-from sigma_wmi.readers import ReadOptions
+from sigma_wmi.readers import ReadOptions, SourceFile
 from sigma_wmi.readers.yamlsource import display_path, load_nodes, read_text
 
 SEVERITIES = ("error", "warning", "info")
@@ -34,8 +34,6 @@ SEVERITIES = ("error", "warning", "info")
 # (an output that does not mean exactly what the rule says); lint warnings do not.
 FAIL_ON = ("error", "partial", "warning")
 
-# Codes of reader errors that stop before any YAML node exists: nothing else can be linted.
-_UNREADABLE = frozenset({"unreadable", "not-a-file", "file-too-large", "binary", "encoding", "empty", "too-deep"})
 _DATE = re.compile(r"^(\d{4})([-/])(\d{2})\2(\d{2})$")
 _TAG = re.compile(r"^[a-z0-9_-]+\.[a-z0-9._-]+$")
 _TECHNIQUE = re.compile(r"^t\d{4}(\.\d{3})?$")
@@ -118,32 +116,29 @@ def fails(finding: Finding, fail_on: str) -> bool:
 
 def check_file(path: Path, jobs: list[Job], read_options: ReadOptions) -> list[RuleResult]:
     """Every finding of one file, one `RuleResult` per document. Never raises for bad input."""
-    converted = convert_file(path, jobs, read_options)
-    return check_converted(path, _read_nodes(path), converted)
+    label = display_path(path)
+    try:
+        text = read_text(path)
+    except SigmaWmiError as err:  # unreadable: the reader's error is the one finding
+        return convert_source(SourceFile(path, error=err), label, jobs)
+    return check_text(text, label, jobs, read_options)
 
 
 def check_text(text: str, label: str, jobs: list[Job], read_options: ReadOptions) -> list[RuleResult]:
-    """`check_file` for text that is not a file (standard input, labelled `label`)."""
-    from sigma_wmi.batch import convert_text
-
-    converted = convert_text(text, label, jobs, read_options)
+    """`check_file` for text read already (a file's, or standard input's labelled `label`).
+    The YAML is loaded once, for the lint (nodes) and the conversion (documents)."""
     try:
         nodes: list[tuple[yaml.Node, Any]] | None = load_nodes(text, label)
     except SigmaWmiError:
-        nodes = None
-    return check_converted(Path(label), nodes, converted, label)
+        nodes = None  # the conversion's reader reports why, with its line
+    documents = [document for _, document in nodes] if nodes is not None else None
+    converted = convert_text(text, label, jobs, read_options, documents)
+    return check_converted(label, nodes, converted)
 
 
-def _read_nodes(path: Path) -> list[tuple[yaml.Node, Any]] | None:
-    try:
-        return load_nodes(read_text(path), display_path(path))
-    except SigmaWmiError:
-        return None  # the reader's error (on the converted results) says why
-
-
-def check_converted(path: Path, nodes: list[tuple[yaml.Node, Any]] | None, converted: list[RuleResult],
-                    label: str | None = None) -> list[RuleResult]:
-    name = label or display_path(path)
+def check_converted(name: str, nodes: list[tuple[yaml.Node, Any]] | None, converted: list[RuleResult]
+                    ) -> list[RuleResult]:
+    """Lint findings per document, each conversion diagnostic added to the document it is in."""
     if nodes is None or not nodes:
         for result in converted:
             result.outputs = {}

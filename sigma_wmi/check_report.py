@@ -75,7 +75,7 @@ def sarif_report(rules: list[RuleCheck], fail_on: str, version: str) -> str:
     index = {code: n for n, code in enumerate(codes)}
     run: dict[str, Any] = {
         "tool": {"driver": {
-            "name": "sigma-wmi", "version": version, "informationUri": "https://github.com/SigmaHQ/sigma-specification",
+            "name": "sigma-wmi", "version": version,
             "rules": [{"id": code, "name": code, "shortDescription": {"text": _describe(code, findings)}}
                       for code in codes],
         }},

@@ -3,8 +3,8 @@
 A file is read once into YAML nodes (the marks give line and column) and documents; each
 document is linted on its own (metadata, ATT&CK tags, condition references, modifiers,
 field names against the catalog), and each selected target's conversion diagnostics are
-added. The reader stops at the first problem; its error is kept only where the linter did
-not already explain that line. Duplicate ids across the tree are found by `duplicate_ids`
+added. The reader stops at the first problem; its error is kept only where the linter found
+no error in that document. Duplicate ids across the tree are found by `duplicate_ids`
 once every file is checked. Findings travel as `RuleResult` diagnostics, so `batch.run`
 spreads files over workers and caches them exactly as for `convert`.
 """
@@ -154,8 +154,8 @@ def check_converted(name: str, nodes: list[tuple[yaml.Node, Any]] | None, conver
             line = diagnostic.get("line") or result.line or 1
             index = max((i for i, start in enumerate(starts) if start <= line), default=0)
             check = checks[index]
-            if diagnostic.get("target") is None and _explained(check, line):
-                continue  # the reader's first error, which the lint already located
+            if diagnostic.get("target") is None and _explained(check):
+                continue  # the reader's first error: the lint's errors say it, each on its own line
             check.findings.append(Finding(str(diagnostic.get("path") or name), diagnostic.get("line"), None,
                                           str(diagnostic["level"]), str(diagnostic["code"]),
                                           str(diagnostic["message"]), check.id,
@@ -163,8 +163,11 @@ def check_converted(name: str, nodes: list[tuple[yaml.Node, Any]] | None, conver
     return [_as_result(c) for c in checks]
 
 
-def _explained(check: RuleCheck, line: int) -> bool:
-    return any(f.line == line and f.severity == "error" for f in check.findings)
+def _explained(check: RuleCheck) -> bool:
+    """Whether the lint found errors in the document: the reader stops at the first of them
+    (and may place it less well: a pySigma error names no line), so its error adds nothing.
+    Without a lint error, the reader's error is the finding that says why the rule fails."""
+    return any(f.severity == "error" for f in check.findings)
 
 
 def _as_result(check: RuleCheck) -> RuleResult:

@@ -11,6 +11,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from conftest import REPO
 
 from sigma_wmi.cli import main
@@ -186,3 +188,64 @@ def test_cached_and_parallel_reports_equal_the_serial_uncached_one(planted: Path
     second = run(*args, "--cache-dir", str(cache), "-j", "2")[1]
     assert serial == first == second
     assert any(cache.rglob("*.json"))
+
+
+# ---------------------------------------------------------------------------
+# Property: any set of defects planted in a clean rule is reported, each on its own line
+# ---------------------------------------------------------------------------
+
+CLEAN = """title: Property rule
+id: 6f1f5a55-2a0d-4d8e-9a55-0a4f2b6d9c30
+status: test
+date: 2024-01-02
+modified: 2024-02-03
+tags:
+    - attack.execution
+    - attack.t1059.001
+logsource:
+    product: windows
+    category: process_creation
+detection:
+    selection:
+        Image|endswith: '\\\\cmd.exe'
+        CommandLine|contains: 'whoami'
+    filter:
+        ParentImage|endswith: '\\\\explorer.exe'
+    condition: selection and not filter
+level: medium
+"""
+# line -> (replacement, (line reported, code))
+DEFECTS = {
+    2: ("id: 1234", (2, "bad-uuid")),
+    3: ("status: final", (3, "bad-status")),
+    4: ("date: 2024-02-30", (4, "bad-date")),
+    5: ("modified: 2024/13/01", (5, "bad-date")),
+    7: ("    - attack.tactic_x", (7, "unknown-tactic")),
+    8: ("    - attack.t1002", (8, "revoked-technique")),
+    14: ("        Image|endswith|bogus: '\\\\cmd.exe'", (14, "unknown-modifier")),
+    15: ("        CommandLine|contains|startswith: 'whoami'", (15, "bad-modifier-combination")),
+    17: ("        NoSuchField: 'x'", (17, "unknown-field")),
+    18: ("    condition: selection and not filter and not other", (18, "undefined-selection")),
+    19: ("level: urgent", (19, "bad-level")),
+}
+
+
+def test_the_clean_rule_has_no_finding() -> None:
+    from sigma_wmi.check import check_text
+    from sigma_wmi.readers import ReadOptions
+
+    (result,) = check_text(CLEAN, "clean.yml", [], ReadOptions())
+    assert result.diagnostics == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sets(st.sampled_from(sorted(DEFECTS)), min_size=1))
+def test_every_planted_defect_of_any_combination_is_found_on_its_line(lines: set[int]) -> None:
+    from sigma_wmi.check import check_text
+    from sigma_wmi.readers import ReadOptions
+
+    text = CLEAN.splitlines()
+    for line in lines:
+        text[line - 1] = DEFECTS[line][0]
+    (result,) = check_text("\n".join(text) + "\n", "planted.yml", [], ReadOptions())
+    assert {(d["line"], d["code"]) for d in result.diagnostics} == {DEFECTS[line][1] for line in lines}

@@ -11,9 +11,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 from click.testing import CliRunner
+from conftest import REPO
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from conftest import REPO
 
 from sigma_wmi.cli import main
 

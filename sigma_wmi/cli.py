@@ -497,7 +497,7 @@ def check(paths: tuple[Path, ...], targets: tuple[tuple[str, ...], ...], format_
     job_list = _jobs(flatten(targets) or query_targets(), format_, profile, option_pairs, mappings)
     files, stdin = _inputs(paths, excludes)
     if output is not None:
-        _check_destinations(paths, files, Destination(None, False), output)
+        _check_destinations(paths, files, Destination(output, False), None)
     read_options = ReadOptions(macros_dir)
     stream = batch.run(files, job_list, workers=jobs or default_workers(len(files)),
                        cache_dir=_cache_dir(no_cache, cache_dir), read_options=read_options, work=check_file)

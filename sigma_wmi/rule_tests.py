@@ -293,12 +293,13 @@ def test_rules(rules: Iterable[Rule], event_files: Iterable[Path] = (), roots: R
 # CLI
 # ---------------------------------------------------------------------------
 
-def load_rules(paths: tuple[Path, ...]) -> tuple[list[Rule], list[SigmaWmiError]]:
-    """Rules under `paths`; `-` is one rule file read from standard input (`<stdin>`)."""
-    from sigma_wmi.inputs import STDIN_LABEL, is_stdin, read_stdin
+def load_rules(paths: tuple[Path, ...], excludes: tuple[str, ...] = ()) -> tuple[list[Rule], list[SigmaWmiError]]:
+    """Rules under `paths` less the `excludes` globs; `-` is one rule file read from standard
+    input (`<stdin>`)."""
+    from sigma_wmi.inputs import STDIN_LABEL, input_files, is_stdin, read_stdin
     from sigma_wmi.readers import read_text_rules
 
-    loaded, errors = load_all([p for p in paths if not is_stdin(p)])
+    loaded, errors = load_all(list(input_files(paths, excludes)))
     if any(is_stdin(p) for p in paths):
         try:
             loaded += read_text_rules(read_stdin(), STDIN_LABEL)
@@ -336,15 +337,17 @@ def _print_report(reports: list[RuleReport], load_errors: list[SigmaWmiError], s
               help="Root of 'shared:' test paths (default: $SIGMA_WMI_SHARED or ../shared).")
 @click.option("--mapping", "mappings", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Environment mapping (sigma-wmi mapping or pySigma pipeline YAML); repeatable.")
+@click.option("--exclude", "excludes", multiple=True, metavar="GLOB",
+              help="Leave out rule files whose path (relative to the input folder), name or folder matches GLOB.")
 def test_command(rules: tuple[Path, ...], event_files: tuple[Path, ...], report_path: Path | None,
-                 root: Path | None, shared: Path | None, mappings: tuple[Path, ...]) -> None:
+                 root: Path | None, shared: Path | None, mappings: tuple[Path, ...], excludes: tuple[str, ...]) -> None:
     """Run RULES over recorded events: hits per rule and each rule's declared tests.
 
     Exit code 0 when every declared test passes, 1 when a test fails or a rule file
     cannot be read, 2 for unreadable event files or bad test declarations.
     """
     started = time.perf_counter()
-    loaded, load_errors = load_rules(rules)
+    loaded, load_errors = load_rules(rules, excludes)
     try:
         cat = mapped_catalog(tuple(str(p) for p in mappings))
         reports = test_rules(loaded, event_files, Roots(root, shared), EventCache(cat))

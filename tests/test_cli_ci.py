@@ -274,3 +274,19 @@ def test_shell_completion_script_and_values() -> None:
     assert _complete("sigma-wmi convert -t splunk,e") == ["splunk,eql"]
     assert set(_complete("sigma-wmi convert -p s")) == {"security", "sysmon"}
     assert "expand_macros=" in _complete("sigma-wmi convert -O exp")
+
+
+def test_check_report_inside_an_input_folder_is_refused(project: Path) -> None:
+    code, _, err = run("check", "--no-cache", "-t", "splunk", "-o", "rules/check.json", "rules")
+    assert code == 2 and "--output rules/check.json overlaps the input rules" in err
+    assert not (project / "rules" / "check.json").exists()
+
+
+def test_docs_excludes_too(project: Path, tmp_path: Path) -> None:
+    code, _, err = run("docs", "--exclude", "deprecated", "-o", str(tmp_path / "site"), "rules")
+    assert code == 0 and err.startswith("3 rules,")
+
+
+def test_test_command_excludes_too(project: Path) -> None:
+    code, out, _ = run("test", "--exclude", "deprecated", "--exclude", "r1.yml", "rules")
+    assert code == 0 and out.splitlines()[-1].startswith("2 rules,")

@@ -249,3 +249,16 @@ def test_every_planted_defect_of_any_combination_is_found_on_its_line(lines: set
         text[line - 1] = DEFECTS[line][0]
     (result,) = check_text("\n".join(text) + "\n", "planted.yml", [], ReadOptions())
     assert {(d["line"], d["code"]) for d in result.diagnostics} == {DEFECTS[line][1] for line in lines}
+
+
+def test_junit_reads_back_with_junitparser(planted: Path, tmp_path: Path) -> None:
+    junitparser = pytest.importorskip("junitparser")
+    report = tmp_path / "check.xml"
+    run("check", "--no-cache", "-t", "splunk", "-o", str(report), str(planted))  # format from the name
+    xml = junitparser.JUnitXml.fromfile(str(report))
+    cases = [case for suite in xml for case in suite]
+    assert len(cases) == 4
+    failed = {case.name: sorted(r.type for r in case.result if isinstance(r, junitparser.Failure)) for case in cases}
+    assert failed["Planted defects A (metadata)"] == ["bad-date", "bad-level", "bad-uuid"]
+    assert failed["Planted defects B (condition and modifiers)"] == ["undefined-selection", "unknown-modifier"]
+    assert all(case.system_out for case in cases if case.name.startswith(("Planted defects A", "Planted defects B")))

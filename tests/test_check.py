@@ -262,3 +262,20 @@ def test_junit_reads_back_with_junitparser(planted: Path, tmp_path: Path) -> Non
     assert failed["Planted defects A (metadata)"] == ["bad-date", "bad-level", "bad-uuid"]
     assert failed["Planted defects B (condition and modifiers)"] == ["undefined-selection", "unknown-modifier"]
     assert all(case.system_out for case in cases if case.name.startswith(("Planted defects A", "Planted defects B")))
+
+
+def test_escu_analytics_get_id_date_and_attack_checks() -> None:
+    from conftest import RULES
+
+    from sigma_wmi.check import check_text
+    from sigma_wmi.readers import ReadOptions
+
+    text = (RULES / "escu" / "script_execution_via_wmi.yml").read_text(encoding="utf-8")
+    lines = text.splitlines()
+    assert lines[2].startswith("id: ") and lines[4].startswith("date: ") and lines[59].strip() == "- T1047"
+    lines[2], lines[4], lines[59] = "id: not-a-uuid", "date: '2024-31-12'", "    - T1002"
+    (result,) = check_text("\n".join(lines) + "\n", "escu.yml", [], ReadOptions(RULES / "escu" / "macros"))
+    assert {(d["line"], d["code"]) for d in result.diagnostics} == {
+        (3, "bad-uuid"), (5, "bad-date"), (60, "revoked-technique")}
+    (clean,) = check_text(text, "escu.yml", [], ReadOptions())
+    assert clean.diagnostics == []

@@ -120,11 +120,14 @@ def test_command_line_overrides_config(project: Path) -> None:
 
 
 def test_config_in_pyproject_found_from_a_subfolder(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (project / "env").mkdir()
+    (project / "env" / "map.yml").write_text("sigma_wmi_mapping: 1\nprofile_fields:\n  ecs: {Image: edr.image}\n")
     (project / "pyproject.toml").write_text('[project]\nname = "x"\n[tool.sigma-wmi.convert]\ntargets = ["kql"]\n'
-                                            'exclude = ["deprecated"]\n')
-    monkeypatch.chdir(project / "rules")
-    code, out, _ = run("convert", "--no-cache", ".")
-    assert code == 0 and out.count("process.executable") == 3
+                                            'exclude = ["deprecated"]\nmapping = "env/map.yml"\n')
+    monkeypatch.chdir(project / "rules")  # paths in the file are relative to the file, not to here
+    code, out, err = run("convert", "--no-cache", ".")
+    assert code == 0, err
+    assert out.count("edr.image") == 3
 
 
 def test_explicit_config_file_and_the_search_stops_at_the_repository_root(project: Path, tmp_path: Path) -> None:

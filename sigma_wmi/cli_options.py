@@ -110,8 +110,8 @@ def check_profile(profile: str | None, targets: list[str]) -> None:
 
 
 def parse_options(pairs: tuple[str, ...], targets: list[str]) -> dict[str, Any]:
-    """`-O NAME=VALUE` pairs, each NAME declared by a chosen target and each VALUE one that
-    every chosen target declaring NAME accepts (a choice, true/false, a number)."""
+    """`-O NAME=VALUE` pairs, each NAME declared by a chosen target and each VALUE one that the
+    targets declaring NAME accept: true/false or a number for each of them, a choice for one."""
     specs: dict[str, list[tuple[str, OptionSpec]]] = {}
     for name in targets:
         for spec in backend_class(name).option_specs():
@@ -125,9 +125,11 @@ def parse_options(pairs: tuple[str, ...], targets: list[str]) -> dict[str, Any]:
         if name not in specs:
             raise click.BadParameter(f"no option '{name}' in {', '.join(targets)}{_hint(name, list(specs))}; "
                                      f"options: {', '.join(sorted(specs))}", param_hint="'-O' / '--option'")
-        for target, spec in specs[name]:
-            problem = value_problem(spec, value)
-            if problem:
+        problems = [(target, spec, value_problem(spec, value)) for target, spec in specs[name]]
+        # a choice goes to the targets that have it (-t splunk,eql -O profile=ecs: eql's), as -p does
+        chosen_somewhere = any(spec.choices and not problem for _, spec, problem in problems)
+        for target, spec, problem in problems:
+            if problem and not (spec.choices and chosen_somewhere):
                 raise click.BadParameter(f"{name}={value}: {target}'s {name} takes {problem}",
                                          param_hint="'-O' / '--option'")
         options[name] = value

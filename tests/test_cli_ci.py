@@ -217,6 +217,15 @@ def test_bad_option_values_list_the_choices(command: str, args: list[str], liste
     assert listed in err and "Usage:" in err and not out
 
 
+def test_a_choice_needs_one_target_that_has_it() -> None:
+    code, out, err = run("--no-config", "convert", "--no-cache", "-t", "splunk,eql", "-O", "profile=winlogbeat",
+                         str(SCRCONS))
+    assert code == 0, err
+    assert out == run("--no-config", "convert", "--no-cache", "-t", "splunk,eql", "-p", "winlogbeat", str(SCRCONS))[1]
+    code, _, err = run("--no-config", "convert", "--no-cache", "-t", "splunk,eql", "-O", "profile=nosuch", str(SCRCONS))
+    assert code == 2 and "takes auto, sysmon, security" in err
+
+
 def test_good_option_values_pass() -> None:
     code, out, _ = run("--no-config", "convert", "--no-cache", "-t", "splunk", "-f", "tstats", "-O", "expand_macros=true",
                        "-p", "sysmon", str(SCRCONS))

@@ -84,43 +84,64 @@ def load_config(path: Path) -> Config:
     return Config(path, document)
 
 
-def default_map(config: Config, group: click.Group) -> dict[str, dict[str, Any]]:
-    """click's `default_map` for `group`'s commands from a configuration. Unknown keys and
-    tables are errors that list the valid ones."""
-    commands = {name: command for name, command in group.commands.items() if not isinstance(command, click.Group)}
-    shared = {k: v for k, v in config.table.items() if not isinstance(v, dict) or _names_option(k, commands)}
+def default_map(config: Config, group: click.Group) -> dict[str, Any]:
+    """click's `default_map` for `group`'s commands (and its groups' commands: `[list.fields]`)
+    from a configuration. Unknown keys and tables are errors that list the valid ones."""
+    leaves = list(_leaves(group))
+    # a top-level table is an option's value ({expand_macros = true} for `option`) or a command's section
+    shared = {k: v for k, v in config.table.items()
+              if not isinstance(v, dict) or (k not in group.commands and any(_normal(k) in _keys(c) for c in leaves))}
     sections = {k: v for k, v in config.table.items() if k not in shared}
-    unknown = sorted(set(sections) - set(commands))
-    if unknown:
-        raise SigmaWmiError(f"no command {', '.join(unknown)}; tables: {', '.join(sorted(commands))}",
-                            Origin(str(config.path)), "config")
     used: set[str] = set()
-    result: dict[str, dict[str, Any]] = {}
-    for name, command in commands.items():
-        keys = _keys(command)
-        values: dict[str, Any] = {}
-        for key, value in shared.items():
-            if _normal(key) in keys:
-                param = keys[_normal(key)]
-                values[param.name or key] = _value(param, value, config.path)
-                used.add(key)
-        for key, value in sections.get(name, {}).items():
-            if _normal(key) not in keys:
-                raise SigmaWmiError(f"[{name}] has no option '{key}'; options: {', '.join(_listed(command))}",
-                                    Origin(str(config.path)), "config")
-            param = keys[_normal(key)]
-            values[param.name or key] = _value(param, value, config.path)
-        if values:
-            result[name] = values
+    result = _group_defaults(group, shared, sections, config.path, used, "")
     stray = sorted(set(shared) - used)
     if stray:
         raise SigmaWmiError(f"no command has option {', '.join(stray)}", Origin(str(config.path)), "config")
     return result
 
 
-def _names_option(key: str, commands: dict[str, click.Command]) -> bool:
-    # a table that is an option's value ({expand_macros = true} for `option`), not a command's section
-    return key not in commands and any(_normal(key) in _keys(c) for c in commands.values())
+def _leaves(group: click.Group) -> list[click.Command]:
+    found: list[click.Command] = []
+    for command in group.commands.values():
+        found.extend(_leaves(command) if isinstance(command, click.Group) else [command])
+    return found
+
+
+def _group_defaults(group: click.Group, shared: dict[str, Any], sections: dict[str, Any], path: Path,
+                    used: set[str], prefix: str) -> dict[str, Any]:
+    unknown = sorted(set(sections) - set(group.commands))
+    if unknown:
+        where = f"[{prefix.rstrip('.')}] has no command" if prefix else "no command"
+        raise SigmaWmiError(f"{where} {', '.join(unknown)}; tables: {', '.join(sorted(group.commands))}",
+                            Origin(str(path)), "config")
+    result: dict[str, Any] = {}
+    for name, command in group.commands.items():
+        section = sections.get(name, {})
+        if isinstance(command, click.Group):
+            values = _group_defaults(command, shared, section, path, used, f"{prefix}{name}.")
+        else:
+            values = _command_defaults(command, f"{prefix}{name}", shared, section, path, used)
+        if values:
+            result[name] = values
+    return result
+
+
+def _command_defaults(command: click.Command, title: str, shared: dict[str, Any], section: dict[str, Any],
+                      path: Path, used: set[str]) -> dict[str, Any]:
+    keys = _keys(command)
+    values: dict[str, Any] = {}
+    for key, value in shared.items():
+        if _normal(key) in keys:
+            param = keys[_normal(key)]
+            values[param.name or key] = _value(param, value, path)
+            used.add(key)
+    for key, value in section.items():
+        if _normal(key) not in keys:
+            raise SigmaWmiError(f"[{title}] has no option '{key}'; options: {', '.join(_listed(command))}",
+                                Origin(str(path)), "config")
+        param = keys[_normal(key)]
+        values[param.name or key] = _value(param, value, path)
+    return values
 
 
 def _normal(key: str) -> str:

@@ -153,6 +153,18 @@ def test_bad_config_is_a_usage_error(project: Path, text: str, message: str) -> 
     assert message in err
 
 
+def test_config_reaches_the_commands_of_list(project: Path) -> None:
+    (project / "env").mkdir()
+    (project / "env" / "map.yml").write_text("sigma_wmi_mapping: 1\nfields:\n  Image: proc_path\n")
+    (project / "sigma-wmi.toml").write_text('mapping = ["env/map.yml"]\n[list.fields]\nprofile = ["sysmon"]\n')
+    code, out, err = run("list", "fields")
+    assert code == 0, err
+    assert out.splitlines()[0].split("\t") == ["field", "sigma", "where", "sysmon"]
+    assert "proc_path" in out
+    (project / "sigma-wmi.toml").write_text('[list.nosuch]\nprofile = "x"\n')
+    assert "[list] has no command nosuch" in run("list", "fields")[2]
+
+
 def test_check_section_sets_fail_on_and_format(project: Path) -> None:
     (project / "rules" / "partial.yml").write_text(PARTIAL)
     (project / "sigma-wmi.toml").write_text('[check]\ntarget = ["kql"]\nfail-on = "partial"\nformat = "json"\n')

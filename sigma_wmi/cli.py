@@ -344,7 +344,7 @@ def _check_destinations(paths: tuple[Path, ...], files: list[Path], destination:
             raise UsageError(f"--report {safe(report)} overlaps --output {safe(destination.path)}")
 
 
-def _with_progress(stream: Iterator[list[batch.RuleResult]], total: int, quiet: bool
+def _with_progress(stream: Iterator[list[batch.RuleResult]], total: int, quiet: bool, label: str = "converting"
                    ) -> Iterator[list[batch.RuleResult]]:
     if quiet or total < 20 or not sys.stderr.isatty():
         yield from stream
@@ -352,7 +352,7 @@ def _with_progress(stream: Iterator[list[batch.RuleResult]], total: int, quiet: 
     from rich.progress import Progress  # only on a terminal: rich costs import time
 
     with Progress(transient=True) as progress:
-        task = progress.add_task("converting", total=total)
+        task = progress.add_task(label, total=total)
         for item in stream:
             progress.advance(task)
             yield item
@@ -505,7 +505,7 @@ def check(paths: tuple[Path, ...], targets: tuple[tuple[str, ...], ...], format_
         stream = itertools.chain(stream, [_stdin_results(check_text, job_list, read_options)])
     duplicates = DuplicateIds()
     rules = []
-    for file_results in _with_progress(stream, len(files), quiet):
+    for file_results in _with_progress(stream, len(files), quiet, "checking"):
         for result in file_results:
             rule = rule_check(result)
             duplicates.check(rule)

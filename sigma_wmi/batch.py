@@ -12,7 +12,7 @@ import importlib
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
@@ -23,7 +23,7 @@ from sigma_wmi.errors import Diagnostic, Level, Origin, SigmaWmiError
 from sigma_wmi.mapping import fingerprint
 from sigma_wmi.output import UniqueNames, safe_name
 from sigma_wmi.parallel import ordered_map
-from sigma_wmi.readers import ReadOptions, SourceFile, read_source, rule_files
+from sigma_wmi.readers import ReadOptions, SourceFile, read_source, read_text_rules, rule_files
 from sigma_wmi.readers.yamlsource import display_path, regular_file_error
 from sigma_wmi.registry import backend_class
 
@@ -116,10 +116,27 @@ class RuleResult:
 
 def convert_file(path: Path, jobs: list[Job], read_options: ReadOptions) -> list[RuleResult]:
     """Read one file and compile each of its rules for every job. Never raises for bad input."""
+    return convert_source(read_source(path, read_options), display_path(path), jobs)
+
+
+def convert_text(text: str, label: str, jobs: list[Job], read_options: ReadOptions,
+                 documents: list[Any] | None = None) -> list[RuleResult]:
+    """`convert_file` for text that is no file (standard input), named `label` in diagnostics;
+    `documents`: its YAML documents when the caller has loaded them already."""
+    try:
+        source = SourceFile(Path(label), read_text_rules(text, label, read_options, documents))
+    except SigmaWmiError as err:
+        source = SourceFile(Path(label), error=err)
+    except RecursionError:
+        source = SourceFile(Path(label), error=SigmaWmiError("rule is nested too deeply", Origin(label), "too-deep"))
+    return convert_source(source, label, jobs)
+
+
+def convert_source(source: SourceFile, path_label: str, jobs: list[Job]) -> list[RuleResult]:
+    """The results of a file already read (or its error), every rule compiled for every job."""
     started = time.perf_counter()
-    source = read_source(path, read_options)
     if source.error is not None:
-        return [RuleResult(display_path(path), status="failed", diagnostics=[source.error.diagnostic().to_json()],
+        return [RuleResult(path_label, status="failed", diagnostics=[source.error.diagnostic().to_json()],
                            seconds=time.perf_counter() - started)]
     results = []
     for rule in source.rules:
@@ -133,7 +150,7 @@ def convert_file(path: Path, jobs: list[Job], read_options: ReadOptions) -> list
             outputs[job.key] = output.text
             diagnostics.extend(_located(d, rule.origin, job.target) for d in output.diagnostics)
         results.append(RuleResult(
-            path=display_path(path), id=rule.id, title=rule.title, status=_status(outputs, jobs, diagnostics),
+            path=path_label, id=rule.id, title=rule.title, status=_status(outputs, jobs, diagnostics),
             diagnostics=[d.to_json() for d in diagnostics], outputs=outputs,
             seconds=time.perf_counter() - started, line=rule.origin.line if rule.origin else None))
         started = time.perf_counter()
@@ -240,8 +257,16 @@ def plan_files(results: list[RuleResult], jobs: list[Job]) -> dict[str, PlannedF
 # The cache: one JSON file per (file content, jobs, tool version) key.
 # ---------------------------------------------------------------------------
 
+def default_cache_dir() -> Path:
+    """The user's cache folder for sigma-wmi (XDG on Linux, ~/Library/Caches, %LOCALAPPDATA%):
+    never the working directory, which is usually the user's detection repository."""
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("sigma-wmi", appauthor=False))
+
+
 class Cache:
-    def __init__(self, directory: Path, jobs: list[Job], read_options: ReadOptions) -> None:
+    def __init__(self, directory: Path, jobs: list[Job], read_options: ReadOptions, kind: str = "convert") -> None:
         self.directory = directory
         from sigma_wmi import __version__
 
@@ -252,7 +277,8 @@ class Cache:
         filters = [[f.origin.path, f.origin.line, f.text] for f in read_options.filters]
         placeholders = sorted((k, list(v)) for k, v in read_options.placeholders.items())
         placeholders.append(("", [read_options.unresolved_placeholders]))  # names hold no '%', "" is free
-        salt = json.dumps([CACHE_SCHEMA, __version__, _package_fingerprint(),
+        # `kind` names what a file's results hold (converted text, or check findings)
+        salt = json.dumps([CACHE_SCHEMA, kind, __version__, _package_fingerprint(),
                            [(j.target, j.format, [list(o) for o in j.options]) for j in jobs],
                            str(read_options.macros_dir), macros]
                           + ([fingerprint(mappings)] if mappings else [])
@@ -339,21 +365,26 @@ def _macros_fingerprint(directory: Path) -> str:
 # Running a batch
 # ---------------------------------------------------------------------------
 
-def _convert_chunk(paths: list[Path], shared: tuple[list[Job], ReadOptions]) -> list[list[RuleResult]]:
-    jobs, read_options = shared
-    return [convert_file(p, jobs, read_options) for p in paths]
+FileWork = Callable[[Path, list[Job], ReadOptions], list[RuleResult]]
+
+
+def _convert_chunk(paths: list[Path], shared: tuple[list[Job], ReadOptions, FileWork]) -> list[list[RuleResult]]:
+    jobs, read_options, work = shared
+    return [work(p, jobs, read_options) for p in paths]
 
 
 def run(paths: list[Path], jobs: list[Job], *, workers: int = 1, cache_dir: Path | None = None,
-        read_options: ReadOptions | None = None) -> Iterator[list[RuleResult]]:
-    """Results per input file, in input order. `workers` > 1 uses a process pool."""
+        read_options: ReadOptions | None = None, work: FileWork = convert_file) -> Iterator[list[RuleResult]]:
+    """Results per input file, in input order. `workers` > 1 uses a process pool. `work` is
+    what is done to each file (a module-level function: workers import it by name)."""
     read_options = read_options or ReadOptions()
-    cache_ = Cache(cache_dir, jobs, read_options) if cache_dir else None
+    kind = "convert" if work is convert_file else f"{work.__module__}.{work.__qualname__}"
+    cache_ = Cache(cache_dir, jobs, read_options, kind) if cache_dir else None
     keys: list[str | None] = [cache_.key(p) if cache_ else None for p in paths]
     cached: list[list[RuleResult] | None] = [cache_.get(k) if cache_ and k else None for k in keys]
     todo = [p for p, hit in zip(paths, cached, strict=True) if hit is None]
 
-    fresh = ordered_map(_convert_chunk, todo, (jobs, read_options), workers)
+    fresh = ordered_map(_convert_chunk, todo, (jobs, read_options, work), workers)
 
     for key, hit in zip(keys, cached, strict=True):
         if hit is not None:
@@ -383,5 +414,6 @@ def read_all(paths: list[Path], read_options: ReadOptions, workers: int = 1) -> 
     return list(ordered_map(_read_chunk, paths, read_options, workers))
 
 
-__all__ = ["Cache", "DuplicateIds", "Job", "PlannedFile", "RuleResult", "convert_file", "make_jobs", "plan_files",
-           "read_all", "rule_files", "run", "unique_identities", "unused_filters"]
+__all__ = ["Cache", "DuplicateIds", "Job", "PlannedFile", "RuleResult", "convert_file", "convert_source", "convert_text",
+           "default_cache_dir", "make_jobs", "plan_files", "read_all", "rule_files", "run", "unique_identities",
+           "unused_filters"]

@@ -6,65 +6,145 @@ Exit codes: 0 every rule converted (possibly with warnings), 1 some rules failed
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from sigma_wmi import batch
+from sigma_wmi.check import FAIL_ON
+from sigma_wmi.check_report import FORMATS as REPORT_FORMATS
+from sigma_wmi.cli_options import (
+    TargetList,
+    check_format,
+    check_profile,
+    complete_formats,
+    complete_options,
+    complete_profiles,
+    flatten,
+    parse_options,
+)
+from sigma_wmi.config import default_map, find_config, load_config
 from sigma_wmi.errors import Diagnostic, Level, Origin, SigmaWmiError
+from sigma_wmi.inputs import STDIN_LABEL, input_files, is_stdin, read_stdin, stdin_count
 from sigma_wmi.output import (
     WriteError,
     describe_os_error,
     first_not_directory,
     first_overlapping,
-    is_temporary,
     remove_stale_temporaries,
     write_atomic,
     write_tree,
 )
 from sigma_wmi.parallel import default_workers
-from sigma_wmi.readers import ReadOptions, rule_files
+from sigma_wmi.readers import ReadOptions
 from sigma_wmi.registry import backend_class, target_names
 from sigma_wmi.rule_tests import test_command
 from sigma_wmi.terminal import safe, safe_lines
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class UsageError(click.UsageError):
     exit_code = EXIT_USAGE
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+_MAIN_EPILOG = """\b
+Examples:
+  sigma-wmi convert -t splunk,eql rules/ -o build/
+  sigma-wmi convert -t splunk -f savedsearches -o savedsearches.conf rules/
+  cat rule.yml | sigma-wmi convert -t kql -
+  sigma-wmi check rules/ --format sarif -o check.sarif --fail-on warning
+  sigma-wmi test rules/ --events events.jsonl
+
+\b
+Defaults come from sigma-wmi.toml or [tool.sigma-wmi] in pyproject.toml (this folder or
+the nearest ancestor up to the repository root); the command line overrides them.
+Shell completion (bash; zsh and fish alike):
+  eval "$(_SIGMA_WMI_COMPLETE=bash_source sigma-wmi)"
+"""
+
+
+def _group_config(ctx: click.Context, config: Path | None, no_config: bool) -> None:
+    """Defaults for every command from the configuration file (explicit or found)."""
+    if no_config or ctx.resilient_parsing:
+        return
+    path = config or find_config(Path.cwd())
+    if path is not None:
+        ctx.default_map = _defaults(path, ctx.command)
+
+
+def _defaults(path: Path, command: click.Command) -> dict[str, Any]:
+    assert isinstance(command, click.Group)
+    try:
+        return default_map(load_config(path), command)
+    except SigmaWmiError as err:
+        raise UsageError(safe(f"{err.origin}: {err.message}" if err.origin else err.message)) from None
+
+
+def _command_config(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """`convert --config FILE`: that file's defaults for this command (read before any other option)."""
+    if value is not None and not ctx.resilient_parsing:
+        ctx.default_map = _defaults(value, ctx.find_root().command).get(ctx.info_name or "", {})
+    return value
+
+
+CONFIG_OPTION = click.option(
+    "--config", type=click.Path(exists=True, dir_okay=False, path_type=Path), is_eager=True, expose_value=False,
+    callback=_command_config, help="Configuration file (default: sigma-wmi.toml or pyproject.toml found from here).")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=_MAIN_EPILOG)
 @click.version_option(package_name="sigma-wmi")
-def main() -> None:
+@click.option("--config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Configuration file (default: sigma-wmi.toml, or [tool.sigma-wmi] in pyproject.toml, here "
+                   "or in the nearest ancestor up to the repository root).")
+@click.option("--no-config", is_flag=True, help="Ignore configuration files.")
+@click.pass_context
+def main(ctx: click.Context, config: Path | None, no_config: bool) -> None:
     """Compile Sigma rules and Splunk ESCU analytics into SIEM queries and documentation."""
+    _group_config(ctx, config, no_config)
 
 
 # ---------------------------------------------------------------------------
 # convert
 # ---------------------------------------------------------------------------
 
-def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise UsageError(f"--option takes NAME=VALUE, got '{safe(pair)}'")
-        options[name.strip().replace("-", "_")] = value
-    return options
-
-
 MAPPING_OPTION = click.option(
     "--mapping", "mappings", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Environment mapping: your field names, indexes, sourcetypes and log sources (sigma-wmi mapping "
          "or pySigma pipeline YAML); repeatable, later files win.")
+EXCLUDE_OPTION = click.option(
+    "--exclude", "excludes", multiple=True, metavar="GLOB",
+    help="Leave out files whose path (relative to the input folder), name or folder matches GLOB; repeatable.")
+PATHS_ARGUMENT = click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path, allow_dash=True))
+
+
+def _target_options(default: tuple[str, ...] | None, target_help: str,
+                    format_flags: tuple[str, ...] = ("-f", "--format")) -> Callable[[F], F]:
+    """-t, -f, -p and -O: validated against what the chosen targets declare."""
+    def decorate(function: F) -> F:
+        for option in reversed([
+            click.option("-t", "--target", "targets", multiple=True, type=TargetList(), default=default,
+                         show_default=bool(default), help=target_help),
+            click.option(*format_flags, "format_", shell_complete=complete_formats,
+                         help="Output format of the target (default: its first; see `sigma-wmi list targets`)."),
+            click.option("-p", "--profile", shell_complete=complete_profiles,
+                         help="Field profile (splunk: auto|sysmon|security; elastic: ecs|elastic_agent|winlogbeat)."),
+            click.option("-O", "--option", "option_pairs", multiple=True, metavar="NAME=VALUE",
+                         shell_complete=complete_options,
+                         help="Target option, e.g. -O expand_macros=true (see `sigma-wmi list targets`)."),
+        ]):
+            function = option(function)
+        return function
+    return decorate
 
 
 FILTER_OPTION = click.option(
@@ -117,23 +197,48 @@ def _mapping_paths(mappings: tuple[Path, ...]) -> tuple[str, ...]:
     return paths
 
 
-@main.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("-t", "--target", "targets", multiple=True, default=("splunk",), show_default=True,
-              help="Target(s), comma-separated or repeated: see `sigma-wmi list targets`.")
-@click.option("-f", "--format", "format_", help="Output format of the target (default: its first).")
-@click.option("-p", "--profile", help="Field profile (splunk: auto|sysmon|security; elastic: ecs|winlogbeat).")
-@click.option("-O", "--option", "option_pairs", multiple=True, metavar="NAME=VALUE",
-              help="Target option, e.g. -O expand_macros=true (see `sigma-wmi list targets`).")
+def _jobs(names: list[str], format_: str | None, profile: str | None, option_pairs: tuple[str, ...],
+          mappings: tuple[Path, ...]) -> list[batch.Job]:
+    """The jobs for validated target options; a bad value is a usage error listing the valid ones."""
+    check_format(format_, names)
+    check_profile(profile, names)
+    options = parse_options(option_pairs, names)
+    if profile:
+        options["profile"] = profile
+    if mappings:
+        options["mapping"] = _mapping_paths(mappings)
+    try:
+        return batch.make_jobs(names, format_, options)
+    except SigmaWmiError as err:
+        raise UsageError(safe(err.message)) from None
+
+
+_CONVERT_EPILOG = """\b
+Examples:
+  sigma-wmi convert rules/                          Splunk searches on standard output
+  sigma-wmi convert -t splunk,eql,kql rules/ -o out/  one file per rule and target
+  sigma-wmi convert -t eql -f ndjson -o rules.ndjson rules/
+  sigma-wmi convert -t splunk -p sysmon -O index=wineventlog rules/
+  sigma-wmi convert --fail-on partial --exclude 'deprecated/*' rules/
+  sigma-wmi convert -t kql - < rule.yml
+"""
+
+
+@main.command(epilog=_CONVERT_EPILOG)
+@PATHS_ARGUMENT
+@_target_options(("splunk",), "Target(s), comma-separated or repeated: see `sigma-wmi list targets`.")
 @click.option("-o", "--output", type=click.Path(),
               help="Output file (one target) or directory (one file per rule and target; a trailing / "
               "always means a directory).")
 @click.option("--report", type=click.Path(path_type=Path), help="Write a JSON report of every rule.")
+@click.option("--fail-on", type=click.Choice(("error", "partial")), default="error", show_default=True,
+              help="Exit 1 on a failed rule (error), or also on a partial conversion (partial).")
+@EXCLUDE_OPTION
 @click.option("-j", "--jobs", type=click.IntRange(min=1), help="Worker processes (default: all cores for "
               "large batches).")
 @click.option("--no-cache", is_flag=True, help="Ignore and do not update the incremental cache.")
-@click.option("--cache-dir", type=click.Path(path_type=Path), default=Path(".sigma-wmi-cache"),
-              show_default=True)
+@click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Cache folder (default: the user's cache folder, e.g. ~/.cache/sigma-wmi).")
 @click.option("--macros", "macros_dir", type=click.Path(path_type=Path, file_okay=False),
               help="ESCU macros directory (default: a macros/ folder next to or above each analytic).")
 @click.option("-v", "--verbose", is_flag=True, help="Also print warnings and info diagnostics.")
@@ -142,30 +247,26 @@ def _mapping_paths(mappings: tuple[Path, ...]) -> tuple[str, ...]:
 @FILTER_OPTION
 @PLACEHOLDERS_OPTION
 @UNRESOLVED_OPTION
-def convert(paths: tuple[Path, ...], targets: tuple[str, ...], format_: str | None, profile: str | None,
-            option_pairs: tuple[str, ...], output: str | None, report: Path | None, jobs: int | None,
-            no_cache: bool, cache_dir: Path, macros_dir: Path | None, verbose: bool, quiet: bool,
-            mappings: tuple[Path, ...], filter_paths: tuple[Path, ...] = (),
-            placeholder_files: tuple[Path, ...] = (), unresolved_placeholders: str = "error") -> None:
-    """Convert rule files or directories (recursively) to one or more targets."""
-    names = [t.strip() for group in targets for t in group.split(",") if t.strip()]
-    try:
-        options = _parse_options(option_pairs)
-        if profile:
-            options["profile"] = profile
-        if mappings:
-            options["mapping"] = _mapping_paths(mappings)
-        job_list = batch.make_jobs(names, format_, options)
-    except SigmaWmiError as err:
-        raise UsageError(safe(err.message)) from None
-    files = _input_files(paths)
-    destination = _destination(output, len(job_list))
+@CONFIG_OPTION
+def convert(paths: tuple[Path, ...], targets: tuple[tuple[str, ...], ...], format_: str | None,
+            profile: str | None, option_pairs: tuple[str, ...], output: str | None, report: Path | None,
+            fail_on: str, excludes: tuple[str, ...], jobs: int | None, no_cache: bool, cache_dir: Path | None,
+            macros_dir: Path | None, verbose: bool, quiet: bool, mappings: tuple[Path, ...],
+            filter_paths: tuple[Path, ...] = (), placeholder_files: tuple[Path, ...] = (),
+            unresolved_placeholders: str = "error") -> None:
+    """Convert rule files or directories (recursively) to one or more targets; - reads one rule
+    file from standard input."""
+    job_list = _jobs(flatten(targets), format_, profile, option_pairs, mappings)
+    files, stdin = _inputs(paths, excludes)
+    destination = _destination(output, job_list)
     _check_destinations(paths, files, destination, report)
     workers = jobs or default_workers(len(files))
     read_options = _read_options(macros_dir, filter_paths, placeholder_files, files, unresolved_placeholders)
     results: list[batch.RuleResult] = []
-    stream = batch.run(files, job_list, workers=workers, cache_dir=None if no_cache else cache_dir,
+    stream = batch.run(files, job_list, workers=workers, cache_dir=_cache_dir(no_cache, cache_dir),
                        read_options=read_options)
+    if stdin:
+        stream = itertools.chain(stream, [_stdin_results(batch.convert_text, job_list, read_options)])
     duplicates = batch.DuplicateIds()
     for file_results in _with_progress(stream, len(files), quiet):
         for result in file_results:
@@ -184,12 +285,43 @@ def convert(paths: tuple[Path, ...], targets: tuple[str, ...], format_: str | No
     if report and not _write_report(report, results, job_list):
         write_errors += 1
     failed = sum(r.status == "failed" for r in results)
+    partial = sum(r.status == "partial" for r in results)
     if not quiet:
-        partial = sum(r.status == "partial" for r in results)
         ok = len(results) - failed - partial
         click.echo(f"{len(results)} rules: {ok} ok, {partial} partial, {failed} failed "
                    f"({', '.join(j.key for j in job_list)})", err=True)
-    sys.exit(EXIT_FAILED if failed or write_errors else EXIT_OK)
+    failing = failed or write_errors or (fail_on == "partial" and partial)
+    sys.exit(EXIT_FAILED if failing else EXIT_OK)
+
+
+def _cache_dir(no_cache: bool, cache_dir: Path | None) -> Path | None:
+    return None if no_cache else cache_dir or batch.default_cache_dir()
+
+
+def _inputs(paths: tuple[Path, ...], excludes: tuple[str, ...]) -> tuple[list[Path], bool]:
+    """The rule files to read and whether standard input holds one more; usage errors for a
+    missing path, `-` twice, or nothing to read."""
+    if stdin_count(paths) > 1:
+        raise UsageError("- (standard input) can be given once: it holds one rule file")
+    try:
+        files = input_files(paths, excludes)
+    except SigmaWmiError as err:
+        raise UsageError(safe(err.message)) from None
+    stdin = stdin_count(paths) == 1
+    if not files and not stdin:
+        raise UsageError("no rule files (*.yml, *.yaml) under " + ", ".join(safe(p) for p in paths)
+                         + (" (after --exclude)" if excludes else ""))
+    return files, stdin
+
+
+def _stdin_results(work: Callable[[str, str, list[batch.Job], ReadOptions], list[batch.RuleResult]],
+                   jobs: list[batch.Job], read_options: ReadOptions) -> list[batch.RuleResult]:
+    """The rule file on standard input, `work`ed like any file; unreadable input fails it."""
+    try:
+        text = read_stdin()
+    except SigmaWmiError as err:
+        return [batch.RuleResult(STDIN_LABEL, status="failed", diagnostics=[err.diagnostic().to_json()])]
+    return work(text, STDIN_LABEL, jobs, read_options)
 
 
 @dataclass(frozen=True)
@@ -200,13 +332,32 @@ class Destination:
     directory: bool
 
 
-def _destination(output: str | None, targets: int) -> Destination:
+def _destination(output: str | None, jobs: list[batch.Job]) -> Destination:
+    """Where `-o` writes: a folder when it names one (exists as one, ends in /, has no
+    extension), a file otherwise. A file for several targets, or a file whose extension is
+    another format's of the target, is a usage error: nothing is guessed or created."""
     if output is None:
         return Destination(None, False)
     path = Path(output)
     # the raw text, not the Path: Path("out.d/") forgets the slash that says "a folder"
-    directory = targets > 1 or path.is_dir() or path.suffix == "" or output.endswith(("/", "\\", os.sep))
+    folder = path.is_dir() or output.endswith(("/", "\\", os.sep))
+    if len(jobs) > 1 and not folder and (path.suffix or path.exists()):
+        raise UsageError(f"--output {safe(output)} is a file; a folder is needed: {len(jobs)} targets write one "
+                         f"output each ({', '.join(j.key for j in jobs)}), e.g. -o {safe(path.stem or 'out')}/")
+    directory = len(jobs) > 1 or folder or path.suffix == ""
+    if not directory and jobs:
+        _check_extension(output, path.suffix.lower(), jobs[0])
     return Destination(path, directory)
+
+
+def _check_extension(output: str, suffix: str, job: batch.Job) -> None:
+    cls = backend_class(job.target)
+    own = cls.extensions.get(job.format)
+    others = [fmt for fmt, extension in cls.extensions.items() if extension == suffix and extension != own]
+    if others:
+        raise UsageError(f"--output {safe(output)}: {suffix} is the extension of {job.target}'s {others[0]} format, "
+                         f"but the format is {job.format}; use -f {others[0]}"
+                         + (f" or a {own} name" if own else ""))
 
 
 def _check_destinations(paths: tuple[Path, ...], files: list[Path], destination: Destination,
@@ -217,7 +368,7 @@ def _check_destinations(paths: tuple[Path, ...], files: list[Path], destination:
     places = [("--output", destination.path)] if destination.path else []
     places += [("--report", report)] if report else []
     for option, place in places:
-        source = first_overlapping(place, [*paths, *files])
+        source = first_overlapping(place, [*(p for p in paths if not is_stdin(p)), *files])
         if source is not None:
             raise UsageError(f"{option} {safe(place)} overlaps the input {safe(source)}; "
                              "write outputs outside the input folders")
@@ -236,17 +387,7 @@ def _check_destinations(paths: tuple[Path, ...], files: list[Path], destination:
             raise UsageError(f"--report {safe(report)} overlaps --output {safe(destination.path)}")
 
 
-def _input_files(paths: tuple[Path, ...]) -> list[Path]:
-    missing = [safe(p) for p in paths if not p.exists()]
-    if missing:
-        raise UsageError(f"no such file or directory: {', '.join(missing)}")
-    files = [f for f in rule_files(paths) if not is_temporary(f)]
-    if not files:
-        raise UsageError("no rule files (*.yml, *.yaml) under " + ", ".join(safe(p) for p in paths))
-    return files
-
-
-def _with_progress(stream: Iterator[list[batch.RuleResult]], total: int, quiet: bool
+def _with_progress(stream: Iterator[list[batch.RuleResult]], total: int, quiet: bool, label: str = "converting"
                    ) -> Iterator[list[batch.RuleResult]]:
     if quiet or total < 20 or not sys.stderr.isatty():
         yield from stream
@@ -254,7 +395,7 @@ def _with_progress(stream: Iterator[list[batch.RuleResult]], total: int, quiet: 
     from rich.progress import Progress  # only on a terminal: rich costs import time
 
     with Progress(transient=True) as progress:
-        task = progress.add_task("converting", total=total)
+        task = progress.add_task(label, total=total)
         for item in stream:
             progress.advance(task)
             yield item
@@ -347,11 +488,95 @@ def _write_report(path: Path, results: list[batch.RuleResult], jobs: list[batch.
 
 
 # ---------------------------------------------------------------------------
+# check
+# ---------------------------------------------------------------------------
+
+_CHECK_EPILOG = """\b
+Examples:
+  sigma-wmi check rules/                               every finding, one line each
+  sigma-wmi check rules/ --format sarif -o check.sarif  for code-scanning annotations
+  sigma-wmi check rules/ --format junit -o check.xml --fail-on warning
+  sigma-wmi check -t splunk -p sysmon --mapping env.yml rules/
+  git show HEAD:rules/x.yml | sigma-wmi check -
+
+\b
+--fail-on error: exit 1 on any error finding (default); partial: also on a conversion
+warning (an output that does not mean exactly what the rule says); warning: on any warning.
+"""
+
+
+@main.command(epilog=_CHECK_EPILOG)
+@PATHS_ARGUMENT
+@_target_options(None, "Targets whose conversion diagnostics are reported, comma-separated or repeated "
+                 "(default: every query target).", ("--target-format",))
+@click.option("-f", "--format", "report_format", type=click.Choice(REPORT_FORMATS),
+              help="Report format (default: from the -o name: .json, .xml (JUnit), .sarif; else text).")
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write the report to this file (default: standard output).")
+@click.option("--fail-on", type=click.Choice(FAIL_ON), default="error", show_default=True,
+              help="Which findings make the exit code 1 (see below).")
+@EXCLUDE_OPTION
+@click.option("-j", "--jobs", type=click.IntRange(min=1), help="Worker processes (default: all cores for "
+              "large batches).")
+@click.option("--no-cache", is_flag=True, help="Ignore and do not update the incremental cache.")
+@click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Cache folder (default: the user's cache folder, e.g. ~/.cache/sigma-wmi).")
+@click.option("--macros", "macros_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="ESCU macros directory (default: a macros/ folder next to or above each analytic).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary line.")
+@MAPPING_OPTION
+@CONFIG_OPTION
+def check(paths: tuple[Path, ...], targets: tuple[tuple[str, ...], ...], format_: str | None,
+          profile: str | None, option_pairs: tuple[str, ...], report_format: str | None, output: Path | None,
+          fail_on: str, excludes: tuple[str, ...], jobs: int | None, no_cache: bool, cache_dir: Path | None,
+          macros_dir: Path | None, quiet: bool, mappings: tuple[Path, ...]) -> None:
+    """Lint rule files and report every problem with its line: required keys, ids, dates,
+    level and status, ATT&CK tags, condition references, modifiers, duplicate ids, fields
+    the catalog does not know, and each target's conversion diagnostics."""
+    from sigma_wmi import __version__
+    from sigma_wmi.check import DuplicateIds, check_file, check_text, query_targets, rule_check
+    from sigma_wmi.check_report import default_format, render, summary
+
+    job_list = _jobs(flatten(targets) or query_targets(), format_, profile, option_pairs, mappings)
+    files, stdin = _inputs(paths, excludes)
+    if output is not None:
+        _check_destinations(paths, files, Destination(output, False), None)
+    read_options = ReadOptions(macros_dir)
+    stream = batch.run(files, job_list, workers=jobs or default_workers(len(files)),
+                       cache_dir=_cache_dir(no_cache, cache_dir), read_options=read_options, work=check_file)
+    if stdin:
+        stream = itertools.chain(stream, [_stdin_results(check_text, job_list, read_options)])
+    duplicates = DuplicateIds()
+    rules = []
+    for file_results in _with_progress(stream, len(files), quiet, "checking"):
+        for result in file_results:
+            rule = rule_check(result)
+            duplicates.check(rule)
+            rules.append(rule)
+    text = render(rules, report_format or default_format(str(output) if output else None), fail_on, __version__)
+    if output is None:
+        click.echo(safe_lines(text) if _stdout_is_terminal() else text, nl=False, color=True)
+    else:
+        try:
+            write_atomic(output, text)
+        except OSError as err:
+            echo_error(f"{output}: error: cannot write the report: {describe_os_error(err)} (os-error)")
+            sys.exit(EXIT_FAILED)
+    total = summary(rules, fail_on)
+    if not quiet:
+        click.echo(f"{total['rules']} rules: {total['errors']} errors, {total['warnings']} warnings, "
+                   f"{total['info']} info ({', '.join(j.key for j in job_list)}; --fail-on {fail_on}: "
+                   f"{total['failing']} failing)", err=True)
+    sys.exit(EXIT_FAILED if total["failing"] else EXIT_OK)
+
+
+# ---------------------------------------------------------------------------
 # docs and test
 # ---------------------------------------------------------------------------
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@EXCLUDE_OPTION
 @click.option("-o", "--output", type=click.Path(path_type=Path, file_okay=False), default=Path("site"),
               show_default=True, help="Site folder (replaced whole when the build succeeds).")
 @click.option("-t", "--target", "targets", multiple=True,
@@ -365,13 +590,16 @@ def _write_report(path: Path, results: list[batch.RuleResult], jobs: list[batch.
 @FILTER_OPTION
 @PLACEHOLDERS_OPTION
 @UNRESOLVED_OPTION
-def docs(paths: tuple[Path, ...], output: Path, targets: tuple[str, ...], macros_dir: Path | None,
+@CONFIG_OPTION
+def docs(paths: tuple[Path, ...], excludes: tuple[str, ...], output: Path, targets: tuple[str, ...], macros_dir: Path | None,
          jobs: int | None, quiet: bool, mappings: tuple[Path, ...], filter_paths: tuple[Path, ...] = (),
          placeholder_files: tuple[Path, ...] = (), unresolved_placeholders: str = "error") -> None:
     """Build a static documentation site (HTML and Markdown pages, indexes, ATT&CK layer)."""
     from sigma_wmi.backends.docs import build_site  # jinja2 and templates only when needed
 
-    files = _input_files(paths)
+    if stdin_count(paths):
+        raise UsageError("docs reads rule files and folders, not standard input")
+    files, _ = _inputs(paths, excludes)
     _check_destinations(paths, files, Destination(output, True), None)
     workers = jobs or default_workers(len(files))
     rules, errors = [], []

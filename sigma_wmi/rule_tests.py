@@ -35,8 +35,10 @@ from sigma_wmi.catalog import Catalog, catalog
 from sigma_wmi.errors import Origin, SigmaWmiError
 from sigma_wmi.evaluate import Predicate, alerting, compile_rule, logsource_predicate
 from sigma_wmi.events import canonical_event, known_shape, read_events, to_ecs
+from sigma_wmi.inputs import input_files
 from sigma_wmi.mapping import mapped_catalog
 from sigma_wmi.model import LogSource, Rule
+from sigma_wmi.readers import ReadOptions
 from sigma_wmi.readers.yamlsource import locate
 from sigma_wmi.terminal import safe
 
@@ -293,6 +295,22 @@ def test_rules(rules: Iterable[Rule], event_files: Iterable[Path] = (), roots: R
 # CLI
 # ---------------------------------------------------------------------------
 
+def load_rules(paths: tuple[Path, ...], excludes: tuple[str, ...] = (),
+               options: ReadOptions | None = None) -> tuple[list[Rule], list[SigmaWmiError]]:
+    """Rules under `paths` less the `excludes` globs; `-` is one rule file read from standard
+    input (`<stdin>`)."""
+    from sigma_wmi.inputs import STDIN_LABEL, is_stdin, read_stdin
+    from sigma_wmi.readers import read_text_rules
+
+    loaded, errors = load_all(list(input_files(paths, excludes)), read_options=options)
+    if any(is_stdin(p) for p in paths):
+        try:
+            loaded += read_text_rules(read_stdin(), STDIN_LABEL, options)
+        except SigmaWmiError as err:
+            errors.append(err)
+    return loaded, errors
+
+
 def _print_report(reports: list[RuleReport], load_errors: list[SigmaWmiError], seconds: float) -> None:
     for error in load_errors:
         click.echo(safe(error), err=True)
@@ -312,7 +330,7 @@ def _print_report(reports: list[RuleReport], load_errors: list[SigmaWmiError], s
 
 
 @click.command("test")
-@click.argument("rules", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.argument("rules", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path, allow_dash=True))
 @click.option("--events", "event_files", multiple=True, type=click.Path(exists=True, path_type=Path),
               help="Event file (.jsonl, .json, .evtx) to report hits on; repeatable.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path), help="Write a JSON report here.")
@@ -327,27 +345,30 @@ def _print_report(reports: list[RuleReport], load_errors: list[SigmaWmiError], s
 @click.option("--placeholders", "placeholder_files", multiple=True,
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="YAML file: placeholder name -> list of values (%name% in |expand values); repeatable.")
+@click.option("--exclude", "excludes", multiple=True, metavar="GLOB",
+              help="Leave out rule files whose path (relative to the input folder), name or folder matches GLOB.")
 def test_command(rules: tuple[Path, ...], event_files: tuple[Path, ...], report_path: Path | None,
                  root: Path | None, shared: Path | None, mappings: tuple[Path, ...],
-                 filter_paths: tuple[Path, ...] = (), placeholder_files: tuple[Path, ...] = ()) -> None:
+                 filter_paths: tuple[Path, ...] = (), placeholder_files: tuple[Path, ...] = (),
+                 excludes: tuple[str, ...] = ()) -> None:
     """Run RULES over recorded events: hits per rule and each rule's declared tests.
 
     Exit code 0 when every declared test passes, 1 when a test fails or a rule file
     cannot be read, 2 for unreadable event files or bad test declarations.
     """
-    from sigma_wmi.readers import ReadOptions, rule_files
     from sigma_wmi.readers.placeholders import load_placeholders
     from sigma_wmi.readers.sigma_filters import filters_among, load_filters, unused_by, without_repeats
 
     started = time.perf_counter()
     try:
         given = load_filters(filter_paths)
-        found = without_repeats(given, filters_among(rule_files(rules))[0])  # filter documents among the rules
+        files = list(input_files(rules, excludes))
+        found = without_repeats(given, filters_among(files)[0])  # filter documents among the rules
         options = ReadOptions(filters=given + found, placeholders=load_placeholders(placeholder_files))
     except SigmaWmiError as err:
         click.echo(safe(err), err=True)
         sys.exit(2)
-    loaded, load_errors = load_all(list(rules), read_options=options)
+    loaded, load_errors = load_rules(rules, excludes, options)
     for unused in unused_by(options.filters, loaded):
         click.echo(safe(unused), err=True)
     try:

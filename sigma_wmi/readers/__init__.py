@@ -60,9 +60,11 @@ def rule_files(paths: Iterable[Path | str]) -> list[Path]:
     return found
 
 
-def read_text_rules(text: str, path: str, options: ReadOptions | None = None) -> list[Rule]:
-    """Rules from YAML text; raises `SigmaWmiError` with file and line on bad input."""
-    documents = load_documents(text, path)
+def read_text_rules(text: str, path: str, options: ReadOptions | None = None,
+                    documents: list[Any] | None = None) -> list[Rule]:
+    """Rules from YAML text; raises `SigmaWmiError` with file and line on bad input.
+    `documents`: the text's documents when the caller has loaded them already (the linter)."""
+    documents = load_documents(text, path) if documents is None else documents
     if not documents:
         raise SigmaWmiError("empty file: no YAML document", Origin(path, 1), "empty")
     options = options or ReadOptions()

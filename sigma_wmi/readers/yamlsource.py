@@ -23,7 +23,7 @@ from sigma_wmi.limits import (
     MAX_YAML_NODES,
 )
 
-__all__ = ["MAX_FILE_BYTES", "display_path", "line_of", "load_documents", "locate", "read_text",
+__all__ = ["MAX_FILE_BYTES", "decode_rule_bytes", "display_path", "line_of", "load_documents", "load_nodes", "locate", "read_text",
            "regular_file_error", "split_documents", "yaml_lines"]
 
 _BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -237,6 +237,12 @@ def read_text(path: Path) -> str:
                 data += handle.read(MAX_FILE_BYTES + 1 - len(data))
     except OSError as err:
         raise SigmaWmiError(f"cannot read file: {err.strerror or err}", origin, "unreadable") from None
+    return decode_rule_bytes(data, origin)
+
+
+def decode_rule_bytes(data: bytes, origin: Origin) -> str:
+    """Rule text from bytes read (at most MAX_FILE_BYTES + 1 of them), or a located
+    `SigmaWmiError`: too large, binary, not UTF-8. Standard input is checked the same way."""
     if len(data) > MAX_FILE_BYTES:
         raise SigmaWmiError(f"file is larger than {MAX_FILE_BYTES} bytes; rule files this large are refused",
                             origin, "file-too-large")
@@ -253,6 +259,16 @@ def read_text(path: Path) -> str:
 
 def load_documents(text: str, path: str) -> list[Any]:
     """All YAML documents in `text`, or a `SigmaWmiError` with the line of the syntax error."""
+    return [document for _, document in _load(text, path) if document is not None]
+
+
+def load_nodes(text: str, path: str) -> list[tuple[yaml.Node, Any]]:
+    """Like `load_documents` (same limits and errors), with each document's node tree: the
+    marks of its keys and values give the line and column of every part (the linter's need)."""
+    return [(node, document) for node, document in _load(text, path) if document is not None]
+
+
+def _load(text: str, path: str) -> list[tuple[yaml.Node, Any]]:
     origin = Origin(path)
     # An alias needs an anchor: only texts with both `&` and `*` are worth the event scan.
     if "&" in text and "*" in text and _alias_count(text) > MAX_ALIASES:
@@ -265,10 +281,9 @@ def load_documents(text: str, path: str) -> list[Any]:
     loader.may_share_nodes = "&" in text and "*" in text  # an alias `*a` needs an anchor `&a`
     try:
         documents = []
-        while loader.check_data():
-            document = loader.get_data()
-            if document is not None:
-                documents.append(document)
+        while loader.check_node():
+            node = loader.get_node()
+            documents.append((node, loader.construct_document(node)))
         return documents
     except _Refused as err:
         where = origin.at(err.problem_mark.line + 1, err.problem_mark.column + 1) if err.problem_mark else origin

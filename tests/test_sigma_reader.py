@@ -159,3 +159,24 @@ def test_errors_are_located(text: str, line: int | None, words: str) -> None:
         assert err.origin.line is not None
     assert words.lower() in err.message.lower()
     assert str(err).startswith("bad.yml:")
+
+
+_RULE_WITH_BAD_CONDITION = ("title: t\nid: 5b3a0a3e-7c8e-4a47-9b6a-0f1f4d3e2a11\nlogsource:\n  product: windows\n"
+                            "  category: process_creation\ndetection:\n  sel:\n    Image: x\n"
+                            "  condition: sel and nosuch\n")
+
+
+@pytest.mark.parametrize("before", ["---\n", "---\n---\n", "--- ~\n---\n", "# c\n---\n---\n"])
+def test_empty_documents_before_a_rule_keep_its_lines(before: str) -> None:
+    """Empty YAML documents are skipped; the rule's errors still name lines of the file."""
+    with pytest.raises(SigmaWmiError) as info:
+        read_text_rules(before + _RULE_WITH_BAD_CONDITION, "x.yml")
+    assert info.value.origin is not None
+    assert info.value.origin.line == before.count("\n") + 9
+
+
+def test_empty_documents_between_rules_keep_each_rules_lines() -> None:
+    first = _RULE_WITH_BAD_CONDITION.replace(" and nosuch", "")
+    second = first.replace("2a11", "2a12").replace("title: t", "title: u")
+    rules = read_text_rules(first + "---\n---\n" + second, "x.yml")
+    assert [(r.title, r.origin.line) for r in rules] == [("t", 1), ("u", 12)]

@@ -68,7 +68,7 @@ def read_text_rules(text: str, path: str, options: ReadOptions | None = None,
     if not documents:
         raise SigmaWmiError("empty file: no YAML document", Origin(path, 1), "empty")
     options = options or ReadOptions()
-    if len(documents) == 1:
+    if len(documents) == 1 and "---" not in text:  # the common case: the text is the document
         if is_filter(documents[0]):  # a filter selects rules, it is none (see sigma_filters.filters_among),
             read_filter(documents[0], text, path)  # but a broken one is this file's error
             return []

@@ -146,7 +146,7 @@ def read_filter_text(text: str, path: str) -> tuple[list[MetaFilter], int]:
     filters: list[MetaFilter] = []
     others = 0
     documents = load_documents(text, path)
-    pieces = split_documents(text) if len(documents) > 1 else [(0, text)]
+    pieces = split_documents(text) if len(documents) > 1 or "---" in text else [(0, text)]
     for doc, (offset, piece) in zip(documents, pieces, strict=False):
         if not is_filter(doc):
             others += 1

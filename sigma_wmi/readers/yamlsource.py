@@ -29,6 +29,7 @@ __all__ = ["MAX_FILE_BYTES", "decode_rule_bytes", "display_path", "line_of", "lo
 _BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _STR_TAG = "tag:yaml.org,2002:str"
+_NULL_TAG = "tag:yaml.org,2002:null"
 # What YAML (and so every line number it reports) counts as a line break.
 _YAML_BREAK = re.compile(r"\r\n|[\r\n\x85\u2028\u2029]")
 _YAML_LINE_KEEPENDS = re.compile(r"[^\r\n\x85\u2028\u2029]*(?:\r\n|[\r\n\x85\u2028\u2029])|[^\r\n\x85\u2028\u2029]+$")
@@ -367,16 +368,19 @@ def _top_level_key(key: str) -> re.Pattern[str]:
 
 
 def split_documents(text: str) -> list[tuple[int, str]]:
-    """(first line, text) of each YAML document, so errors in the second rule of a
-    multi-document file name its own lines."""
+    """(first line, text) of each non-empty YAML document (the ones `load_documents` returns),
+    so errors in the second rule of a multi-document file name its own lines."""
     try:
-        starts = [node.start_mark.line for node in yaml.compose_all(text, Loader=_Loader)]
+        nodes = list(yaml.compose_all(text, Loader=_Loader))
     except yaml.YAMLError:
         return [(0, text)]
+    starts = [node.start_mark.line for node in nodes]
     lines = _YAML_LINE_KEEPENDS.findall(text)
     bounds = [*starts[1:], len(lines)]
     pieces = []
-    for start, end in zip(starts, bounds, strict=True):
+    for node, start, end in zip(nodes, starts, bounds, strict=True):
+        if node.tag == _NULL_TAG:  # an empty document: `load_documents` leaves it out too
+            continue
         # a document's node starts after its `---`; keep the separator line out of the slice
         pieces.append((start, "".join(lines[start:end]).rsplit("\n---", 1)[0] + "\n"))
     return pieces

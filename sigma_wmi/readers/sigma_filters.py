@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from sigma_wmi.errors import Diagnostic, Level, Origin, SigmaWmiError
-from sigma_wmi.limits import MAX_FILE_BYTES
 from sigma_wmi.model import And, Expr, LogSource, Rule, normalize
 from sigma_wmi.readers.yamlsource import (
     display_path,
     load_documents,
     locate,
+    read_bounded,
     read_text,
     regular_file_error,
     split_documents,
@@ -191,9 +191,7 @@ def filters_among(paths: Iterable[Path]) -> tuple[tuple[MetaFilter, ...], list[S
         if regular_file_error(path) is not None:  # a FIFO or device: never opened here (the reader refuses it)
             continue
         try:
-            with path.open("rb") as handle:
-                head = handle.read(MAX_FILE_BYTES)
-            if not _FILTER_LINE.search(head):
+            if not _FILTER_LINE.search(read_bounded(path)):
                 continue
             filters, _ = read_filter_text(read_text(path), display_path(path))
         except (OSError, SigmaWmiError) as err:

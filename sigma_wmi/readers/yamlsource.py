@@ -23,8 +23,8 @@ from sigma_wmi.limits import (
     MAX_YAML_NODES,
 )
 
-__all__ = ["MAX_FILE_BYTES", "decode_rule_bytes", "display_path", "line_of", "load_documents", "load_nodes", "locate", "read_text",
-           "regular_file_error", "split_documents", "yaml_lines"]
+__all__ = ["MAX_FILE_BYTES", "decode_rule_bytes", "display_path", "line_of", "load_documents", "load_nodes", "locate", "read_bounded",
+           "read_text", "regular_file_error", "split_documents", "yaml_lines"]
 
 _BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -228,17 +228,23 @@ def read_text(path: Path) -> str:
     if refused is not None:
         raise refused
     try:
-        with path.open("rb") as handle:
-            # The size is checked on what is read, not on stat: a file may grow between the two.
-            # The stat size only sizes the first read (a read of the whole limit would allocate
-            # the limit's bytes for every small rule file).
-            expected = min(os.fstat(handle.fileno()).st_size, MAX_FILE_BYTES)
-            data = handle.read(expected + 1)
-            if len(data) > expected:
-                data += handle.read(MAX_FILE_BYTES + 1 - len(data))
+        data = read_bounded(path)
     except OSError as err:
         raise SigmaWmiError(f"cannot read file: {err.strerror or err}", origin, "unreadable") from None
     return decode_rule_bytes(data, origin)
+
+
+def read_bounded(path: Path) -> bytes:
+    """At most MAX_FILE_BYTES + 1 bytes of a regular file (one more than allowed tells the
+    caller it is too large). The size is checked on what is read, not on stat: a file may
+    grow between the two. The stat size only sizes the first read (a read of the whole
+    limit would allocate the limit's bytes for every small rule file)."""
+    with path.open("rb") as handle:
+        expected = min(os.fstat(handle.fileno()).st_size, MAX_FILE_BYTES)
+        data = handle.read(expected + 1)
+        if len(data) > expected:
+            data += handle.read(MAX_FILE_BYTES + 1 - len(data))
+    return data
 
 
 def decode_rule_bytes(data: bytes, origin: Origin) -> str:

@@ -194,3 +194,17 @@ class SplunkSources:
                 names = ", ".join(entry["data_sources"])
                 return SplunkSource(conditions, entry.get("schema"), f"ESCU data source {names}")
         return None
+
+
+def logsource_entries() -> tuple[dict[str, Any], ...]:
+    """The non-Windows Sigma log sources and the ESCU data source (sourcetype, source) behind each."""
+    return tuple(_sources_document().get("logsources", ()))
+
+
+def channel_schema(channel: str) -> str | None:
+    """The raw-field schema of a Windows channel's Splunk source (any case), None when unknown."""
+    wanted = channel.lower()
+    for name, entry in _sources_document().get("channels", {}).items():
+        if name.lower() == wanted:
+            return str(entry["schema"])
+    return None

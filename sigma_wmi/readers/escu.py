@@ -16,10 +16,13 @@ results (eval, lookup, stats, join, ...) cannot be expressed; it is named in a
 from __future__ import annotations
 
 import datetime
+import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
+
+import re2  # type: ignore[import-untyped]  # google-re2 ships no type information
 
 from sigma_wmi.attack import attack
 from sigma_wmi.catalog import Catalog, catalog
@@ -35,19 +38,24 @@ from sigma_wmi.model import (
     Match,
     Op,
     Pattern,
+    Regex,
     Rule,
     Technique,
     Threshold,
     all_of,
+    map_matches,
     matches,
     normalize,
     parse_timespan,
 )
+from sigma_wmi.readers import escu_sources as sources
 from sigma_wmi.readers import macros as macro_lib
 from sigma_wmi.readers.spl import (
     SUBSEARCH,
+    Capture,
     SplError,
     Stage,
+    decode_entities,
     extract_subsearches,
     find_keyword,
     parse_eval,
@@ -55,6 +63,8 @@ from sigma_wmi.readers.spl import (
     parse_search,
     parse_where,
     split_pipeline,
+    split_regex,
+    unquote,
 )
 from sigma_wmi.readers.values import DocumentValues
 from sigma_wmi.readers.yamlsource import locate
@@ -109,10 +119,15 @@ class _Importer:
     """Imports one search. Tables of what each pipeline command means for the model."""
 
     FILTERS: ClassVar[frozenset[str]] = frozenset({"where", "search", "regex"})
-    # Commands that change how results look, not which events match.
-    PRESENTATION: ClassVar[frozenset[str]] = frozenset({"table", "fields", "sort", "convert", "rename"})
+    # Commands that change how results look, not which events match. (`fillnull` only fills
+    # empty columns: a later test of a filled field against the fill value is the one case it
+    # would change, and ESCU writes none.)
+    PRESENTATION: ClassVar[frozenset[str]] = frozenset({"table", "fields", "sort", "convert", "rename",
+                                                        "fillnull"})
     # Commands that add or rewrite result columns but never drop a result.
-    COLUMNS: ClassVar[frozenset[str]] = frozenset({"eval", "rex"})
+    COLUMNS: ClassVar[frozenset[str]] = frozenset({"eval", "rex", "bucket", "bin", "xmlkv", "spath",
+                                                   "mvexpand", "replace"})
+    TIME_BUCKETS: ClassVar[frozenset[str]] = frozenset({"bucket", "bin"})
     # Aggregates whose value is an event field's value (one event field per group).
     EVENT_VALUED: ClassVar[frozenset[str]] = frozenset({"values"})
 
@@ -134,6 +149,11 @@ class _Importer:
         self.thresholds: list[Threshold] = []
         self.computed: dict[str, Any] = {}  # fields `| eval` defined: their expressions
         self.opaque: dict[str, str] = {}  # fields `| eval` defined in a way the import cannot read: why
+        # raw event searches: where the events are, their field names, whether rows are still events
+        self.raw_source: sources.RawSource | None = None
+        self.field_names: sources.FieldNames | None = None
+        self.raw_events = False  # before a `| stats`: every event field is a result field
+        self.raw_by: tuple[str, ...] = ()  # the `| stats ... by` fields, as written
 
     # ---- diagnostics ----
     def partial(self, stage: str, why: str) -> None:
@@ -165,12 +185,15 @@ class _Importer:
         if original in self.opaque:
             raise _NotEventField(self.opaque[original])
         if original in self.computed:  # reached only where no expression can stand in (| regex, rename)
-            raise _NotEventField(f"field '{name}' is computed by `| eval`, not an event field")
-        bare = original[len(self.node) + 1:] if original.startswith(self.node + ".") else original
+            raise _NotEventField(f"field '{name}' is computed by `| eval` or `| rex`, not an event field")
+        if self.raw_events:
+            return self.event_field(original)
+        bare = original[len(self.node) + 1:] if self.node and original.startswith(self.node + ".") else original
         if bare not in self.results:
-            reason = "an aggregate" if bare in self.aggregates else "not a split-by field of the tstats"
+            split = "the `| stats`" if self.field_names is not None else "the tstats"
+            reason = "an aggregate" if bare in self.aggregates else f"not a split-by field of {split}"
             raise _NotEventField(f"field '{name}' is {reason}")
-        return self.cim_field(bare)
+        return self.event_field(bare)
 
     # ---- the whole search ----
     def run(self, search: str) -> SearchImport:
@@ -180,17 +203,20 @@ class _Importer:
                                 self.origin, "search-too-large")
         calls = expansion.calls
         stages = split_pipeline(expansion.text)
+        macros = [c.name + (f"({', '.join(c.args)})" if c.args else "") for c in calls]
+        if stages and not expansion.text.lstrip().startswith("|"):
+            return self.run_raw(stages, macros)
         if not stages or stages[0].command != "tstats":
             first = stages[0].command if stages else "nothing"
-            raise SigmaWmiError(f"only tstats data-model searches are imported; this search starts with "
-                                f"'{first}'", self.origin, "unsupported-search")
+            raise SigmaWmiError(f"only tstats data-model searches and raw event searches are imported; this "
+                                f"search starts with '| {first}'", self.origin, "unsupported-search")
         where, datamodel, by, where_exact = self.tstats(stages[0])
         conditions: list[Expr] = [where] if where is not None else []
         metadata: dict[str, Any] = {
             "datamodel": datamodel,
             "by": list(by),
             "aggregates": sorted(self.aggregates),
-            "macros": [c.name + (f"({', '.join(c.args)})" if c.args else "") for c in calls],
+            "macros": macros,
             "stages": [],
         }
         self.post_stages(stages[1:], conditions, metadata)
@@ -203,8 +229,102 @@ class _Importer:
         if logsource is None:
             self.note("unknown-datamodel", f"data model {datamodel} has no Sigma log source in the catalog")
             logsource = LogSource(definition=f"Splunk CIM data model {datamodel}")
-        return SearchImport(normalize(all_of(conditions)), datamodel, logsource, by_fields, where_exact,
+        detection = normalize(all_of(conditions))
+        self.check_regexes(detection)
+        return SearchImport(detection, datamodel, logsource, by_fields, where_exact,
                             aggregation, self.diagnostics, metadata)
+
+    # ---- raw event searches ----
+    def run_raw(self, stages: list[Stage], macros: list[str]) -> SearchImport:
+        """A search over raw events: its source terms pick the log source, its other terms and the
+        filter stages are the conditions, a `| stats` groups (and a later filter may threshold)."""
+        first = stages[0]
+        text = first.args if first.command == "search" else first.text
+        body, subsearches = extract_subsearches(text)
+        try:
+            parsed = parse_search(body)
+        except SplError as err:
+            raise SigmaWmiError(f"search: {err.message}", self.origin, err.code) from None
+        conjuncts: list[Expr] = list(parsed.items) if isinstance(parsed, And) else [parsed] if parsed is not None else []
+        selectors = [c for c in conjuncts if sources.is_selector(c)]
+        is_id = functools.partial(sources.is_event_id_name, self.catalog)
+        id_sets = [ids for c in conjuncts if (ids := sources.event_ids(c, is_id)) is not None]
+        ids = functools.reduce(frozenset.intersection, id_sets) if id_sets else None
+        source = sources.resolve(selectors, ids, self.catalog)
+        rest: list[Expr] = [c for c in conjuncts if c not in selectors]
+        if source is None:  # a source no Sigma log source stands for: its terms stay conditions
+            described = " ".join(str(m.field) + "=" + "|".join(str(v) for v in m.values)
+                                 for c in selectors for m in matches(c))
+            self.note("no-logsource", f"no Sigma log source stands for the search's source ({described or 'none'});"
+                                      " its source terms are kept as conditions")
+            source = sources.RawSource(LogSource(definition=f"Splunk raw events: {described or 'any'}"), None, None,
+                                       described or "any")
+            rest = conjuncts
+        elif source.event_ids:
+            rest = [c for c in rest if sources.event_ids(c, is_id) != frozenset(source.event_ids)]
+        self.raw_source = source
+        self.field_names = sources.FieldNames(self.catalog, source, self.unknown_raw_field)
+        self.raw_events = True
+        conditions: list[Expr] = []
+        if rest:
+            where = normalize(all_of(rest))
+            conditions.append(map_matches(where, self.renamed_match))
+        where_exact = True
+        if subsearches:
+            kept = self.drop_subsearches(all_of(conditions) if conditions else None, subsearches)
+            conditions = [kept] if kept is not None else []
+            where_exact = False
+        metadata: dict[str, Any] = {
+            "source": source.described,
+            "logsource": source.logsource.key(),
+            "by": [],
+            "macros": macros,
+            "stages": [],
+        }
+        self.post_stages(stages[1:], conditions, metadata)
+        metadata["by"] = list(self.raw_by)
+        metadata["aggregates"] = sorted(self.aggregates)
+        if not conditions:
+            raise SigmaWmiError("the search has no condition the model can express", self.origin,
+                                "no-conditions")
+        detection = normalize(self.field_names.in_event_names(normalize(all_of(conditions)), self.diagnostics))
+        self.check_regexes(detection)
+        silent = sources.FieldNames(self.catalog, source, lambda name: None)
+        by_fields = tuple(dict.fromkeys(silent(f) for f in self.raw_by if f != "_time"))
+        aggregation = Aggregation(tuple(self.thresholds), by_fields, self.window) if self.thresholds else None
+        return SearchImport(detection, "", source.logsource, by_fields, where_exact, aggregation,
+                            self.diagnostics, metadata)
+
+    def renamed_match(self, match: Match) -> Expr:
+        if match.field is None:
+            return match
+        return Match(self.event_field(match.field), match.op, match.values, match.case_sensitive, match.line)
+
+    def unknown_raw_field(self, name: str) -> None:
+        if name in self.unknown_fields:
+            return
+        self.unknown_fields.append(name)
+        source = self.raw_source.described if self.raw_source else "the source"
+        self.diagnostics.append(Diagnostic(
+            Level.WARNING, PARTIAL, f"field '{name}' is neither in the field catalog nor a field ESCU lists for "
+            f"{source}; kept as written", self.origin))
+
+    def event_field(self, name: str) -> str:
+        """A field of the events (raw search) or of the data set (tstats) as a canonical name."""
+        return self.field_names(name) if self.field_names is not None else self.cim_field(name)
+
+    def check_regexes(self, detection: Expr) -> None:
+        """Regexes must mean the same on every target: RE2's syntax (Splunk's PCRE, Elastic's
+        Lucene regexes and Python all read it the same way) is the check."""
+        for match in matches(detection):
+            for value in match.values if match.op is Op.REGEX else ():
+                if isinstance(value, Regex):
+                    try:
+                        re2.compile(value.pattern, _RE2_QUIET)
+                    except re2.error as err:
+                        self.diagnostics.append(Diagnostic(
+                            Level.WARNING, PARTIAL, f"regex '{value.pattern[:60]}' is not RE2 syntax ({err}); "
+                            "targets may read it differently", self.origin))
 
     # ---- | tstats ----
     def tstats(self, stage: Stage) -> tuple[Expr | None, str, tuple[str, ...], bool]:
@@ -246,7 +366,7 @@ class _Importer:
                 self.results.add(name)
             self.aggregates.add(name)
             if function.lower() in _DISTINCT_COUNTS and argument.strip():
-                self.countable[name] = (Aggregate.DISTINCT_COUNT, self.cim_field(argument.strip()))
+                self.countable[name] = (Aggregate.DISTINCT_COUNT, self.event_field(argument.strip()))
         for alias in _BARE_COUNT.findall(text):
             name = alias.strip('"') or "count"
             self.aggregates.add(name)
@@ -302,6 +422,17 @@ class _Importer:
         if macro:
             return self.macro_stage(macro.group(1), macro.group(2) or ""), True
         command = stage.command
+        if command == "stats" and self.raw_events and blocked is None:
+            return "aggregation", self.stats(stage)
+        if command in self.TIME_BUCKETS and self.raw_events and blocked is None:
+            return "presentation", self.time_bucket(stage)
+        if command == "rex" and blocked is None:
+            return "computed", self.rex(stage)
+        if command == "lookup":
+            name = (stage.args.split() or ["?"])[0]
+            name = next((w for w in stage.args.split() if "=" not in w), name)
+            self.partial(stage.text, f"lookup {name}: CSV not available")
+            return "other", False
         if command == "rename":
             return "presentation", self.rename(stage.args)
         if command == "eval" and blocked is None:
@@ -350,6 +481,52 @@ class _Importer:
             else:
                 self.opaque.pop(name, None)
                 self.computed[name] = operand
+        return True
+
+    def stats(self, stage: Stage) -> bool:
+        """The first `| stats` of a raw search: its by-fields and value passthroughs stay event
+        fields for later filters, its counts can be thresholds. (Splunk makes no row for an event
+        that lacks a by-field; like the tstats import, the model does not count that as a filter.)"""
+        args = stage.args
+        by_at = find_keyword(args, "by")
+        head, by_text = (args[:by_at], args[by_at + 2:]) if by_at is not None else (args, "")
+        by_words = [w for w in by_text.replace(",", " ").split() if "=" not in w]
+        self.raw_events = False
+        self.results = set(by_words)
+        self.aggregates_of(head)
+        self.raw_by = tuple(by_words)
+        self.time_split = "_time" in by_words
+        return True
+
+    def time_bucket(self, stage: Stage) -> bool:
+        """`| bucket _time span=1h` before the stats: the window a threshold counts in."""
+        span = _SPAN.search(stage.args)
+        if span and stage.args.split()[0] == "_time":
+            self.span = span.group(1)
+            self.window = parse_timespan(self.span)
+        return True
+
+    def rex(self, stage: Stage) -> bool:
+        """`| rex field=f "(?<x>...)"`: x has a value exactly where the regex matches f, so
+        `isnotnull(x)` (or `x=*`) is that regex condition and `isnull(x)` its negation."""
+        found = _REX.match(stage.args)
+        options = (found.group("options") + found.group("more")).replace(" ", "") if found else ""
+        if not found or "mode=sed" in options:
+            for name in _NAMED_GROUP.findall(stage.args):
+                self.opaque[name] = f"`| rex` extracting '{name}' was not imported"
+            return False
+        field_name = unquote(found.group("field")) if found.group("field") else "_raw"
+        text = decode_entities(unquote(found.group("regex")))
+        try:
+            subject = None if field_name == "_raw" else self.result_field(field_name)
+        except _NotEventField as err:
+            for name in _NAMED_GROUP.findall(text):
+                self.opaque[name] = str(err)
+            return False
+        regex = split_regex(_NAMED_GROUP.sub("(", text))
+        for name in _NAMED_GROUP.findall(text):
+            self.opaque.pop(name, None)
+            self.computed[name] = Capture(subject, regex)
         return True
 
     def filter_field(self, name: str) -> str:
@@ -408,6 +585,17 @@ class _Importer:
                 self.results.add(new)
             self.renamed[new] = self.renamed.get(old, old)
         return True
+
+
+_REX = re.compile(r'^\s*(?P<options>(?:(?!field\b)\w+\s*=\s*[^\s"]+\s+)*)'
+                  r'(?:field\s*=\s*(?P<field>"[^"]+"|[^\s"]+)\s+)?'
+                  r'(?P<more>(?:\w+\s*=\s*[^\s"]+\s+)*)(?P<regex>"(?:[^"\\]|\\.)*")\s*$', re.S)
+# A PCRE named group `(?<name>` or `(?P<name>`; not a lookbehind `(?<=`, `(?<!`.
+_NAMED_GROUP = re.compile(r"(?<!\\)\(\?P?<([A-Za-z_]\w*)>")
+
+
+_RE2_QUIET = re2.Options()
+_RE2_QUIET.log_errors = False  # the refusal is reported as a diagnostic, not on stderr
 
 
 class _NotEventField(Exception):

@@ -277,6 +277,18 @@ def _transform(transformer: Transformer[Any, Any], tree: Tree[Any]) -> Any:
 
 
 @dataclass(frozen=True)
+class Capture:
+    """A field `| rex` extracts: it has a value exactly where `regex` matches `field`
+    (None: the raw event text)."""
+
+    field: str | None
+    regex: Regex
+
+    def present(self) -> Expr:
+        return regex_match(self.field, self.regex)
+
+
+@dataclass(frozen=True)
 class _Computed:
     """A field an earlier `| eval` computed: its expression, with event fields inside."""
 
@@ -331,6 +343,10 @@ class _SearchToModel(Transformer[Token, Any]):
     def compare_computed(self, field: _Computed, symbol: str, value: Token) -> Expr:
         """`x=5` on a computed number is the eval comparison; strings would add search's
         caseless wildcard matching to eval's cased one, so they are not imported."""
+        if isinstance(field.operand, Capture):
+            if str(value) in ("*", '"*"') and symbol in ("=", "!="):  # `x=*`: the rex matched
+                return field.operand.present() if symbol == "=" else Not(field.operand.present())
+            raise SplUnsupported(f"'{field.name}{symbol}{value}' tests the text a `| rex` extracted")
         number = _number(unquote(str(value)))
         if number is None:
             raise SplUnsupported(f"'{field.name}{symbol}{value}' compares a computed field with text")
@@ -570,9 +586,13 @@ class _EvalToModel(Transformer[Token, Any]):
         return string_match(field, like_pattern(pattern.value), case_sensitive=not caseless)
 
     def call_isnull(self, subject: Any) -> Expr:
+        if isinstance(subject, Capture):
+            return Not(subject.present())
         return Not(Match(self.reference(subject)[0], Op.EXISTS))
 
     def call_isnotnull(self, subject: Any) -> Expr:
+        if isinstance(subject, Capture):
+            return subject.present()
         return Match(self.reference(subject)[0], Op.EXISTS)
 
     def call_cidrmatch(self, cidr: Any, subject: Any) -> Expr:

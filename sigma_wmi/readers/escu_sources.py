@@ -1,0 +1,177 @@
+"""Which log source a raw-event ESCU search reads, and the model names of its fields.
+
+A raw ESCU search starts with a data-source macro (`` `sysmon` ``, `` `wineventlog_security` ``,
+`` `linux_auditd` `` ...) that expands to `source=` / `sourcetype=` / `eventtype=` terms. Those
+terms, with the event-id terms beside them (`EventCode=20`), decide the Sigma log source, all
+from data:
+
+* a Windows source `(Xml)WinEventLog:<channel>` names a channel; `logsources.yaml` says which
+  service has that channel and which category an event id of it belongs to
+  (`Catalog.logsource_of_event`: Sysmon 20 → wmi_event, Security 4688 → process_creation);
+* any other source or sourcetype is matched against the ESCU data sources that stand for a
+  Sigma log source (`data/splunk_sources.json`, generated: `auditd` → linux/auditd).
+
+An event-id term that only says what the category already says (Sysmon `EventCode=1` for
+process_creation) is part of the log source; a narrower one (`EventCode=20` of wmi_event's
+19/20/21) stays a condition, as a Sigma rule would write it. Our own raw Splunk output
+(`source="XmlWinEventLog:..." EventCode IN (...)`) reads back the same way.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sigma_wmi.backends.splunk_data import EVENT_ID_FIELDS, channel_schema, logsource_entries, raw_fields
+from sigma_wmi.catalog import Catalog, to_profile
+from sigma_wmi.errors import Diagnostic
+from sigma_wmi.model import And, Expr, LogSource, Match, Op, Or, Pattern, map_matches, matches
+
+# Fields that say where events are (index, sourcetype...), not what is in them (lower case).
+SELECTOR_FIELDS = frozenset({"index", "source", "sourcetype", "eventtype", "channel"})
+_WINDOWS_SOURCE = re.compile(r"^(?:Xml)?WinEventLog:(?P<channel>.+)$", re.I)
+
+
+@dataclass(frozen=True)
+class RawSource:
+    """Where a raw search reads: the Sigma log source and how its events name fields."""
+
+    logsource: LogSource
+    profile: str | None  # the catalog profile of the events' own names (sysmon, security, ...)
+    schema: str | None  # the Splunk source's field list (data/schemas/splunk_*.json)
+    described: str  # the Splunk source, for messages
+    event_ids: tuple[int, ...] = ()  # the ids the search selects, when they chose the log source
+
+
+def is_selector(expr: Expr) -> bool:
+    """Is the conjunct only about where events are (`source=... OR eventtype=...`)?"""
+    return all(m.field is not None and m.field.lower() in SELECTOR_FIELDS for m in matches(expr)) \
+        and not any(m.op not in (Op.EQUALS, Op.EXISTS) for m in matches(expr)) and not _has_not(expr)
+
+
+def _has_not(expr: Expr) -> bool:
+    if isinstance(expr, Match):
+        return False
+    if isinstance(expr, (And, Or)):
+        return any(_has_not(item) for item in expr.items)
+    return True
+
+
+def event_ids(expr: Expr, is_event_id: Callable[[str], bool]) -> frozenset[int] | None:
+    """The event ids a conjunct allows when it is only `EventCode=n` / `IN (...)` / ORs of them."""
+    if isinstance(expr, Match) and expr.field is not None and is_event_id(expr.field) \
+            and expr.op is Op.EQUALS and all(type(v) is int for v in expr.values):
+        return frozenset(int(v) for v in expr.values)  # type: ignore[arg-type]
+    if isinstance(expr, Or):
+        found = [event_ids(item, is_event_id) for item in expr.items]
+        if all(ids is not None for ids in found):
+            return frozenset().union(*(ids for ids in found if ids is not None))
+    return None
+
+
+def is_event_id_name(cat: Catalog, name: str) -> bool:
+    return name in EVENT_ID_FIELDS or cat.from_profile("splunk", name) == "event_id" \
+        or name == "event_id"
+
+
+def resolve(selectors: list[Expr], ids: frozenset[int] | None, cat: Catalog) -> RawSource | None:
+    """The log source the selector terms and the event ids stand for; None when no data knows it."""
+    values: list[tuple[str, str]] = []
+    for expr in selectors:
+        for match in matches(expr):
+            for value in match.values:
+                if isinstance(value, Pattern) and not value.has_wildcards and match.field:
+                    values.append((match.field.lower(), value.text))
+    for field, value in values:  # a Windows channel first: it names the service and the event kinds
+        channel = _channel(field, value)
+        service = cat.service_of_channel(channel) if channel else None
+        if channel and service:
+            return _windows(cat, service, channel, ids)
+    for field, value in values:
+        for entry in logsource_entries():
+            conditions = entry["conditions"]
+            if conditions.get(field) == value or (field == "sourcetype" and conditions.get("sourcetype") == value):
+                logsource = LogSource(product=entry["product"], category=entry["category"],
+                                      service=entry["service"])
+                return RawSource(logsource, None, entry.get("schema"), f"{field}={value}")
+    return None
+
+
+def _channel(field: str, value: str) -> str | None:
+    if field == "source":
+        found = _WINDOWS_SOURCE.match(value)
+        return found.group("channel") if found else None
+    return value if field == "channel" else None
+
+
+def _windows(cat: Catalog, service: str, channel: str, ids: frozenset[int] | None) -> RawSource:
+
+    logsource = LogSource(product="windows", service=service)
+    if ids:
+        kinds = {cat.logsource_of_event(channel, i) for i in ids}
+        if len(kinds) == 1:
+            logsource = kinds.pop()
+    info = cat.logsource(logsource)
+    profile = info.raw_profile or cat.event_profile(logsource, channel)
+    if logsource.category and service == "security":
+        profile = "security"
+    # the event ids that only restate the category are part of it (Sysmon 1 is process_creation)
+    own = set(info.sysmon_event_ids if service == "sysmon" else info.security_event_ids
+              if service == "security" else info.event_ids)
+    implied = tuple(sorted(ids)) if ids and logsource.category and set(ids) == own else ()
+    return RawSource(logsource, profile, channel_schema(channel), f"XmlWinEventLog:{channel}", implied)
+
+
+class FieldNames:
+    """Raw-search field names → canonical names for one Splunk source.
+
+    The Splunk add-on's names first (EventCode), then the events' own names in the source's
+    profile (Image, NewProcessName), then CIM names the add-on also extracts (process_name).
+    A name none of them knows stays as written when the Splunk source has it (ESCU lists
+    the fields of each data source, as a Sigma rule of the service names the channel's
+    fields); otherwise it is reported through `unknown`.
+    """
+
+    def __init__(self, cat: Catalog, source: RawSource, unknown: Callable[[str], None]) -> None:
+        self.catalog = cat
+        self.source = source
+        self.unknown = unknown
+        self.fields = raw_fields(source.schema) or {}
+        self.lowered = {name.lower(): name for name in self.fields}
+
+    def __call__(self, name: str) -> str:
+        cat, logsource, profile = self.catalog, self.source.logsource, self.source.profile
+        found = cat.from_profile("splunk", name)
+        if found:
+            return found
+        if profile and logsource.category:
+            canonical = cat.resolve_event_name(profile, name, logsource)
+            if canonical != name or cat.spec(name) is not None:
+                return canonical
+            cim = cat.from_profile("cim", name)
+            if cim:
+                return cim
+        if name in self.fields or name.lower() in self.lowered or name.lower() in SELECTOR_FIELDS:
+            return self.lowered.get(name.lower(), name) if name.lower() not in SELECTOR_FIELDS else name
+        self.unknown(name)
+        return name
+
+    def in_event_names(self, expr: Expr, diagnostics: list[Diagnostic]) -> Expr:
+        """The condition as the source's events can test it: a canonical field the events do not
+        carry (process_name in Sysmon) on the field it comes from (Image ends with it), read back
+        into canonical names, exactly as our raw Splunk output of it reads back."""
+        profile = self.source.profile
+        if not (profile and self.source.logsource.category):
+            return expr
+        chain = ("splunk", profile)
+        renamed = to_profile(expr, chain, lambda name: name, diagnostics, self.catalog)
+
+        def back(match: Match) -> Expr:
+            if match.field is None or self.catalog.spec(match.field) is not None:
+                return match
+            return Match(self.catalog.from_profile("splunk", match.field)
+                         or self.catalog.resolve_event_name(profile, match.field, self.source.logsource),
+                         match.op, match.values, match.case_sensitive, match.line)
+
+        return map_matches(renamed, back)

@@ -263,7 +263,7 @@ class _Importer:
         elif source.event_ids:
             rest = [c for c in rest if sources.event_ids(c, is_id) != frozenset(source.event_ids)]
         self.raw_source = source
-        self.field_names = sources.FieldNames(self.catalog, source, self.unknown_raw_field)
+        self.field_names = sources.FieldNames(self.catalog, source, self.unknown_raw_field, self.unlisted_raw_field)
         self.raw_events = True
         conditions: list[Expr] = []
         if rest:
@@ -284,6 +284,8 @@ class _Importer:
         self.post_stages(stages[1:], conditions, metadata)
         metadata["by"] = list(self.raw_by)
         metadata["aggregates"] = sorted(self.aggregates)
+        if not conditions and source.event_ids:  # `sysmon EventCode=1 | stats ...`: the event kind is the test
+            conditions.append(Match("event_id", Op.EQUALS, source.event_ids))
         if not conditions:
             raise SigmaWmiError("the search has no condition the model can express", self.origin,
                                 "no-conditions")
@@ -308,6 +310,11 @@ class _Importer:
         self.diagnostics.append(Diagnostic(
             Level.WARNING, PARTIAL, f"field '{name}' is neither in the field catalog nor a field ESCU lists for "
             f"{source}; kept as written", self.origin))
+
+    def unlisted_raw_field(self, name: str) -> None:
+        source = self.raw_source.described if self.raw_source else "the source"
+        self.note("unlisted-field", f"field '{name}' is not in ESCU's field list for {source} "
+                                    "(ESCU lists fields seen in sample events); kept as written")
 
     def event_field(self, name: str) -> str:
         """A field of the events (raw search) or of the data set (tstats) as a canonical name."""
@@ -524,9 +531,11 @@ class _Importer:
                 self.opaque[name] = str(err)
             return False
         regex = split_regex(_NAMED_GROUP.sub("(", text))
-        for name in _NAMED_GROUP.findall(text):
+        for found_group in _NAMED_GROUP.finditer(text):
+            name = found_group.group(1)
+            prefix, stop = _last_greedy_group(text, found_group)
             self.opaque.pop(name, None)
-            self.computed[name] = Capture(subject, regex)
+            self.computed[name] = Capture(subject, regex, prefix, stop)
         return True
 
     def filter_field(self, name: str) -> str:
@@ -594,6 +603,21 @@ _REX = re.compile(r'^\s*(?P<options>(?:(?!field\b)\w+\s*=\s*[^\s"]+\s+)*)'
 _NAMED_GROUP = re.compile(r"(?<!\\)\(\?P?<([A-Za-z_]\w*)>")
 
 
+_GREEDY_NEGATED = re.compile(r"\[\^((?:[^\]\\]|\\.)+)\]\+")
+
+
+def _last_greedy_group(text: str, group: re.Match[str]) -> tuple[str | None, str | None]:
+    """(regex before the group, the class's characters) when the named group ends the regex and
+    is `[^...]+`; (None, None) otherwise (see `Capture`)."""
+    body = _GREEDY_NEGATED.match(text, group.end())
+    if body is None or text[body.end():] != ")":
+        return None, None
+    inline = _INLINE_FLAGS.match(text)
+    prefix = _NAMED_GROUP.sub("(", text[inline.end() if inline else 0:group.start()])
+    return prefix, body.group(1)
+
+
+_INLINE_FLAGS = re.compile(r"^\(\?[imsx]+\)")
 _RE2_QUIET = re2.Options()
 _RE2_QUIET.log_errors = False  # the refusal is reported as a diagnostic, not on stderr
 

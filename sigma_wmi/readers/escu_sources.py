@@ -108,18 +108,17 @@ def _channel(field: str, value: str) -> str | None:
 def _windows(cat: Catalog, service: str, channel: str, ids: frozenset[int] | None) -> RawSource:
 
     logsource = LogSource(product="windows", service=service)
+    channel = cat.logsource(logsource).channel or channel  # as the log-source table spells it
     if ids:
         kinds = {cat.logsource_of_event(channel, i) for i in ids}
         if len(kinds) == 1:
             logsource = kinds.pop()
     info = cat.logsource(logsource)
-    profile = info.raw_profile or cat.event_profile(logsource, channel)
-    if logsource.category and service == "security":
-        profile = "security"
+    profile = "security" if logsource.category and service == "security" else cat.event_profile(logsource, channel)
     # the event ids that only restate the category are part of it (Sysmon 1 is process_creation)
-    own = set(info.sysmon_event_ids if service == "sysmon" else info.security_event_ids
-              if service == "security" else info.event_ids)
-    implied = tuple(sorted(ids)) if ids and logsource.category and set(ids) == own else ()
+    own = (info.sysmon_event_ids if service == "sysmon" else info.security_event_ids
+           if service == "security" else info.event_ids)
+    implied = tuple(sorted(own)) if logsource.category else ()
     return RawSource(logsource, profile, channel_schema(channel), f"XmlWinEventLog:{channel}", implied)
 
 
@@ -133,10 +132,12 @@ class FieldNames:
     fields); otherwise it is reported through `unknown`.
     """
 
-    def __init__(self, cat: Catalog, source: RawSource, unknown: Callable[[str], None]) -> None:
+    def __init__(self, cat: Catalog, source: RawSource, unknown: Callable[[str], None],
+                 unlisted: Callable[[str], None] = lambda name: None) -> None:
         self.catalog = cat
         self.source = source
         self.unknown = unknown
+        self.unlisted = unlisted
         self.fields = raw_fields(source.schema) or {}
         self.lowered = {name.lower(): name for name in self.fields}
 
@@ -145,16 +146,22 @@ class FieldNames:
         found = cat.from_profile("splunk", name)
         if found:
             return found
-        if profile and logsource.category:
+        if profile:
             canonical = cat.resolve_event_name(profile, name, logsource)
-            if canonical != name or cat.spec(name) is not None:
+            if cat.spec(canonical) is not None:
                 return canonical
+        if profile and logsource.category:
             cim = cat.from_profile("cim", name)
             if cim:
                 return cim
         if name in self.fields or name.lower() in self.lowered or name.lower() in SELECTOR_FIELDS:
             return self.lowered.get(name.lower(), name) if name.lower() not in SELECTOR_FIELDS else name
-        self.unknown(name)
+        if logsource.product == "windows" and logsource.category is None:
+            # Sigma rules of a Windows service name the channel's own fields, and ESCU's field
+            # lists come from sample events: an unlisted name is most likely a field they missed
+            self.unlisted(name)
+        else:
+            self.unknown(name)
         return name
 
     def in_event_names(self, expr: Expr, diagnostics: list[Diagnostic]) -> Expr:

@@ -279,13 +279,45 @@ def _transform(transformer: Transformer[Any, Any], tree: Tree[Any]) -> Any:
 @dataclass(frozen=True)
 class Capture:
     """A field `| rex` extracts: it has a value exactly where `regex` matches `field`
-    (None: the raw event text)."""
+    (None: the raw event text).
+
+    When the group ends the regex and is a greedy run of a negated class (`Consumer =\\s+(?<c>[^;]+)`),
+    its text is known too: everything after `prefix` up to a `stop` character or the end, so
+    a comparison of the capture with a value is a regex on the field. (rex keeps the first
+    match only; the regex tests every match, which differs only when the field repeats the
+    prefix.)"""
 
     field: str | None
     regex: Regex
+    prefix: str | None = None  # the regex before the group, other groups unnamed
+    stop: str | None = None  # the negated class's characters, as written inside [^...]
 
     def present(self) -> Expr:
         return regex_match(self.field, self.regex)
+
+    def equals(self, value: Pattern, caseless: bool) -> Expr:
+        """The capture equals `value` (`*` a run of capture characters)."""
+        if self.prefix is None or self.stop is None or "\\" in self.stop:
+            raise SplUnsupported("the text a `| rex` extracted is compared; only a last group that is a "
+                                 "greedy run of a negated class `[^...]+` is imported")
+        pieces: list[str] = []
+        for part in value.parts:
+            if isinstance(part, Wildcard):
+                pieces.append(f"[^{self.stop}]*" if part is Wildcard.MANY else f"[^{self.stop}]")
+                continue
+            for char in part:
+                if char in self.stop:
+                    return _never(self.field)
+                upper, lower = char.upper(), char.lower()
+                pieces.append(f"[{re.escape(upper)}{re.escape(lower)}]" if caseless and upper != lower
+                              and len(upper) == len(lower) == 1 else re.escape(char))
+        if not pieces:
+            raise SplUnsupported("a `| rex` capture compared with an empty value")
+        return regex_match(self.field, Regex(f"{self.prefix}{''.join(pieces)}(?:[{self.stop}]|$)", self.regex.flags))
+
+
+def _never(field: str | None) -> Expr:
+    raise SplUnsupported(f"a `| rex` capture of {field} compared with a value it can never hold")
 
 
 @dataclass(frozen=True)
@@ -344,9 +376,13 @@ class _SearchToModel(Transformer[Token, Any]):
         """`x=5` on a computed number is the eval comparison; strings would add search's
         caseless wildcard matching to eval's cased one, so they are not imported."""
         if isinstance(field.operand, Capture):
+            capture = field.operand
             if str(value) in ("*", '"*"') and symbol in ("=", "!="):  # `x=*`: the rex matched
-                return field.operand.present() if symbol == "=" else Not(field.operand.present())
-            raise SplUnsupported(f"'{field.name}{symbol}{value}' tests the text a `| rex` extracted")
+                return capture.present() if symbol == "=" else Not(capture.present())
+            if symbol not in ("=", "!="):
+                raise SplUnsupported(f"'{field.name}{symbol}{value}' orders the text a `| rex` extracted")
+            same = capture.equals(search_pattern(str(value)), caseless=True)  # search compares caselessly
+            return same if symbol == "=" else And((capture.present(), Not(same)))
         number = _number(unquote(str(value)))
         if number is None:
             raise SplUnsupported(f"'{field.name}{symbol}{value}' compares a computed field with text")
@@ -460,6 +496,10 @@ class _EvalToModel(Transformer[Token, Any]):
         if isinstance(left, _Literal) and not isinstance(right, _Literal):
             left, right = right, left
             symbol = {"<": ">", ">": "<", "<=": ">=", ">=": "<="}.get(symbol, symbol)
+        if isinstance(left, Capture) and isinstance(right, _Literal) and isinstance(right.value, str) \
+                and symbol in ("==", "!="):  # eval compares case-sensitively
+            same = left.equals(Pattern.literal(right.value), caseless=False)
+            return same if symbol == "==" else And((left.present(), Not(same)))
         if isinstance(left, _Call) and left.name in ("len", "substr", "if") and isinstance(right, _Literal):
             compare_call: Callable[[tuple[Any, ...], str, object], Expr] = getattr(self, f"compare_{left.name}")
             return compare_call(left.args, symbol, right.value)

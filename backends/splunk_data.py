@@ -208,3 +208,11 @@ def channel_schema(channel: str) -> str | None:
         if name.lower() == wanted:
             return str(entry["schema"])
     return None
+
+
+def cim_dataset(name: str) -> str:
+    """A tstats `datamodel=` name as `Model.DataSet`: a bare model (`Change`) is its root data set."""
+    if "." in name:
+        return name
+    root = _sources_document().get("cim_root_datasets", {}).get(name)
+    return f"{name}.{root}" if root else name

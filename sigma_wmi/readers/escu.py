@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import re2  # type: ignore[import-untyped]  # google-re2 ships no type information
 
 from sigma_wmi.attack import attack
+from sigma_wmi.backends.splunk_data import cim_dataset
 from sigma_wmi.catalog import Catalog, catalog
 from sigma_wmi.errors import Diagnostic, Level, Origin, SigmaWmiError, add_once
 from sigma_wmi.limits import MAX_SEARCH_CHARS
@@ -257,8 +258,8 @@ class _Importer:
                                  for c in selectors for m in matches(c))
             self.note("no-logsource", f"no Sigma log source stands for the search's source ({described or 'none'});"
                                       " its source terms are kept as conditions")
-            source = sources.RawSource(LogSource(definition=f"Splunk raw events: {described or 'any'}"), None, None,
-                                       described or "any")
+            unknown = LogSource(definition=f"Splunk raw events: {described or 'any'}")
+            source = sources.RawSource(unknown, sources.plain_profile(self.catalog, unknown), None, described or "any")
             rest = conjuncts
         elif source.event_ids:
             rest = [c for c in rest if sources.event_ids(c, is_id) != frozenset(source.event_ids)]
@@ -341,7 +342,7 @@ class _Importer:
         if start is None or found is None:
             raise SigmaWmiError("tstats without 'from datamodel=...' is not imported", self.origin,
                                 "unsupported-search")
-        datamodel = found.group(1)
+        datamodel = cim_dataset(found.group(1))  # `datamodel=Change` searches its root data set
         self.node = datamodel.split(".")[-1]
         self.aggregates_of(args[:start])
         rest = args[start + 4 + found.end():]

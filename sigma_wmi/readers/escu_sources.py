@@ -94,8 +94,14 @@ def resolve(selectors: list[Expr], ids: frozenset[int] | None, cat: Catalog) -> 
             if conditions.get(field) == value or (field == "sourcetype" and conditions.get("sourcetype") == value):
                 logsource = LogSource(product=entry["product"], category=entry["category"],
                                       service=entry["service"])
-                return RawSource(logsource, None, entry.get("schema"), f"{field}={value}")
+                return RawSource(logsource, plain_profile(cat, logsource), entry.get("schema"), f"{field}={value}")
     return None
+
+
+def plain_profile(cat: Catalog, logsource: LogSource) -> str:
+    """The names a log source without a Windows channel is read and written in (Splunk's raw output
+    uses the same)."""
+    return cat.logsource(logsource).raw_profile or cat.event_profile(logsource, None)
 
 
 def _channel(field: str, value: str) -> str | None:
@@ -114,7 +120,8 @@ def _windows(cat: Catalog, service: str, channel: str, ids: frozenset[int] | Non
         if len(kinds) == 1:
             logsource = kinds.pop()
     info = cat.logsource(logsource)
-    profile = "security" if logsource.category and service == "security" else cat.event_profile(logsource, channel)
+    # the names our raw Splunk output uses for the log source (Security events in Security names)
+    profile = "security" if service == "security" else info.raw_profile or cat.event_profile(logsource, channel)
     # the event ids that only restate the category are part of it (Sysmon 1 is process_creation)
     own = (info.sysmon_event_ids if service == "sysmon" else info.security_event_ids
            if service == "security" else info.event_ids)

@@ -416,6 +416,12 @@ class _SearchToModel(Transformer[Token, Any]):
     def term(self, value: Token) -> Expr:
         return string_match(None, search_pattern(str(value)))
 
+    def term_directive(self, token: Token) -> Expr:
+        """`TERM(x)` finds x as a whole indexed term, as a bare term x does for the breaker-free
+        values ESCU writes; `CASE(x)` is the term with its case."""
+        text = str(token)
+        return string_match(None, search_pattern(text[5:-1]), case_sensitive=text.startswith("CASE"))
+
 
 def parse_search(text: str, field_map: FieldMap = lambda name: name,
                  computed: Mapping[str, Any] | None = None) -> Expr | None:

@@ -66,6 +66,9 @@ CIM_ROOT_DATASETS: Mapping[str, str] = {
     "Risk": "All_Risk",
 }
 
+# Fields Splunk indexes for every event, so every data set's tstats can search and split by them.
+INDEXED_FIELDS = ("host", "index", "source", "sourcetype")
+
 # Macros tstats searches call, written out for Splunk without ESCU (`-O expand_macros=true`).
 EXPANDED_MACROS = ("security_content_summariesonly", "security_content_ctime")
 # Ships with Splunk's CIM app (Splunk_SA_CIM), not with ESCU: (arguments, definition).
@@ -180,7 +183,7 @@ def build(shared: Path, data: Path,
         document = {"provenance": {**provenance, "data_sources": sorted(origins.get(dataset, ())),
                                    "detections_searching": searched[dataset], "data_set": dataset},
                     "split_by": list(splits.get(dataset) or FALLBACK_SPLIT_BY.get(dataset, ("dest",))),
-                    "fields": {f: {} for f in sorted(known) if f}}
+                    "fields": {f: {} for f in sorted(known | set(INDEXED_FIELDS)) if f}}
         path = data / "schemas" / f"cim_{_slug(dataset)}.json"
         write_json(path, document)
         written.append(path)

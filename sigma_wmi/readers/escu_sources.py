@@ -155,6 +155,18 @@ class FieldNames:
             return found
         if profile:
             canonical = cat.resolve_event_name(profile, name, logsource)
+            spec = cat.spec(canonical)
+            if spec is not None and canonical == name and not cat.applies(spec, logsource) \
+                    and cat.name_in(profile, canonical) not in (None, name):
+                # an add-on alias (`user`) that is also a catalog name the log source lacks: our
+                # Splunk output would write the catalog's field (TargetUserName) instead
+                self.unknown(name)
+                return name
+            if spec is not None:
+                return canonical
+            # a raw name of the profile, in a log source its catalog entry does not list
+            # (Sysmon's ProcessId in an image load): the backend writes it the same way
+            canonical = cat.from_profile(profile, name) or canonical
             if cat.spec(canonical) is not None:
                 return canonical
         if profile and logsource.category:
@@ -176,7 +188,7 @@ class FieldNames:
         carry (process_name in Sysmon) on the field it comes from (Image ends with it), read back
         into canonical names, exactly as our raw Splunk output of it reads back."""
         profile = self.source.profile
-        if not (profile and self.source.logsource.category):
+        if not profile:
             return expr
         chain = ("splunk", profile)
         renamed = to_profile(expr, chain, lambda name: name, diagnostics, self.catalog)

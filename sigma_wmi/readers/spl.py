@@ -51,7 +51,6 @@ from sigma_wmi.model import (
     map_matches,
     matches,
     normalize,
-    patterns_match,
     string_match,
 )
 
@@ -402,15 +401,10 @@ class _SearchToModel(Transformer[Token, Any]):
             raise SplUnsupported(f"'{field.name} IN (...)' on a computed field")
         if not values:
             raise SplError(f"'{field} IN ()' has no values")
-        numbers = [Match(field, Op.EQUALS, (int(str(v)),)) for v in values
-                   if v.type == "WORD" and re.fullmatch(r"-?\d+", str(v))]
-        patterns = [search_pattern(str(v)) for v in values
-                    if not (v.type == "WORD" and re.fullmatch(r"-?\d+", str(v)))]
-        if any(p.parts == (Wildcard.MANY,) for p in patterns):
+        # one condition per value in the written order, so `IN (a, b)` and `f=a OR f=b` normalize alike
+        items = [self.equals(field, v) for v in values]
+        if Match(field, Op.EXISTS) in items:
             return Match(field, Op.EXISTS)
-        items: list[Expr] = list(numbers)
-        if patterns:
-            items.append(patterns_match(field, patterns))
         return normalize(any_of(items))
 
     def term(self, value: Token) -> Expr:

@@ -146,7 +146,6 @@ class FieldNames:
         self.unknown = unknown
         self.unlisted = unlisted
         self.fields = raw_fields(source.schema) or {}
-        self.lowered = {name.lower(): name for name in self.fields}
 
     def __call__(self, name: str) -> str:
         cat, logsource, profile = self.catalog, self.source.logsource, self.source.profile
@@ -166,17 +165,17 @@ class FieldNames:
                 return canonical
             # a raw name of the profile, in a log source its catalog entry does not list
             # (Sysmon's ProcessId in an image load): the backend writes it the same way
-            canonical = cat.from_profile(profile, name) or canonical
-            if cat.spec(canonical) is not None:
-                return canonical
+            found = cat.from_profile(profile, name)
+            if found and cat.name_in(profile, found) == name:  # the same spelling: Splunk names are cased
+                return found
         if profile and logsource.category:
             cim = cat.from_profile("cim", name)
             if cim:
                 return cim
-        if name in self.fields or name.lower() in self.lowered or name.lower() in SELECTOR_FIELDS:
-            return self.lowered.get(name.lower(), name) if name.lower() not in SELECTOR_FIELDS else name
-        if logsource.product == "windows" and logsource.category is None:
-            # Sigma rules of a Windows service name the channel's own fields, and ESCU's field
+        if name in self.fields or name.lower() in SELECTOR_FIELDS:  # Splunk field names are case-sensitive
+            return name
+        if logsource.service is not None and logsource.category is None:
+            # Sigma rules of a service name its events' own fields, and ESCU's field
             # lists come from sample events: an unlisted name is most likely a field they missed
             self.unlisted(name)
         else:

@@ -34,6 +34,10 @@ _DATAMODEL = re.compile(r"datamodel\s*=\s*\"?(\w+(?:\.\w+)?)")
 _WMI = re.compile(r"wmi|scrcons|wmiprvse|EventCode\s*=\s*(?:19|20|21|5861)\b|EventCode\s+IN\s*\(\s*19", re.I)
 
 
+_WMI_NAME = re.compile(r"wmi|scrcons|wmiprvse", re.I)
+_WMI_EVENTS = re.compile(r"`wmi`|`sysmon`\s+Event(?:Code|ID)\s*(?:=\s*(?:19|20|21)\b|IN\s*\(\s*(?:19|20|21)\b)", re.I)
+
+
 @dataclass
 class Analytic:
     path: Path
@@ -48,7 +52,13 @@ class Analytic:
 
     @property
     def wmi(self) -> bool:
+        """Names WMI anywhere (a `wmic.exe` in a process list included)."""
         return bool(_WMI.search(self.name) or _WMI.search(self.search))
+
+    @property
+    def about_wmi(self) -> bool:
+        """Is about WMI: named for it, or reads WMI's own events (Sysmon 19/20/21, WMI-Activity)."""
+        return bool(_WMI_NAME.search(self.name) or _WMI_EVENTS.search(self.search))
 
 
 @dataclass
@@ -170,10 +180,13 @@ def report(result: Coverage, root: Path) -> Iterable[str]:
     yield from _table("tstats searches by data model", by_model)
     yield ""
     wmi = [a for a in everything if a.wmi]
-    yield f"WMI analytics: {len(wmi)}, exact {sum(a.status == 'ok' for a in wmi)}"
+    about = [a for a in wmi if a.about_wmi]
+    yield (f"WMI analytics: {len(wmi)} name WMI anywhere, exact {sum(a.status == 'ok' for a in wmi)}; "
+           f"{len(about)} are about WMI (named for it or reading WMI events), exact "
+           f"{sum(a.status == 'ok' for a in about)}  (* = about WMI)")
     for a in wmi:
         trip = {True: "round trip equal", False: "ROUND TRIP DIFFERS", None: ""}[a.round_trip]
-        yield f"  {a.status:<8} {a.kind:<6} {a.path.stem[:70]:<70} {trip} {a.reason}"
+        yield f"  {'*' if a.about_wmi else ' '} {a.status:<8} {a.kind:<6} {a.path.stem[:70]:<70} {trip} {a.reason}"
     yield ""
     reasons = collections.Counter(a.reason for a in everything if a.reason)
     yield "top reasons:"

@@ -65,6 +65,7 @@ from sigma_wmi.readers.spl import (
     parse_where,
     split_pipeline,
     split_regex,
+    strip_comments,
     unquote,
 )
 from sigma_wmi.readers.values import DocumentValues
@@ -203,7 +204,7 @@ class _Importer:
             raise SigmaWmiError(f"the search is longer than {MAX_SEARCH_CHARS} characters (macros expanded)",
                                 self.origin, "search-too-large")
         calls = expansion.calls
-        stages = split_pipeline(expansion.text)
+        stages = split_pipeline(strip_comments(expansion.text))
         macros = [c.name + (f"({', '.join(c.args)})" if c.args else "") for c in calls]
         if stages and not expansion.text.lstrip().startswith("|"):
             return self.run_raw(stages, macros)
@@ -292,7 +293,7 @@ class _Importer:
                                 "no-conditions")
         detection = normalize(self.field_names.in_event_names(normalize(all_of(conditions)), self.diagnostics))
         self.check_regexes(detection)
-        silent = sources.FieldNames(self.catalog, source, lambda name: None)
+        silent = sources.FieldNames(self.catalog, source, lambda name, why: None)
         by_fields = tuple(dict.fromkeys(silent(f) for f in self.raw_by if f != "_time"))
         aggregation = Aggregation(tuple(self.thresholds), by_fields, self.window) if self.thresholds else None
         return SearchImport(detection, "", source.logsource, by_fields, where_exact, aggregation,
@@ -303,14 +304,12 @@ class _Importer:
             return match
         return Match(self.event_field(match.field), match.op, match.values, match.case_sensitive, match.line)
 
-    def unknown_raw_field(self, name: str) -> None:
+    def unknown_raw_field(self, name: str, why: str) -> None:
         if name in self.unknown_fields:
             return
         self.unknown_fields.append(name)
-        source = self.raw_source.described if self.raw_source else "the source"
-        self.diagnostics.append(Diagnostic(
-            Level.WARNING, PARTIAL, f"field '{name}' is neither in the field catalog nor a field ESCU lists for "
-            f"{source}; kept as written", self.origin))
+        self.diagnostics.append(Diagnostic(Level.WARNING, PARTIAL, f"field '{name}' {why}; kept as written",
+                                           self.origin))
 
     def unlisted_raw_field(self, name: str) -> None:
         source = self.raw_source.described if self.raw_source else "the source"
@@ -509,7 +508,7 @@ class _Importer:
     def time_bucket(self, stage: Stage) -> bool:
         """`| bucket _time span=1h` before the stats: the window a threshold counts in."""
         span = _SPAN.search(stage.args)
-        if span and stage.args.split()[0] == "_time":
+        if span and "_time" in stage.args.split():
             self.span = span.group(1)
             self.window = parse_timespan(self.span)
         return True

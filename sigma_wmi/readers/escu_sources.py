@@ -139,7 +139,7 @@ class FieldNames:
     fields); otherwise it is reported through `unknown`.
     """
 
-    def __init__(self, cat: Catalog, source: RawSource, unknown: Callable[[str], None],
+    def __init__(self, cat: Catalog, source: RawSource, unknown: Callable[[str, str], None],
                  unlisted: Callable[[str], None] = lambda name: None) -> None:
         self.catalog = cat
         self.source = source
@@ -159,7 +159,8 @@ class FieldNames:
                     and cat.name_in(profile, canonical) not in (None, name):
                 # an add-on alias (`user`) that is also a catalog name the log source lacks: our
                 # Splunk output would write the catalog's field (TargetUserName) instead
-                self.unknown(name)
+                self.unknown(name, f"is the add-on's alias of a catalog field {logsource.key()} lacks "
+                                   f"(the catalog's {profile} name is {cat.name_in(profile, canonical)})")
                 return name
             if spec is not None:
                 return canonical
@@ -179,7 +180,7 @@ class FieldNames:
             # lists come from sample events: an unlisted name is most likely a field they missed
             self.unlisted(name)
         else:
-            self.unknown(name)
+            self.unknown(name, f"is neither in the field catalog nor a field ESCU lists for {self.source.described}")
         return name
 
     def in_event_names(self, expr: Expr, diagnostics: list[Diagnostic]) -> Expr:

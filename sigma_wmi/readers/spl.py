@@ -762,6 +762,33 @@ def _scan(text: str) -> Iterator[tuple[int, str, int]]:
         i += 1
 
 
+def strip_comments(text: str) -> str:
+    """The search without its ```triple-backtick``` comments (outside double-quoted strings)."""
+    if "```" not in text:
+        return text
+    out: list[str] = []
+    index = 0
+    while index < len(text):
+        if text.startswith("```", index):
+            end = text.find("```", index + 3)
+            if end < 0:
+                break  # an unclosed comment runs to the end, as in Splunk
+            out.append(" ")
+            index = end + 3
+            continue
+        char = text[index]
+        if char == '"':  # copy the string, `\"` included
+            close = index + 1
+            while close < len(text) and text[close] != '"':
+                close += 2 if text[close] == "\\" else 1
+            out.append(text[index:close + 1])
+            index = close + 1
+            continue
+        out.append(char)
+        index += 1
+    return "".join(out)
+
+
 def split_pipeline(text: str) -> list[Stage]:
     """The commands of a search, split at pipes outside quotes, macros and subsearches."""
     stages: list[Stage] = []

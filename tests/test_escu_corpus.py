@@ -78,8 +78,9 @@ def test_every_data_model_and_leading_macro_is_reported(corpus: Any) -> None:
 
 @pytest.fixture(scope="module")
 def recorded() -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    folder = shared_path("data", "events")
-    raws = [raw for path in sorted(folder.glob("*.jsonl")) for raw in read_events(path)]
+    data = shared_path("data")
+    files = sorted((data / "events").glob("*.jsonl")) + sorted((data / "evtx").glob("*.evtx"))
+    raws = [raw for path in files for raw in read_events(path)]
     return [(raw, canonical_event(raw)) for raw in raws]
 
 

@@ -6,11 +6,19 @@ the ones the model has a place for become `Rule` fields, all others stay in
 `Rule.extras` under their own names, and what the search import learned (data
 model, split-by fields, macros, pipeline stages) is in `extras["spl"]`.
 
-The search is imported as: macros expanded → pipeline split → the `tstats`
-where-clause parsed with the SPL grammar → filter stages after it (`| where`,
-`| search`, `| regex`) added as conditions. A stage that changes or joins the
-results (eval, lookup, stats, join, ...) cannot be expressed; it is named in a
-`partial-import` warning and the rule is partial. Nothing is dropped silently.
+The search is imported as: macros expanded (and ```comments``` dropped) → pipeline split →
+
+* a `| tstats ... from datamodel=X where ...` search: the where-clause parsed with the SPL
+  grammar, CIM field names mapped through the catalog, the log source from the data set;
+* a raw-event search (it starts with search terms, usually a data-source macro such as
+  `` `sysmon` ``): its source terms and event ids pick the log source (`escu_sources.py`), the
+  other terms are conditions on the events' fields, `| stats` groups;
+
+→ the filter stages after it (`| where`, `| search`, `| regex`, tests of `| eval`/`| rex` fields
+and of `| stats` by-fields, thresholds on counts) added as conditions. The `<name>_filter`
+tuning macro is ignored. A stage that changes or joins the results (eventstats, lookup, join,
+...) cannot be expressed; it is named in a `partial-import` warning and the rule is partial.
+Nothing is dropped silently.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from sigma_wmi.model import (
     Threshold,
     Wildcard,
     normalize,
+    patterns_match,
     string_match,
 )
 from sigma_wmi.readers.escu import is_partial, read_escu
@@ -198,3 +199,35 @@ def test_shared_macros_pick_the_same_log_sources(macro: str, event: str, logsour
     rule = read_escu({"name": "T", "search": f"`{macro}` {event} | stats count by dest | `t_filter`"}, "", "t.yml",
                      macros)
     assert rule.logsource == logsource
+
+
+# ---- lookups beside the corpus ----
+
+def _with_lookups(tmp_path: Path, search: str) -> Rule:
+    (tmp_path / "macros").mkdir()
+    lookups = tmp_path / "lookups"
+    lookups.mkdir()
+    (lookups / "tools.csv").write_text("tool_name,is_tool,kind\nmimikatz.exe,true,creds\n*\\\\psexec*.exe,true,lateral\n"
+                                       "notepad.exe,,editor\n", encoding="utf-8")
+    (lookups / "tools.yml").write_text("name: tools\nfilename: tools.csv\nmatch_type: WILDCARD(tool_name)\n"
+                                       "case_sensitive_match: 'false'\n", encoding="utf-8")
+    return read_escu({"name": "T", "search": search}, "", "t.yml", tmp_path / "macros")
+
+
+def test_a_lookup_test_is_an_in_list_of_the_tables_keys(tmp_path: Path) -> None:
+    rule = _with_lookups(tmp_path, f"{SYSMON} EventCode=1 | lookup tools tool_name AS process_path OUTPUT is_tool "
+                                   "| where isnotnull(is_tool)")
+    assert not is_partial(rule), [d.message for d in rule.diagnostics]
+    keys = [Pattern.literal("mimikatz.exe"), Pattern((Wildcard.MANY, "\\psexec", Wildcard.MANY, ".exe"))]
+    assert rule.detection == normalize(patterns_match("process_path", keys))  # notepad has no is_tool
+
+
+def test_a_lookup_output_compared_with_a_value(tmp_path: Path) -> None:
+    rule = _with_lookups(tmp_path, f"{SYSMON} EventCode=1 | lookup tools tool_name AS process_path OUTPUT kind "
+                                   '| search kind="LATERAL"')
+    assert rule.detection == string_match("process_path", Pattern((Wildcard.MANY, "\\psexec", Wildcard.MANY, ".exe")))
+
+
+def test_a_lookup_nothing_tests_only_adds_columns(tmp_path: Path) -> None:
+    rule = _with_lookups(tmp_path, f"{SYSMON} EventCode=1 Image=*\\\\cmd.exe | lookup missing x AS y OUTPUT z | table z")
+    assert not is_partial(rule)

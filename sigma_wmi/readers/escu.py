@@ -57,11 +57,13 @@ from sigma_wmi.model import (
     normalize,
     parse_timespan,
 )
+from sigma_wmi.readers import escu_lookups
 from sigma_wmi.readers import escu_sources as sources
 from sigma_wmi.readers import macros as macro_lib
 from sigma_wmi.readers.spl import (
     SUBSEARCH,
     Capture,
+    LookupOutput,
     SplError,
     Stage,
     decode_entities,
@@ -135,7 +137,7 @@ class _Importer:
     PRESENTATION: ClassVar[frozenset[str]] = frozenset({"table", "fields", "sort", "convert", "rename",
                                                         "fillnull"})
     # Commands that add or rewrite result columns but never drop a result.
-    COLUMNS: ClassVar[frozenset[str]] = frozenset({"eval", "rex", "bucket", "bin", "xmlkv", "spath",
+    COLUMNS: ClassVar[frozenset[str]] = frozenset({"eval", "rex", "lookup", "bucket", "bin", "xmlkv", "spath",
                                                    "mvexpand", "replace"})
     TIME_BUCKETS: ClassVar[frozenset[str]] = frozenset({"bucket", "bin"})
     # Aggregates whose value is an event field's value (one event field per group).
@@ -164,6 +166,8 @@ class _Importer:
         self.field_names: sources.FieldNames | None = None
         self.raw_events = False  # before a `| stats`: every event field is a result field
         self.raw_by: tuple[str, ...] = ()  # the `| stats ... by` fields, as written
+        # ESCU's lookup tables sit beside its macros
+        self.lookups_dir = library.directory.parent / "lookups" if library.directory else None
 
     # ---- diagnostics ----
     def partial(self, stage: str, why: str) -> None:
@@ -443,11 +447,8 @@ class _Importer:
             return "presentation", self.time_bucket(stage)
         if command == "rex" and blocked is None:
             return "computed", self.rex(stage)
-        if command == "lookup":
-            name = (stage.args.split() or ["?"])[0]
-            name = next((w for w in stage.args.split() if "=" not in w), name)
-            self.partial(stage.text, f"lookup {name}: CSV not available")
-            return "other", False
+        if command == "lookup" and blocked is None:
+            return self.lookup(stage)
         if command == "rename":
             return "presentation", self.rename(stage.args)
         if command == "eval" and blocked is None:
@@ -545,6 +546,40 @@ class _Importer:
             self.opaque.pop(name, None)
             self.computed[name] = Capture(subject, regex, prefix, stop)
         return True
+
+    def lookup(self, stage: Stage) -> tuple[str, bool]:
+        """`| lookup table key AS field OUTPUT out`: a later test of `out` is an IN-list of the
+        table's keys on `field` (see `escu_lookups`). Without the table, tests of its outputs are
+        partial; when the outputs are not named either, every later filter is."""
+        parsed = escu_lookups.parse_stage(stage.args)
+        name = parsed.name if parsed else (stage.args.split() or ["?"])[0]
+        table = escu_lookups.load(self.lookups_dir, name) if parsed else "cannot read its arguments"
+        if isinstance(table, str):
+            self.partial(stage.text, f"lookup {name}: {table}")
+            if parsed is None or not parsed.outputs:
+                return "other", False
+            for _, alias in parsed.outputs:
+                self.computed.pop(alias, None)
+                self.opaque[alias] = f"`| lookup {name}` was not imported ({table})"
+            return "computed", False
+        assert parsed is not None
+        outputs = parsed.outputs or tuple((c, c) for c in table.columns if c not in dict(parsed.inputs))
+        try:
+            if len(parsed.inputs) != 1:
+                raise _NotEventField(f"lookup {name} on {len(parsed.inputs)} fields")
+            column, event_name = parsed.inputs[0]
+            subject = self.result_field(event_name)
+        except _NotEventField as err:
+            for _, alias in outputs:
+                self.computed.pop(alias, None)
+                self.opaque[alias] = str(err)
+            return "computed", False
+        for output, alias in outputs:
+            keys = tuple((table.key_pattern(column, row[column]), row.get(output) or "")
+                         for row in table.rows if row.get(column))
+            self.opaque.pop(alias, None)
+            self.computed[alias] = LookupOutput(subject, keys, table.caseless)
+        return "computed", True
 
     def filter_field(self, name: str) -> str:
         """A result field for a filter: an event field, or a countable aggregate (marked)."""

@@ -51,6 +51,8 @@ from sigma_wmi.model import (
     map_matches,
     matches,
     normalize,
+    pattern_regex,
+    patterns_match,
     string_match,
 )
 
@@ -275,8 +277,43 @@ def _transform(transformer: Transformer[Any, Any], tree: Tree[Any]) -> Any:
         raise SplError(f"cannot read expression: {err.orig_exc}") from None
 
 
+class Extracted:
+    """A field a stage derives from an event field (`| rex`, `| lookup`): later tests of it are
+    conditions on that event field."""
+
+    def present(self) -> Expr:
+        """The derived field has a value."""
+        raise NotImplementedError
+
+    def equals(self, value: Pattern, caseless: bool) -> Expr:
+        """The derived field equals `value` (`*` wildcards)."""
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
-class Capture:
+class LookupOutput(Extracted):
+    """An output column of `| lookup`: `keys` are the table's keys (patterns) with the output
+    value each row gives; the field has a value exactly where `field` matches a key."""
+
+    field: str
+    keys: tuple[tuple[Pattern, str], ...]
+    caseless: bool  # how the table matches its keys
+
+    def _where(self, rows: list[Pattern], what: str) -> Expr:
+        if not rows:
+            raise SplUnsupported(f"no row of the lookup table {what}")
+        return patterns_match(self.field, rows, case_sensitive=not self.caseless)
+
+    def present(self) -> Expr:
+        return self._where([key for key, out in self.keys if out != ""], "has this output")
+
+    def equals(self, value: Pattern, caseless: bool) -> Expr:
+        test = re.compile(pattern_regex(value), re.S | (re.I if caseless else 0))
+        return self._where([key for key, out in self.keys if test.fullmatch(out)], f"outputs '{value.text}'")
+
+
+@dataclass(frozen=True)
+class Capture(Extracted):
     """A field `| rex` extracts: it has a value exactly where `regex` matches `field`
     (None: the raw event text).
 
@@ -374,7 +411,7 @@ class _SearchToModel(Transformer[Token, Any]):
     def compare_computed(self, field: _Computed, symbol: str, value: Token) -> Expr:
         """`x=5` on a computed number is the eval comparison; strings would add search's
         caseless wildcard matching to eval's cased one, so they are not imported."""
-        if isinstance(field.operand, Capture):
+        if isinstance(field.operand, Extracted):
             capture = field.operand
             if str(value) in ("*", '"*"') and symbol in ("=", "!="):  # `x=*`: the rex matched
                 return capture.present() if symbol == "=" else Not(capture.present())
@@ -496,7 +533,7 @@ class _EvalToModel(Transformer[Token, Any]):
         if isinstance(left, _Literal) and not isinstance(right, _Literal):
             left, right = right, left
             symbol = {"<": ">", ">": "<", "<=": ">=", ">=": "<="}.get(symbol, symbol)
-        if isinstance(left, Capture) and isinstance(right, _Literal) and isinstance(right.value, str) \
+        if isinstance(left, Extracted) and isinstance(right, _Literal) and isinstance(right.value, str) \
                 and symbol in ("==", "!="):  # eval compares case-sensitively
             same = left.equals(Pattern.literal(right.value), caseless=False)
             return same if symbol == "==" else And((left.present(), Not(same)))
@@ -626,12 +663,12 @@ class _EvalToModel(Transformer[Token, Any]):
         return string_match(field, like_pattern(pattern.value), case_sensitive=not caseless)
 
     def call_isnull(self, subject: Any) -> Expr:
-        if isinstance(subject, Capture):
+        if isinstance(subject, Extracted):
             return Not(subject.present())
         return Not(Match(self.reference(subject)[0], Op.EXISTS))
 
     def call_isnotnull(self, subject: Any) -> Expr:
-        if isinstance(subject, Capture):
+        if isinstance(subject, Extracted):
             return subject.present()
         return Match(self.reference(subject)[0], Op.EXISTS)
 

@@ -272,7 +272,8 @@ class _Importer:
             self.note("no-logsource", f"no Sigma log source stands for the search's source ({described or 'none'});"
                                       " its source terms are kept as conditions")
             unknown = LogSource(definition=f"Splunk raw events: {described or 'any'}")
-            source = sources.RawSource(unknown, sources.plain_profile(self.catalog, unknown), None, described or "any")
+            source = sources.RawSource(unknown, self.catalog.event_profile(unknown, None), None, described or "any",
+                                       written=sources.plain_profile(self.catalog, unknown))
             rest = conjuncts
         elif source.event_ids:
             rest = [c for c in rest if sources.event_ids(c, is_id) != frozenset(source.event_ids)]

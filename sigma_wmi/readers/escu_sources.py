@@ -38,10 +38,11 @@ class RawSource:
     """Where a raw search reads: the Sigma log source and how its events name fields."""
 
     logsource: LogSource
-    profile: str | None  # the catalog profile of the events' own names (sysmon, security, ...)
+    profile: str | None  # the catalog profile its events are read in (`Catalog.event_profile`)
     schema: str | None  # the Splunk source's field list (data/schemas/splunk_*.json)
     described: str  # the Splunk source, for messages
     event_ids: tuple[int, ...] = ()  # the ids the search selects, when they chose the log source
+    written: str | None = None  # the profile our raw Splunk output writes it in, when not `profile`
 
 
 def is_selector(expr: Expr) -> bool:
@@ -94,14 +95,15 @@ def resolve(selectors: list[Expr], ids: frozenset[int] | None, cat: Catalog) -> 
             if conditions.get(field) == value or (field == "sourcetype" and conditions.get("sourcetype") == value):
                 logsource = LogSource(product=entry["product"], category=entry["category"],
                                       service=entry["service"])
-                return RawSource(logsource, plain_profile(cat, logsource), entry.get("schema"), f"{field}={value}")
+                return RawSource(logsource, cat.event_profile(logsource, None), entry.get("schema"),
+                                 f"{field}={value}", written=plain_profile(cat, logsource))
     return None
 
 
 def plain_profile(cat: Catalog, logsource: LogSource) -> str:
-    """The names a log source without a Windows channel is read and written in (Splunk's raw output
-    uses the same)."""
-    return cat.logsource(logsource).raw_profile or cat.event_profile(logsource, None)
+    """The profile our raw Splunk output writes a log source in (`SplunkBackend.raw_profile`'s
+    choice for `-p auto`)."""
+    return cat.logsource(logsource).raw_profile or "sysmon"
 
 
 def _channel(field: str, value: str) -> str | None:
@@ -120,13 +122,15 @@ def _windows(cat: Catalog, service: str, channel: str, ids: frozenset[int] | Non
         if len(kinds) == 1:
             logsource = kinds.pop()
     info = cat.logsource(logsource)
-    # the names our raw Splunk output uses for the log source (Security events in Security names)
-    profile = "security" if service == "security" else info.raw_profile or cat.event_profile(logsource, channel)
+    # read as `sigma-wmi test` reads the channel's events; written as our raw Splunk output writes
+    # the log source (a Security service rule in Security's names, a category in its raw profile)
+    profile = cat.event_profile(logsource, channel)
+    written = "security" if service == "security" and not logsource.category else plain_profile(cat, logsource)
     # the event ids that only restate the category are part of it (Sysmon 1 is process_creation)
     own = (info.sysmon_event_ids if service == "sysmon" else info.security_event_ids
            if service == "security" else info.event_ids)
     implied = tuple(sorted(own)) if logsource.category else ()
-    return RawSource(logsource, profile, channel_schema(channel), f"XmlWinEventLog:{channel}", implied)
+    return RawSource(logsource, profile, channel_schema(channel), f"XmlWinEventLog:{channel}", implied, written)
 
 
 class FieldNames:
@@ -148,19 +152,28 @@ class FieldNames:
         self.fields = raw_fields(source.schema) or {}
 
     def __call__(self, name: str) -> str:
+        return self.resolve(name, report=True)
+
+    def resolve(self, name: str, report: bool) -> str:
         cat, logsource, profile = self.catalog, self.source.logsource, self.source.profile
+        written = self.source.written or profile
         found = cat.from_profile("splunk", name)
         if found:
             return found
         if profile:
             canonical = cat.resolve_event_name(profile, name, logsource)
             spec = cat.spec(canonical)
-            if spec is not None and canonical == name and not cat.applies(spec, logsource) \
-                    and cat.name_in(profile, canonical) not in (None, name):
-                # an add-on alias (`user`) that is also a catalog name the log source lacks: our
-                # Splunk output would write the catalog's field (TargetUserName) instead
-                self.unknown(name, f"is the add-on's alias of a catalog field {logsource.key()} lacks "
-                                   f"(the catalog's {profile} name is {cat.name_in(profile, canonical)})")
+            if spec is not None and canonical == name and written \
+                    and (logsource.category is None or not cat.applies(spec, logsource)) \
+                    and cat.name_in(written, canonical) != name:
+                # an add-on alias (`user`, `process_name`) that is also a catalog field, in a log
+                # source the catalog does not define it for: the add-on fills it per event (4663's
+                # process_name comes from ProcessName), the catalog's name is another field
+                if report:
+                    target = cat.name_in(written, canonical)
+                    shown = target or (f"derived from {spec.derive.source}" if spec.derive else "none")
+                    self.unknown(name, f"is the add-on's per-event alias of a catalog field that {logsource.key()} "
+                                       f"does not define (the catalog's {written} name: {shown})")
                 return name
             if spec is not None:
                 return canonical
@@ -175,6 +188,8 @@ class FieldNames:
                 return cim
         if name in self.fields or name.lower() in SELECTOR_FIELDS:  # Splunk field names are case-sensitive
             return name
+        if not report:
+            return name
         if logsource.service is not None and logsource.category is None:
             # Sigma rules of a service name its events' own fields, and ESCU's field
             # lists come from sample events: an unlisted name is most likely a field they missed
@@ -187,17 +202,15 @@ class FieldNames:
         """The condition as the source's events can test it: a canonical field the events do not
         carry (process_name in Sysmon) on the field it comes from (Image ends with it), read back
         into canonical names, exactly as our raw Splunk output of it reads back."""
-        profile = self.source.profile
-        if not profile:
+        written = self.source.written or self.source.profile
+        if not written:
             return expr
-        chain = ("splunk", profile)
-        renamed = to_profile(expr, chain, lambda name: name, diagnostics, self.catalog)
+        renamed = to_profile(expr, ("splunk", written), lambda name: name, diagnostics, self.catalog)
 
         def back(match: Match) -> Expr:
-            if match.field is None or self.catalog.spec(match.field) is not None:
+            if match.field is None:
                 return match
-            return Match(self.catalog.from_profile("splunk", match.field)
-                         or self.catalog.resolve_event_name(profile, match.field, self.source.logsource),
-                         match.op, match.values, match.case_sensitive, match.line)
+            return Match(self.resolve(match.field, report=False), match.op, match.values, match.case_sensitive,
+                         match.line)
 
         return map_matches(renamed, back)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sigma_wmi.api import compile_rule
+from sigma_wmi.backends.splunk_data import cim_dataset
 from sigma_wmi.errors import Level, SigmaWmiError
 from sigma_wmi.model import Rule
 from sigma_wmi.readers import ReadOptions, read_file
@@ -91,7 +92,7 @@ def classify(path: Path) -> Analytic:
         model = _DATAMODEL.search(search)
         command = search.lstrip("| \n").split(None, 1)[0] if search.strip("| \n") else ""
         if command == "tstats" and model:
-            dataset = model.group(1)
+            dataset = cim_dataset(model.group(1))
             return Analytic(path, name, search, "tstats", dataset)
         return Analytic(path, name, search, "other", f"| {command}")
     macro = _LEADING_MACRO.match(search)

@@ -73,6 +73,9 @@ LOGSOURCES = [
     # WMI-Activity 5861 is the wmi service; its event id is the rule's own condition
     (f"{WMI} EventCode=5861 ESS=*", windows(service="wmi"),
      And((Match("event_id", Op.EQUALS, (5861,)), Match("wmi_activity_ess", Op.EXISTS)))),
+    # an older add-on's sourcetype names the channel; a quoted event id is still one
+    ('sourcetype="XmlWinEventLog:Microsoft-Windows-Sysmon/Operational" EventCode="1" CommandLine=*-enc*',
+     windows("process_creation"), string_match("command_line", Pattern((Wildcard.MANY, "-enc", Wildcard.MANY)))),
     (f"{AUDITD} type=EXECVE a0=chmod", LogSource(product="linux", service="auditd"),
      And((string_match("type", Pattern.literal("EXECVE")), string_match("a0", Pattern.literal("chmod"))))),
 ]

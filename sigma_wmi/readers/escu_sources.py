@@ -61,13 +61,22 @@ def _has_not(expr: Expr) -> bool:
 
 def event_ids(expr: Expr, is_event_id: Callable[[str], bool]) -> frozenset[int] | None:
     """The event ids a conjunct allows when it is only `EventCode=n` / `IN (...)` / ORs of them."""
-    if isinstance(expr, Match) and expr.field is not None and is_event_id(expr.field) \
-            and expr.op is Op.EQUALS and all(type(v) is int for v in expr.values):
-        return frozenset(int(v) for v in expr.values)  # type: ignore[arg-type]
+    if isinstance(expr, Match) and expr.field is not None and is_event_id(expr.field) and expr.op is Op.EQUALS:
+        ids = [_event_id(v) for v in expr.values]
+        return frozenset(i for i in ids if i is not None) if None not in ids else None
     if isinstance(expr, Or):
         found = [event_ids(item, is_event_id) for item in expr.items]
         if all(ids is not None for ids in found):
             return frozenset().union(*(ids for ids in found if ids is not None))
+    return None
+
+
+def _event_id(value: object) -> int | None:
+    """An event id as written: `4688` or `"4688"`."""
+    if type(value) is int:
+        return value
+    if isinstance(value, Pattern) and not value.has_wildcards and value.text.isdigit():
+        return int(value.text)
     return None
 
 
@@ -107,7 +116,7 @@ def plain_profile(cat: Catalog, logsource: LogSource) -> str:
 
 
 def _channel(field: str, value: str) -> str | None:
-    if field == "source":
+    if field in ("source", "sourcetype"):  # older add-ons put the channel in the sourcetype
         found = _WINDOWS_SOURCE.match(value)
         return found.group("channel") if found else None
     return value if field == "channel" else None

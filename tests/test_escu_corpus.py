@@ -16,11 +16,12 @@ from typing import Any
 
 import pytest
 
+from sigma_wmi.api import compile_rule
 from sigma_wmi.errors import SigmaWmiError
 from sigma_wmi.evaluate import alerting, logsource_predicate
 from sigma_wmi.events import canonical_event, read_events
 from sigma_wmi.readers import ReadOptions, read_file
-from sigma_wmi.readers.escu import is_partial
+from sigma_wmi.readers.escu import is_partial, read_escu
 from tests.conftest import REPO, shared_path
 
 
@@ -116,3 +117,35 @@ def test_raw_analytics_evaluate_on_the_recorded_events_of_their_log_source(
     # ... and the consumer filter keeps Windows' own SCM Event Log Consumer out
     assert not any("SCM Event Log Consumer" in str(e.get("message", ""))
                    for e in fired["wmi_permanent_event_subscription"])
+
+
+# WMI analytics written the ways ESCU writes them, beyond the shared corpus: each imports exactly,
+# reads back from our raw output and fires on the WMI recordings (at least `fires` alerts).
+WMI_ANALYTICS = [
+    ('`sysmon` EventCode=20 Destination="*powershell*" | stats count by Consumer Destination dest', 1),
+    ('`sysmon` EventCode=19 Query="*Win32_PerfFormattedData*" | stats count by Query Name dest', 1),
+    ("`sysmon` EventID=21 Consumer=* Filter=* | table Consumer Filter", 1),
+    ("`sysmon` EventCode IN (19,20,21) EventType=WmiConsumerEvent Operation=Created | stats count by user dest", 1),
+    ("`wmi` EventCode=5861 ESS=* CONSUMER=*CommandLineEventConsumer* PossibleCause=*", 1),
+    ("`wmi` EventCode=5857 ProviderPath=*\\\\Temp\\\\* | stats count by ProviderName HostProcess", 0),
+    ("`sysmon` EventCode=1 parent_process_name=wmiprvse.exe process_name IN (powershell.exe, cmd.exe) "
+     "| stats count by dest process", 1),
+    ('`sysmon` EventCode=7 process_name=scrcons.exe ImageLoaded IN ("*\\\\vbscript.dll","*\\\\jscript.dll")', 1),
+    ("`wineventlog_security` EventCode=4688 ParentProcessName=*\\\\WmiPrvSE.exe | stats count by Computer", 1),
+    ('`sysmon` EventCode=1 Image=*\\\\wmic.exe CommandLine="*process call create*" '
+     '| where NOT match(ParentImage, "(?i)\\\\\\\\ccmexec\\\\.exe$")', 1),
+    ('`wmi` EventCode=5861 | rex field=Message "Consumer =\\s+(?<consumer>[^;|^$]+)" '
+     '| search consumer="CommandLineEventConsumer*" | stats count by consumer', 1),
+]
+
+
+@pytest.mark.parametrize(("search", "fires"), WMI_ANALYTICS)
+def test_wmi_analytics_import_exactly_and_fire_on_the_wmi_recordings(
+        search: str, fires: int, recorded: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+    rule = read_escu({"name": "T", "search": search}, "", "t.yml", shared_path("corpora", "escu", "macros"))
+    assert not is_partial(rule), [d.message for d in rule.diagnostics]
+    again = read_escu({"name": "T", "search": compile_rule(rule, "splunk", "raw").text}, "", "<splunk>")
+    assert (again.detection, again.logsource, again.aggregation) == (rule.detection, rule.logsource, rule.aggregation)
+    covers = logsource_predicate(rule.logsource)
+    alerts = alerting(rule, [canonical_event(raw, rule.logsource) for raw, own in recorded if covers(own)])
+    assert len(alerts) >= fires

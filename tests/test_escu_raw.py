@@ -234,3 +234,13 @@ def test_a_lookup_output_compared_with_a_value(tmp_path: Path) -> None:
 def test_a_lookup_nothing_tests_only_adds_columns(tmp_path: Path) -> None:
     rule = _with_lookups(tmp_path, f"{SYSMON} EventCode=1 Image=*\\\\cmd.exe | lookup missing x AS y OUTPUT z | table z")
     assert not is_partial(rule)
+
+
+def test_an_unreadable_lookup_csv_is_partial_with_the_reason(tmp_path: Path) -> None:
+    (tmp_path / "macros").mkdir()
+    (tmp_path / "lookups").mkdir()
+    (tmp_path / "lookups" / "bad.csv").write_bytes(b"key,out\n\xff\xfe,1\n")
+    rule = read_escu({"name": "T", "search": f"{SYSMON} EventCode=1 | lookup bad key AS Image OUTPUT out "
+                                              "| where isnotnull(out)"}, "", "t.yml", tmp_path / "macros")
+    assert is_partial(rule)
+    assert any("lookup bad: CSV cannot be read" in d.message for d in rule.diagnostics)

@@ -93,8 +93,11 @@ def load(directory: Path | None, name: str) -> LookupTable | str:
         return "CSV not available"
     if path.stat().st_size > MAX_FILE_BYTES:
         return f"CSV larger than {MAX_FILE_BYTES} bytes"
-    reader = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig")))
-    rows = tuple(dict(row) for row in reader)
+    try:
+        reader = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig")))
+        rows = tuple(dict(row) for row in reader)
+    except (UnicodeDecodeError, csv.Error) as err:
+        return f"CSV cannot be read ({err})"
     if len(rows) > MAX_VALUES_PER_ITEM:
         return f"CSV has more than {MAX_VALUES_PER_ITEM} rows"
     wildcard = frozenset(f.strip() for found in _WILDCARD_FIELDS.finditer(str(meta.get("match_type") or ""))

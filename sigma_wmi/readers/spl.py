@@ -634,6 +634,8 @@ class _EvalToModel(Transformer[Token, Any]):
         """A boolean operand: a condition already, or a function call that is one."""
         if isinstance(item, (Match, And, Or, Not)):
             return item
+        if isinstance(item, _Call) and item.name == "in" and item.args:
+            return self.member(*item.args)
         if isinstance(item, _Call):
             method = getattr(self, f"call_{item.name}", None)
             if method is not None:
@@ -644,6 +646,22 @@ class _EvalToModel(Transformer[Token, Any]):
                 return result
             raise SplUnsupported(f"function {item.name}() is not imported")
         raise SplUnsupported(f"{_describe(item)} is not a condition")
+
+    def member(self, subject: Any, *values: Any) -> Expr:
+        """`f IN ("a", "b")` (and `in(f, "a", "b")`): f equals one of the values, as `==` does."""
+        if not values or not all(isinstance(v, _Literal) for v in values):
+            raise SplUnsupported("IN with a value that is not a literal")
+        field, fold = self.reference(subject)
+        return normalize(any_of([self.compare_literal(field, "==", v.value, fold) for v in values]))
+
+    def call_searchmatch(self, text: Any) -> Expr:
+        """`searchmatch("x=1 y")`: the search language's test of the event."""
+        if not isinstance(text, _Literal) or not isinstance(text.value, str):
+            raise SplUnsupported("searchmatch() with a computed search")
+        found = parse_search(text.value, self.field_map, self.computed)
+        if found is None:
+            raise SplUnsupported("searchmatch() of an empty search")
+        return found
 
     def call_match(self, subject: Any, regex: Any) -> Expr:
         field, fold = self.reference(subject)

@@ -244,3 +244,13 @@ def test_an_unreadable_lookup_csv_is_partial_with_the_reason(tmp_path: Path) -> 
                                               "| where isnotnull(out)"}, "", "t.yml", tmp_path / "macros")
     assert is_partial(rule)
     assert any("lookup bad: CSV cannot be read" in d.message for d in rule.diagnostics)
+
+
+@pytest.mark.parametrize(("tail", "partial"), [
+    ("| eventstats count as total by dest | dedup dest | head 10", False),  # nothing selects after them
+    ("| dedup dest | where count > 5", True),  # a count after a dedup counts something else
+    ("| eventstats avg(count) as mean | where count > mean", True),
+])
+def test_stages_that_keep_some_result_are_harmless_only_at_the_end(tail: str, partial: bool) -> None:
+    rule = escu(f"{SYSMON} EventCode=1 Image=*\\\\wmic.exe | stats count by dest {tail}")
+    assert is_partial(rule) is partial

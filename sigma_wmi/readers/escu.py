@@ -136,9 +136,11 @@ class _Importer:
     # would change, and ESCU writes none.)
     PRESENTATION: ClassVar[frozenset[str]] = frozenset({"table", "fields", "sort", "convert", "rename",
                                                         "fillnull"})
-    # Commands that add or rewrite result columns but never drop a result.
-    COLUMNS: ClassVar[frozenset[str]] = frozenset({"eval", "rex", "lookup", "bucket", "bin", "xmlkv", "spath",
-                                                   "mvexpand", "replace"})
+    # Commands that add or rewrite result columns, or drop duplicate rows, but leave a result
+    # whenever there was one: harmless when nothing after them selects results.
+    COLUMNS: ClassVar[frozenset[str]] = frozenset({
+        "eval", "rex", "lookup", "bucket", "bin", "xmlkv", "spath", "mvexpand", "replace", "makemv", "strcat",
+        "eventstats", "streamstats", "iplocation", "addinfo", "dedup", "head", "tail", "uniq", "reverse"})
     TIME_BUCKETS: ClassVar[frozenset[str]] = frozenset({"bucket", "bin"})
     # Aggregates whose value is an event field's value (one event field per group).
     EVENT_VALUED: ClassVar[frozenset[str]] = frozenset({"values"})
@@ -425,7 +427,8 @@ class _Importer:
         for at, stage in enumerate(stages):
             if stage.command in self.COLUMNS and all(self.passive(later) for later in stages[at + 1:]):
                 # nothing after it selects results, so its columns cannot change which ones alert
-                self.note("columns-only", f"`| {stage.command}` only adds result columns; kept as metadata")
+                self.note("columns-only", f"`| {stage.command}` does not change whether the search has results "
+                                          "(nothing after it selects them); kept as metadata")
                 metadata["stages"].append({"text": stage.text, "kind": "presentation", "imported": True})
                 continue
             kind, imported = self.post_stage(stage, conditions, blocked)

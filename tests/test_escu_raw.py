@@ -254,3 +254,9 @@ def test_an_unreadable_lookup_csv_is_partial_with_the_reason(tmp_path: Path) -> 
 def test_stages_that_keep_some_result_are_harmless_only_at_the_end(tail: str, partial: bool) -> None:
     rule = escu(f"{SYSMON} EventCode=1 Image=*\\\\wmic.exe | stats count by dest {tail}")
     assert is_partial(rule) is partial
+
+
+def test_a_threshold_grouped_by_a_rex_capture_is_partial() -> None:
+    rule = escu(f'{SYSMON} EventCode=1 | rex field=CommandLine "(?<x>[^ ]+)" | stats count by x | where count > 5')
+    assert is_partial(rule) and rule.aggregation is None
+    assert rule.fields == ("x",)  # the capture is a result column, not an event field called x

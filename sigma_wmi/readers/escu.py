@@ -309,7 +309,19 @@ class _Importer:
         detection = normalize(self.field_names.in_event_names(normalize(all_of(conditions)), self.diagnostics))
         self.check_regexes(detection)
         silent = sources.FieldNames(self.catalog, source, lambda name, why: None)
-        by_fields = tuple(dict.fromkeys(silent(f) for f in self.raw_by if f != "_time"))
+        def computed(name: str) -> bool:
+            """A field a stage computed, other than one the catalog derives the same way (our raw
+            output computes `file_name` from TargetFilename before grouping by it)."""
+            spec = self.catalog.spec(silent(name))
+            return (name in self.computed or name in self.opaque) and not (spec and spec.derive)
+
+        # a field a stage computed (`| rex` capture) is a result column, not the event field of that name
+        by_fields = tuple(dict.fromkeys(f if computed(f) else silent(f) for f in self.raw_by if f != "_time"))
+        computed_by = [f for f in self.raw_by if computed(f)]
+        if self.thresholds and computed_by:  # the model groups by event fields only
+            self.partial(f"stats ... by {' '.join(self.raw_by)}",
+                         f"the threshold's groups include {', '.join(computed_by)}, which a stage computed")
+            self.thresholds.clear()
         aggregation = Aggregation(tuple(self.thresholds), by_fields, self.window) if self.thresholds else None
         return SearchImport(detection, "", source.logsource, by_fields, where_exact, aggregation,
                             self.diagnostics, metadata)

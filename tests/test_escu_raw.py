@@ -260,3 +260,10 @@ def test_a_threshold_grouped_by_a_rex_capture_is_partial() -> None:
     rule = escu(f'{SYSMON} EventCode=1 | rex field=CommandLine "(?<x>[^ ]+)" | stats count by x | where count > 5')
     assert is_partial(rule) and rule.aggregation is None
     assert rule.fields == ("x",)  # the capture is a result column, not an event field called x
+
+
+def test_other_sources_the_terms_name_are_noted() -> None:
+    rule = escu(f"{SYSMON} EventCode=1 Image=*\\\\wmic.exe")
+    notes = [d.message for d in rule.diagnostics if d.code == "other-sources"]
+    assert len(notes) == 1 and "Syslog:Linux-Sysmon/Operational" in notes[0] and not is_partial(rule)
+    assert not [d for d in escu(f"{WMI} EventCode=5861").diagnostics if d.code == "other-sources"]

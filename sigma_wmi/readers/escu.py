@@ -279,6 +279,9 @@ class _Importer:
             rest = conjuncts
         elif source.event_ids:
             rest = [c for c in rest if sources.event_ids(c, is_id) != frozenset(source.event_ids)]
+        if source.others:
+            self.note("other-sources", f"the search's source terms also name {', '.join(source.others)}; "
+                                       f"imported as {source.logsource.key()} ({source.described})")
         self.raw_source = source
         self.field_names = sources.FieldNames(self.catalog, source, self.unknown_raw_field, self.unlisted_raw_field)
         self.raw_events = True

@@ -19,6 +19,7 @@ process_creation) is part of the log source; a narrower one (`EventCode=20` of w
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ class RawSource:
     described: str  # the Splunk source, for messages
     event_ids: tuple[int, ...] = ()  # the ids the search selects, when they chose the log source
     written: str | None = None  # the profile our raw Splunk output writes it in, when not `profile`
+    others: tuple[str, ...] = ()  # other sources the terms also name (`sysmon` includes Linux Sysmon)
 
 
 def is_selector(expr: Expr) -> bool:
@@ -93,20 +95,27 @@ def resolve(selectors: list[Expr], ids: frozenset[int] | None, cat: Catalog) -> 
             for value in match.values:
                 if isinstance(value, Pattern) and not value.has_wildcards and match.field:
                     values.append((match.field.lower(), value.text))
+    found: RawSource | None = None
+    same: str = ""  # the chosen channel or sourcetype: other spellings of it are not other sources
     for field, value in values:  # a Windows channel first: it names the service and the event kinds
         channel = _channel(field, value)
         service = cat.service_of_channel(channel) if channel else None
         if channel and service:
-            return _windows(cat, service, channel, ids)
-    for field, value in values:
-        for entry in logsource_entries():
-            conditions = entry["conditions"]
-            if conditions.get(field) == value or (field == "sourcetype" and conditions.get("sourcetype") == value):
-                logsource = LogSource(product=entry["product"], category=entry["category"],
-                                      service=entry["service"])
-                return RawSource(logsource, cat.event_profile(logsource, None), entry.get("schema"),
-                                 f"{field}={value}", written=plain_profile(cat, logsource))
-    return None
+            found, same = _windows(cat, service, channel, ids), channel.lower()
+            break
+    for field, value in values if found is None else ():
+        entry = next((e for e in logsource_entries() if e["conditions"].get(field) == value), None)
+        if entry is not None:
+            logsource = LogSource(product=entry["product"], category=entry["category"], service=entry["service"])
+            found = RawSource(logsource, cat.event_profile(logsource, None), entry.get("schema"),
+                              f"{field}={value}", written=plain_profile(cat, logsource))
+            same = value.lower()
+            break
+    if found is None:
+        return None
+    others = tuple(dict.fromkeys(f"{f}={v}" for f, v in values if f in ("source", "sourcetype")
+                                 and (_channel(f, v) or v).lower() != same))
+    return dataclasses.replace(found, others=others)
 
 
 def plain_profile(cat: Catalog, logsource: LogSource) -> str:
@@ -123,7 +132,6 @@ def _channel(field: str, value: str) -> str | None:
 
 
 def _windows(cat: Catalog, service: str, channel: str, ids: frozenset[int] | None) -> RawSource:
-
     logsource = LogSource(product="windows", service=service)
     channel = cat.logsource(logsource).channel or channel  # as the log-source table spells it
     if ids:

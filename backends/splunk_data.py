@@ -216,3 +216,10 @@ def cim_dataset(name: str) -> str:
         return name
     root = _sources_document().get("cim_root_datasets", {}).get(name)
     return f"{name}.{root}" if root else name
+
+
+@functools.cache
+def cim_nodes() -> frozenset[str]:
+    """The node names of the CIM data sets in the data (`Processes`, `All_Traffic`, ...)."""
+    return frozenset(str(_schema_document(name)["provenance"]["data_set"]).split(".")[-1]
+                     for name in schema.available() if name.startswith("cim_"))

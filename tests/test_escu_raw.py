@@ -267,3 +267,11 @@ def test_other_sources_the_terms_name_are_noted() -> None:
     notes = [d.message for d in rule.diagnostics if d.code == "other-sources"]
     assert len(notes) == 1 and "Syslog:Linux-Sysmon/Operational" in notes[0] and not is_partial(rule)
     assert not [d for d in escu(f"{WMI} EventCode=5861").diagnostics if d.code == "other-sources"]
+
+
+def test_a_tstats_style_macro_inside_a_raw_search_names_cim_fields() -> None:
+    # ESCU's process macros write `Processes.process_name=...`; in a raw search they mean the same fields
+    rule = escu(f"{SYSMON} EventCode=1 (Processes.process_name=rundll32.exe OR Processes.original_file_name=RUNDLL32.EXE)")
+    assert not is_partial(rule)
+    assert rule.detection == normalize(escu(f"{SYSMON} EventCode=1 (Image=*\\\\rundll32.exe OR "
+                                            "OriginalFileName=RUNDLL32.EXE)").detection)

@@ -24,7 +24,13 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sigma_wmi.backends.splunk_data import EVENT_ID_FIELDS, channel_schema, logsource_entries, raw_fields
+from sigma_wmi.backends.splunk_data import (
+    EVENT_ID_FIELDS,
+    channel_schema,
+    cim_nodes,
+    logsource_entries,
+    raw_fields,
+)
 from sigma_wmi.catalog import Catalog, to_profile
 from sigma_wmi.errors import Diagnostic
 from sigma_wmi.model import And, Expr, LogSource, Match, Op, Or, Pattern, map_matches, matches
@@ -200,7 +206,9 @@ class FieldNames:
             if found and cat.name_in(profile, found) == name:  # the same spelling: Splunk names are cased
                 return found
         if profile and logsource.category:
-            cim = cat.from_profile("cim", name)
+            # a CIM name, also as a tstats-style macro writes it inside a raw search (Processes.process_name)
+            node, _, bare = name.partition(".")
+            cim = cat.from_profile("cim", bare if bare and node in cim_nodes() else name)
             if cim:
                 return cim
         if name in self.fields or name.lower() in SELECTOR_FIELDS:  # Splunk field names are case-sensitive

@@ -465,8 +465,16 @@ def _field_line(rule: Rule, names: tuple[str, ...]) -> int | None:
 
 
 def _no_cim_field(rule: Rule, datamodel: str, cat: Catalog) -> UnknownField:
-    """tstats cannot name a field the CIM lacks: a located `field-not-in-schema` error."""
+    """tstats cannot name a field the CIM lacks: a located `field-not-in-schema` error. A field
+    the catalog has no canonical name for but the data set has (an ESCU analytic's `file_acl`)
+    is written as it is."""
+    known = cim_fields(datamodel)
+    node = datamodel.split(".")[-1]
+
     def unknown(name: str) -> str:
+        bare = name[len(node) + 1:] if name.startswith(node + ".") else name
+        if known is not None and cat.spec(name) is None and bare in known:
+            return bare
         line = next((m.line for m in matches(rule.detection) if name in (m.field, *map(str, m.values))), None)
         if line is None:
             spec = cat.spec(name)
@@ -723,10 +731,11 @@ class SplunkBackend(Backend):
             raise UnsupportedError("splunk tstats: a correlation over several rules reads several data sets; use "
                                    "the raw format")
         source = self.catalog.logsource(rule.logsource)
-        if not source.cim:
+        # an ESCU analytic of a data model no Sigma log source stands for (Risk) keeps its own
+        datamodel = source.cim or (rule.extras.get("spl") or {}).get("datamodel")
+        if not datamodel:
             raise UnsupportedError(
                 f"splunk tstats: no CIM data model for log source {rule.logsource.key()}")
-        datamodel = source.cim
         node = datamodel.split(".")[-1]
         p = Pass(rule, self.catalog, ("cim",), _no_cim_field(rule, datamodel, self.catalog), diagnostics,
                  datamodel=datamodel)

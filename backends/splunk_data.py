@@ -220,3 +220,32 @@ def data_source_names(catalog: Catalog, logsource: LogSource,
             if not wanted or name.rsplit(" ", 1)[-1] in wanted:
                 names.append(name)
     return tuple(dict.fromkeys(names))
+
+
+def logsource_entries() -> tuple[dict[str, Any], ...]:
+    """The non-Windows Sigma log sources and the ESCU data source (sourcetype, source) behind each."""
+    return tuple(_sources_document().get("logsources", ()))
+
+
+def channel_schema(channel: str) -> str | None:
+    """The raw-field schema of a Windows channel's Splunk source (any case), None when unknown."""
+    wanted = channel.lower()
+    for name, entry in _sources_document().get("channels", {}).items():
+        if name.lower() == wanted:
+            return str(entry["schema"])
+    return None
+
+
+def cim_dataset(name: str) -> str:
+    """A tstats `datamodel=` name as `Model.DataSet`: a bare model (`Change`) is its root data set."""
+    if "." in name:
+        return name
+    root = _sources_document().get("cim_root_datasets", {}).get(name)
+    return f"{name}.{root}" if root else name
+
+
+@functools.cache
+def cim_nodes() -> frozenset[str]:
+    """The node names of the CIM data sets in the data (`Processes`, `All_Traffic`, ...)."""
+    return frozenset(str(_schema_document(name)["provenance"]["data_set"]).split(".")[-1]
+                     for name in schema.available() if name.startswith("cim_"))

@@ -283,7 +283,7 @@ def test_subsearch_in_where_clause_is_partial() -> None:
 
 
 @pytest.mark.parametrize(("search", "code"), [
-    ("index=main EventCode=1", "unsupported-search"),
+    ("| inputlookup attacker_tools", "unsupported-search"),
     ("| tstats count where x=1", "unsupported-search"),
     ("| tstats count from datamodel=Endpoint.Processes where (a=1", "spl-syntax"),
     ("| tstats count from datamodel=Endpoint.Processes by Processes.dest", "no-conditions"),

@@ -167,6 +167,14 @@ WHERE = [
     ('lower(x)="cmd.exe"', eq("x", "cmd.exe")),
     ("'odd name'=1", Match("odd name", Op.EQUALS, (1,))),
     ('cidrmatch("10.0.0.0/8", ip)', Match("ip", Op.CIDR, ("10.0.0.0/8",))),
+    # IN and in() compare like ==: exact and cased, unless the field is case-folded
+    ('x IN ("a", "b")', Or((eq("x", "a", True), eq("x", "b", True)))),
+    ('in(x, "a", "b")', Or((eq("x", "a", True), eq("x", "b", True)))),
+    ('lower(x) in ("a.exe")', eq("x", "a.exe")),
+    ("x IN (1, 2)", Match("x", Op.EQUALS, (1, 2))),
+    ('NOT x IN ("a")', And((exists("x"), Not(eq("x", "a", True))))),
+    # searchmatch() is the search language, caseless with wildcards
+    ('searchmatch("x=a* y")', And((string_match("x", Pattern(("a", MANY))), string_match(None, Pattern.literal("y"))))),
 ]
 
 

@@ -22,7 +22,7 @@ from sigma_wmi.backends.splunk_data import SplunkSources, cim_fields, cim_split_
 from sigma_wmi.catalog import catalog
 from sigma_wmi.errors import Level, SigmaWmiError, UnsupportedError
 from sigma_wmi.generate import DATA
-from sigma_wmi.generate.splunk import build
+from sigma_wmi.generate.splunk import INDEXED_FIELDS, build
 from sigma_wmi.model import (
     LogSource,
     Match,
@@ -368,7 +368,7 @@ def test_generator_on_a_small_escu_tree(tmp_path: Path) -> None:
                                 "TargetFilename": {"events": ["11"]}}
     cim = json.loads((data / "schemas" / "cim_endpoint_processes.json").read_text(encoding="utf-8"))
     assert cim["split_by"] == ["dest", "user"]  # the list most detections use
-    assert set(cim["fields"]) == {"process_path", "process_name", "dest", "user"}
+    assert set(cim["fields"]) == {"process_path", "process_name", "dest", "user", *INDEXED_FIELDS}
     sources = json.loads((data / "splunk_sources.json").read_text(encoding="utf-8"))
     (entry,) = sources["logsources"]
     assert entry["conditions"] == {"sourcetype": "aws:cloudtrail"}  # the macro searches no source

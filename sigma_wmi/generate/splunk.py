@@ -55,6 +55,20 @@ FALLBACK_SPLIT_BY: Mapping[str, tuple[str, ...]] = {
     "Network_Resolution.DNS": ("src", "query", "answer"),
 }
 
+# The root data set of a CIM data model, which `from datamodel=Change` (no node) searches: CIM's
+# own structure (Splunk_SA_CIM's data model JSON), not in the ESCU content.
+CIM_ROOT_DATASETS: Mapping[str, str] = {
+    "Authentication": "Authentication",
+    "Change": "All_Changes",
+    "Endpoint": "Processes",
+    "Network_Resolution": "DNS",
+    "Network_Traffic": "All_Traffic",
+    "Risk": "All_Risk",
+}
+
+# Fields Splunk indexes for every event, so every data set's tstats can search and split by them.
+INDEXED_FIELDS = ("host", "index", "source", "sourcetype")
+
 # Macros tstats searches call, written out for Splunk without ESCU (`-O expand_macros=true`).
 EXPANDED_MACROS = ("security_content_summariesonly", "security_content_ctime")
 # Ships with Splunk's CIM app (Splunk_SA_CIM), not with ESCU: (arguments, definition).
@@ -143,7 +157,8 @@ def build(shared: Path, data: Path,
     # ---- CIM data sets ----
     cim_names = {str(e["cim"]) for e in (logsources.get("categories") or {}).values() if e.get("cim")}
     full_name = {n.split(".")[-1]: n for n in cim_names}
-    searched = Counter(m.group(1) for text in detections for m in re.finditer(r"datamodel=(\w+\.\w+)", text))
+    searched = Counter(_dataset(m.group(1)) for text in detections
+                       for m in re.finditer(r"datamodel\s*=\s*\"?(\w+(?:\.\w+)?)", text))
     full_name.update({n.split(".")[-1]: n for n in searched})
     cim_fields: dict[str, set[str]] = {}
     origins: dict[str, set[str]] = {}
@@ -155,18 +170,20 @@ def build(shared: Path, data: Path,
             cim_fields.setdefault(dataset, set()).update(_without_node(f, node) for f in mapped)
             origins.setdefault(dataset, set()).add(source.name)
     for text in detections:
-        for found in re.finditer(r"datamodel=(\w+)\.(\w+)", text):
-            dataset, node = f"{found.group(1)}.{found.group(2)}", found.group(2)
+        for found in re.finditer(r"datamodel\s*=\s*\"?(\w+(?:\.\w+)?)", text):
+            dataset = _dataset(found.group(1))
+            node = dataset.split(".")[-1]
+            # dotted CIM fields too (Risk's annotations.mitre_attack.mitre_tactic)
             cim_fields.setdefault(dataset, set()).update(
-                m.group(1) for m in re.finditer(rf"\b{node}\.(\w+)", text))
+                m.group(1) for m in re.finditer(rf"\b{node}\.((?:\w+\.)*\w+)", text))
     splits = _split_by(detections)
     for dataset, known in sorted(cim_fields.items()):
-        if dataset not in cim_names and searched[dataset] < 5:
-            continue  # only data sets our log sources use or ESCU searches regularly
+        if dataset not in cim_names and not searched[dataset]:
+            continue  # only data sets our log sources use or ESCU searches
         document = {"provenance": {**provenance, "data_sources": sorted(origins.get(dataset, ())),
                                    "detections_searching": searched[dataset], "data_set": dataset},
                     "split_by": list(splits.get(dataset) or FALLBACK_SPLIT_BY.get(dataset, ("dest",))),
-                    "fields": {f: {} for f in sorted(known) if f}}
+                    "fields": {f: {} for f in sorted(known | set(INDEXED_FIELDS)) if f}}
         path = data / "schemas" / f"cim_{_slug(dataset)}.json"
         write_json(path, document)
         written.append(path)
@@ -178,9 +195,14 @@ def build(shared: Path, data: Path,
                      for name, (arguments, definition) in CIM_APP_MACROS.items()})
     index = data / "splunk_sources.json"
     write_json(index, {"provenance": provenance, "channels": channel_schemas, "logsources": entries,
-                       "macros": expanded})
+                       "macros": expanded, "cim_root_datasets": dict(CIM_ROOT_DATASETS)})
     written.append(index)
     return written
+
+
+def _dataset(name: str) -> str:
+    """`Change` → `Change.All_Changes` (its root data set); a `Model.Node` name as it is."""
+    return name if "." in name else f"{name}.{CIM_ROOT_DATASETS.get(name, name)}"
 
 
 def _fields_by_event(sources: list[DataSource]) -> dict[str, dict[str, Any]]:

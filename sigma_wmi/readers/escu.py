@@ -6,22 +6,34 @@ the ones the model has a place for become `Rule` fields, all others stay in
 `Rule.extras` under their own names, and what the search import learned (data
 model, split-by fields, macros, pipeline stages) is in `extras["spl"]`.
 
-The search is imported as: macros expanded → pipeline split → the `tstats`
-where-clause parsed with the SPL grammar → filter stages after it (`| where`,
-`| search`, `| regex`) added as conditions. A stage that changes or joins the
-results (eval, lookup, stats, join, ...) cannot be expressed; it is named in a
-`partial-import` warning and the rule is partial. Nothing is dropped silently.
+The search is imported as: macros expanded (and ```comments``` dropped) → pipeline split →
+
+* a `| tstats ... from datamodel=X where ...` search: the where-clause parsed with the SPL
+  grammar, CIM field names mapped through the catalog, the log source from the data set;
+* a raw-event search (it starts with search terms, usually a data-source macro such as
+  `` `sysmon` ``): its source terms and event ids pick the log source (`escu_sources.py`), the
+  other terms are conditions on the events' fields, `| stats` groups;
+
+→ the filter stages after it (`| where`, `| search`, `| regex`, tests of `| eval`/`| rex` fields
+and of `| stats` by-fields, thresholds on counts) added as conditions. The `<name>_filter`
+tuning macro is ignored. A stage that changes or joins the results (eventstats, lookup, join,
+...) cannot be expressed; it is named in a `partial-import` warning and the rule is partial.
+Nothing is dropped silently.
 """
 
 from __future__ import annotations
 
 import datetime
+import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import re2  # type: ignore[import-untyped]  # google-re2 ships no type information
+
 from sigma_wmi.attack import attack
+from sigma_wmi.backends.splunk_data import cim_dataset
 from sigma_wmi.catalog import Catalog, catalog
 from sigma_wmi.errors import Diagnostic, Level, Origin, SigmaWmiError, add_once
 from sigma_wmi.limits import MAX_SEARCH_CHARS
@@ -35,19 +47,26 @@ from sigma_wmi.model import (
     Match,
     Op,
     Pattern,
+    Regex,
     Rule,
     Technique,
     Threshold,
     all_of,
+    map_matches,
     matches,
     normalize,
     parse_timespan,
 )
+from sigma_wmi.readers import escu_lookups
+from sigma_wmi.readers import escu_sources as sources
 from sigma_wmi.readers import macros as macro_lib
 from sigma_wmi.readers.spl import (
     SUBSEARCH,
+    Capture,
+    LookupOutput,
     SplError,
     Stage,
+    decode_entities,
     extract_subsearches,
     find_keyword,
     parse_eval,
@@ -55,6 +74,9 @@ from sigma_wmi.readers.spl import (
     parse_search,
     parse_where,
     split_pipeline,
+    split_regex,
+    strip_comments,
+    unquote,
 )
 from sigma_wmi.readers.values import DocumentValues
 from sigma_wmi.readers.yamlsource import locate
@@ -109,10 +131,17 @@ class _Importer:
     """Imports one search. Tables of what each pipeline command means for the model."""
 
     FILTERS: ClassVar[frozenset[str]] = frozenset({"where", "search", "regex"})
-    # Commands that change how results look, not which events match.
-    PRESENTATION: ClassVar[frozenset[str]] = frozenset({"table", "fields", "sort", "convert", "rename"})
-    # Commands that add or rewrite result columns but never drop a result.
-    COLUMNS: ClassVar[frozenset[str]] = frozenset({"eval", "rex"})
+    # Commands that change how results look, not which events match. (`fillnull` only fills
+    # empty columns: a later test of a filled field against the fill value is the one case it
+    # would change, and ESCU writes none.)
+    PRESENTATION: ClassVar[frozenset[str]] = frozenset({"table", "fields", "sort", "convert", "rename",
+                                                        "fillnull"})
+    # Commands that add or rewrite result columns, or drop duplicate rows, but leave a result
+    # whenever there was one: harmless when nothing after them selects results.
+    COLUMNS: ClassVar[frozenset[str]] = frozenset({
+        "eval", "rex", "lookup", "bucket", "bin", "xmlkv", "spath", "mvexpand", "replace", "makemv", "strcat",
+        "eventstats", "streamstats", "iplocation", "addinfo", "dedup", "head", "tail", "uniq", "reverse"})
+    TIME_BUCKETS: ClassVar[frozenset[str]] = frozenset({"bucket", "bin"})
     # Aggregates whose value is an event field's value (one event field per group).
     EVENT_VALUED: ClassVar[frozenset[str]] = frozenset({"values"})
 
@@ -134,6 +163,13 @@ class _Importer:
         self.thresholds: list[Threshold] = []
         self.computed: dict[str, Any] = {}  # fields `| eval` defined: their expressions
         self.opaque: dict[str, str] = {}  # fields `| eval` defined in a way the import cannot read: why
+        # raw event searches: where the events are, their field names, whether rows are still events
+        self.raw_source: sources.RawSource | None = None
+        self.field_names: sources.FieldNames | None = None
+        self.raw_events = False  # before a `| stats`: every event field is a result field
+        self.raw_by: tuple[str, ...] = ()  # the `| stats ... by` fields, as written
+        # ESCU's lookup tables sit beside its macros
+        self.lookups_dir = library.directory.parent / "lookups" if library.directory else None
 
     # ---- diagnostics ----
     def partial(self, stage: str, why: str) -> None:
@@ -165,12 +201,15 @@ class _Importer:
         if original in self.opaque:
             raise _NotEventField(self.opaque[original])
         if original in self.computed:  # reached only where no expression can stand in (| regex, rename)
-            raise _NotEventField(f"field '{name}' is computed by `| eval`, not an event field")
-        bare = original[len(self.node) + 1:] if original.startswith(self.node + ".") else original
+            raise _NotEventField(f"field '{name}' is computed by `| eval` or `| rex`, not an event field")
+        if self.raw_events:
+            return self.event_field(original)
+        bare = original[len(self.node) + 1:] if self.node and original.startswith(self.node + ".") else original
         if bare not in self.results:
-            reason = "an aggregate" if bare in self.aggregates else "not a split-by field of the tstats"
+            split = "the `| stats`" if self.field_names is not None else "the tstats"
+            reason = "an aggregate" if bare in self.aggregates else f"not a split-by field of {split}"
             raise _NotEventField(f"field '{name}' is {reason}")
-        return self.cim_field(bare)
+        return self.event_field(bare)
 
     # ---- the whole search ----
     def run(self, search: str) -> SearchImport:
@@ -179,18 +218,21 @@ class _Importer:
             raise SigmaWmiError(f"the search is longer than {MAX_SEARCH_CHARS} characters (macros expanded)",
                                 self.origin, "search-too-large")
         calls = expansion.calls
-        stages = split_pipeline(expansion.text)
+        stages = split_pipeline(strip_comments(expansion.text))
+        macros = [c.name + (f"({', '.join(c.args)})" if c.args else "") for c in calls]
+        if stages and not expansion.text.lstrip().startswith("|"):
+            return self.run_raw(stages, macros)
         if not stages or stages[0].command != "tstats":
             first = stages[0].command if stages else "nothing"
-            raise SigmaWmiError(f"only tstats data-model searches are imported; this search starts with "
-                                f"'{first}'", self.origin, "unsupported-search")
+            raise SigmaWmiError(f"only tstats data-model searches and raw event searches are imported; this "
+                                f"search starts with '| {first}'", self.origin, "unsupported-search")
         where, datamodel, by, where_exact = self.tstats(stages[0])
         conditions: list[Expr] = [where] if where is not None else []
         metadata: dict[str, Any] = {
             "datamodel": datamodel,
             "by": list(by),
             "aggregates": sorted(self.aggregates),
-            "macros": [c.name + (f"({', '.join(c.args)})" if c.args else "") for c in calls],
+            "macros": macros,
             "stages": [],
         }
         self.post_stages(stages[1:], conditions, metadata)
@@ -203,8 +245,123 @@ class _Importer:
         if logsource is None:
             self.note("unknown-datamodel", f"data model {datamodel} has no Sigma log source in the catalog")
             logsource = LogSource(definition=f"Splunk CIM data model {datamodel}")
-        return SearchImport(normalize(all_of(conditions)), datamodel, logsource, by_fields, where_exact,
+        detection = normalize(all_of(conditions))
+        self.check_regexes(detection)
+        return SearchImport(detection, datamodel, logsource, by_fields, where_exact,
                             aggregation, self.diagnostics, metadata)
+
+    # ---- raw event searches ----
+    def run_raw(self, stages: list[Stage], macros: list[str]) -> SearchImport:
+        """A search over raw events: its source terms pick the log source, its other terms and the
+        filter stages are the conditions, a `| stats` groups (and a later filter may threshold)."""
+        first = stages[0]
+        text = first.args if first.command == "search" else first.text
+        body, subsearches = extract_subsearches(text)
+        try:
+            parsed = parse_search(body)
+        except SplError as err:
+            raise SigmaWmiError(f"search: {err.message}", self.origin, err.code) from None
+        conjuncts: list[Expr] = list(parsed.items) if isinstance(parsed, And) else [parsed] if parsed is not None else []
+        selectors = [c for c in conjuncts if sources.is_selector(c)]
+        is_id = functools.partial(sources.is_event_id_name, self.catalog)
+        id_sets = [ids for c in conjuncts if (ids := sources.event_ids(c, is_id)) is not None]
+        ids = functools.reduce(frozenset.intersection, id_sets) if id_sets else None
+        source = sources.resolve(selectors, ids, self.catalog)
+        rest: list[Expr] = [c for c in conjuncts if c not in selectors]
+        if source is None:  # a source no Sigma log source stands for: its terms stay conditions
+            described = " ".join(str(m.field) + "=" + "|".join(str(v) for v in m.values)
+                                 for c in selectors for m in matches(c))
+            self.note("no-logsource", f"no Sigma log source stands for the search's source ({described or 'none'});"
+                                      " its source terms are kept as conditions")
+            unknown = LogSource(definition=f"Splunk raw events: {described or 'any'}")
+            source = sources.RawSource(unknown, self.catalog.event_profile(unknown, None), None, described or "any",
+                                       written=sources.plain_profile(self.catalog, unknown))
+            rest = conjuncts
+        elif source.event_ids:
+            rest = [c for c in rest if sources.event_ids(c, is_id) != frozenset(source.event_ids)]
+        if source.others:
+            self.note("other-sources", f"the search's source terms also name {', '.join(source.others)}; "
+                                       f"imported as {source.logsource.key()} ({source.described})")
+        self.raw_source = source
+        self.field_names = sources.FieldNames(self.catalog, source, self.unknown_raw_field, self.unlisted_raw_field)
+        self.raw_events = True
+        conditions: list[Expr] = []
+        if rest:
+            where = normalize(all_of(rest))
+            conditions.append(map_matches(where, self.renamed_match))
+        where_exact = True
+        if subsearches:
+            kept = self.drop_subsearches(all_of(conditions) if conditions else None, subsearches)
+            conditions = [kept] if kept is not None else []
+            where_exact = False
+        metadata: dict[str, Any] = {
+            "source": source.described,
+            "logsource": source.logsource.key(),
+            "by": [],
+            "macros": macros,
+            "stages": [],
+        }
+        self.post_stages(stages[1:], conditions, metadata)
+        metadata["by"] = list(self.raw_by)
+        metadata["aggregates"] = sorted(self.aggregates)
+        if not conditions and source.event_ids:  # `sysmon EventCode=1 | stats ...`: the event kind is the test
+            conditions.append(Match("event_id", Op.EQUALS, source.event_ids))
+        if not conditions:
+            raise SigmaWmiError("the search has no condition the model can express", self.origin,
+                                "no-conditions")
+        detection = normalize(self.field_names.in_event_names(normalize(all_of(conditions)), self.diagnostics))
+        self.check_regexes(detection)
+        silent = sources.FieldNames(self.catalog, source, lambda name, why: None)
+        def computed(name: str) -> bool:
+            """A field a stage computed, other than one the catalog derives the same way (our raw
+            output computes `file_name` from TargetFilename before grouping by it)."""
+            spec = self.catalog.spec(silent(name))
+            return (name in self.computed or name in self.opaque) and not (spec and spec.derive)
+
+        # a field a stage computed (`| rex` capture) is a result column, not the event field of that name
+        by_fields = tuple(dict.fromkeys(f if computed(f) else silent(f) for f in self.raw_by if f != "_time"))
+        computed_by = [f for f in self.raw_by if computed(f)]
+        if self.thresholds and computed_by:  # the model groups by event fields only
+            self.partial(f"stats ... by {' '.join(self.raw_by)}",
+                         f"the threshold's groups include {', '.join(computed_by)}, which a stage computed")
+            self.thresholds.clear()
+        aggregation = Aggregation(tuple(self.thresholds), by_fields, self.window) if self.thresholds else None
+        return SearchImport(detection, "", source.logsource, by_fields, where_exact, aggregation,
+                            self.diagnostics, metadata)
+
+    def renamed_match(self, match: Match) -> Expr:
+        if match.field is None:
+            return match
+        return Match(self.event_field(match.field), match.op, match.values, match.case_sensitive, match.line)
+
+    def unknown_raw_field(self, name: str, why: str) -> None:
+        if name in self.unknown_fields:
+            return
+        self.unknown_fields.append(name)
+        self.diagnostics.append(Diagnostic(Level.WARNING, PARTIAL, f"field '{name}' {why}; kept as written",
+                                           self.origin))
+
+    def unlisted_raw_field(self, name: str) -> None:
+        source = self.raw_source.described if self.raw_source else "the source"
+        self.note("unlisted-field", f"field '{name}' is not in ESCU's field list for {source} "
+                                    "(ESCU lists fields seen in sample events); kept as written")
+
+    def event_field(self, name: str) -> str:
+        """A field of the events (raw search) or of the data set (tstats) as a canonical name."""
+        return self.field_names(name) if self.field_names is not None else self.cim_field(name)
+
+    def check_regexes(self, detection: Expr) -> None:
+        """Regexes must mean the same on every target: RE2's syntax (Splunk's PCRE, Elastic's
+        Lucene regexes and Python all read it the same way) is the check."""
+        for match in matches(detection):
+            for value in match.values if match.op is Op.REGEX else ():
+                if isinstance(value, Regex):
+                    try:
+                        re2.compile(value.pattern, _RE2_QUIET)
+                    except re2.error as err:
+                        self.diagnostics.append(Diagnostic(
+                            Level.WARNING, PARTIAL, f"regex '{value.pattern[:60]}' is not RE2 syntax ({err}); "
+                            "targets may read it differently", self.origin))
 
     # ---- | tstats ----
     def tstats(self, stage: Stage) -> tuple[Expr | None, str, tuple[str, ...], bool]:
@@ -214,7 +371,7 @@ class _Importer:
         if start is None or found is None:
             raise SigmaWmiError("tstats without 'from datamodel=...' is not imported", self.origin,
                                 "unsupported-search")
-        datamodel = found.group(1)
+        datamodel = cim_dataset(found.group(1))  # `datamodel=Change` searches its root data set
         self.node = datamodel.split(".")[-1]
         self.aggregates_of(args[:start])
         rest = args[start + 4 + found.end():]
@@ -246,7 +403,7 @@ class _Importer:
                 self.results.add(name)
             self.aggregates.add(name)
             if function.lower() in _DISTINCT_COUNTS and argument.strip():
-                self.countable[name] = (Aggregate.DISTINCT_COUNT, self.cim_field(argument.strip()))
+                self.countable[name] = (Aggregate.DISTINCT_COUNT, self.event_field(argument.strip()))
         for alias in _BARE_COUNT.findall(text):
             name = alias.strip('"') or "count"
             self.aggregates.add(name)
@@ -285,7 +442,8 @@ class _Importer:
         for at, stage in enumerate(stages):
             if stage.command in self.COLUMNS and all(self.passive(later) for later in stages[at + 1:]):
                 # nothing after it selects results, so its columns cannot change which ones alert
-                self.note("columns-only", f"`| {stage.command}` only adds result columns; kept as metadata")
+                self.note("columns-only", f"`| {stage.command}` does not change whether the search has results "
+                                          "(nothing after it selects them); kept as metadata")
                 metadata["stages"].append({"text": stage.text, "kind": "presentation", "imported": True})
                 continue
             kind, imported = self.post_stage(stage, conditions, blocked)
@@ -302,6 +460,14 @@ class _Importer:
         if macro:
             return self.macro_stage(macro.group(1), macro.group(2) or ""), True
         command = stage.command
+        if command == "stats" and self.raw_events and blocked is None:
+            return "aggregation", self.stats(stage)
+        if command in self.TIME_BUCKETS and self.raw_events and blocked is None:
+            return "presentation", self.time_bucket(stage)
+        if command == "rex" and blocked is None:
+            return "computed", self.rex(stage)
+        if command == "lookup" and blocked is None:
+            return self.lookup(stage)
         if command == "rename":
             return "presentation", self.rename(stage.args)
         if command == "eval" and blocked is None:
@@ -351,6 +517,88 @@ class _Importer:
                 self.opaque.pop(name, None)
                 self.computed[name] = operand
         return True
+
+    def stats(self, stage: Stage) -> bool:
+        """The first `| stats` of a raw search: its by-fields and value passthroughs stay event
+        fields for later filters, its counts can be thresholds. (Splunk makes no row for an event
+        that lacks a by-field; like the tstats import, the model does not count that as a filter.)"""
+        args = stage.args
+        by_at = find_keyword(args, "by")
+        head, by_text = (args[:by_at], args[by_at + 2:]) if by_at is not None else (args, "")
+        by_words = [w for w in by_text.replace(",", " ").split() if "=" not in w]
+        self.raw_events = False
+        self.results = set(by_words)
+        self.aggregates_of(head)
+        self.raw_by = tuple(by_words)
+        self.time_split = "_time" in by_words
+        return True
+
+    def time_bucket(self, stage: Stage) -> bool:
+        """`| bucket _time span=1h` before the stats: the window a threshold counts in."""
+        span = _SPAN.search(stage.args)
+        if span and "_time" in stage.args.split():
+            self.span = span.group(1)
+            self.window = parse_timespan(self.span)
+        return True
+
+    def rex(self, stage: Stage) -> bool:
+        """`| rex field=f "(?<x>...)"`: x has a value exactly where the regex matches f, so
+        `isnotnull(x)` (or `x=*`) is that regex condition and `isnull(x)` its negation."""
+        found = _REX.match(stage.args)
+        options = (found.group("options") + found.group("more")).replace(" ", "") if found else ""
+        if not found or "mode=sed" in options:
+            for name in _NAMED_GROUP.findall(stage.args):
+                self.opaque[name] = f"`| rex` extracting '{name}' was not imported"
+            return False
+        field_name = unquote(found.group("field")) if found.group("field") else "_raw"
+        text = decode_entities(unquote(found.group("regex")))
+        try:
+            subject = None if field_name == "_raw" else self.result_field(field_name)
+        except _NotEventField as err:
+            for name in _NAMED_GROUP.findall(text):
+                self.opaque[name] = str(err)
+            return False
+        regex = split_regex(_NAMED_GROUP.sub("(", text))
+        for found_group in _NAMED_GROUP.finditer(text):
+            name = found_group.group(1)
+            prefix, stop = _last_greedy_group(text, found_group)
+            self.opaque.pop(name, None)
+            self.computed[name] = Capture(subject, regex, prefix, stop)
+        return True
+
+    def lookup(self, stage: Stage) -> tuple[str, bool]:
+        """`| lookup table key AS field OUTPUT out`: a later test of `out` is an IN-list of the
+        table's keys on `field` (see `escu_lookups`). Without the table, tests of its outputs are
+        partial; when the outputs are not named either, every later filter is."""
+        parsed = escu_lookups.parse_stage(stage.args)
+        name = parsed.name if parsed else (stage.args.split() or ["?"])[0]
+        table = escu_lookups.load(self.lookups_dir, name) if parsed else "cannot read its arguments"
+        if isinstance(table, str):
+            self.partial(stage.text, f"lookup {name}: {table}")
+            if parsed is None or not parsed.outputs:
+                return "other", False
+            for _, alias in parsed.outputs:
+                self.computed.pop(alias, None)
+                self.opaque[alias] = f"`| lookup {name}` was not imported ({table})"
+            return "computed", False
+        assert parsed is not None
+        outputs = parsed.outputs or tuple((c, c) for c in table.columns if c not in dict(parsed.inputs))
+        try:
+            if len(parsed.inputs) != 1:
+                raise _NotEventField(f"lookup {name} on {len(parsed.inputs)} fields")
+            column, event_name = parsed.inputs[0]
+            subject = self.result_field(event_name)
+        except _NotEventField as err:
+            for _, alias in outputs:
+                self.computed.pop(alias, None)
+                self.opaque[alias] = str(err)
+            return "computed", False
+        for output, alias in outputs:
+            keys = tuple((table.key_pattern(column, row[column]), row.get(output) or "")
+                         for row in table.rows if row.get(column))
+            self.opaque.pop(alias, None)
+            self.computed[alias] = LookupOutput(subject, keys, table.caseless)
+        return "computed", True
 
     def filter_field(self, name: str) -> str:
         """A result field for a filter: an event field, or a countable aggregate (marked)."""
@@ -408,6 +656,32 @@ class _Importer:
                 self.results.add(new)
             self.renamed[new] = self.renamed.get(old, old)
         return True
+
+
+_REX = re.compile(r'^\s*(?P<options>(?:(?!field\b)\w+\s*=\s*[^\s"]+\s+)*)'
+                  r'(?:field\s*=\s*(?P<field>"[^"]+"|[^\s"]+)\s+)?'
+                  r'(?P<more>(?:\w+\s*=\s*[^\s"]+\s+)*)(?P<regex>"(?:[^"\\]|\\.)*")\s*$', re.S)
+# A PCRE named group `(?<name>` or `(?P<name>`; not a lookbehind `(?<=`, `(?<!`.
+_NAMED_GROUP = re.compile(r"(?<!\\)\(\?P?<([A-Za-z_]\w*)>")
+
+
+_GREEDY_NEGATED = re.compile(r"\[\^((?:[^\]\\]|\\.)+)\]\+")
+
+
+def _last_greedy_group(text: str, group: re.Match[str]) -> tuple[str | None, str | None]:
+    """(regex before the group, the class's characters) when the named group ends the regex and
+    is `[^...]+`; (None, None) otherwise (see `Capture`)."""
+    body = _GREEDY_NEGATED.match(text, group.end())
+    if body is None or text[body.end():] != ")":
+        return None, None
+    inline = _INLINE_FLAGS.match(text)
+    prefix = _NAMED_GROUP.sub("(", text[inline.end() if inline else 0:group.start()])
+    return prefix, body.group(1)
+
+
+_INLINE_FLAGS = re.compile(r"^\(\?[imsx]+\)")
+_RE2_QUIET = re2.Options()
+_RE2_QUIET.log_errors = False  # the refusal is reported as a diagnostic, not on stderr
 
 
 class _NotEventField(Exception):

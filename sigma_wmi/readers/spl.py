@@ -51,6 +51,7 @@ from sigma_wmi.model import (
     map_matches,
     matches,
     normalize,
+    pattern_regex,
     patterns_match,
     string_match,
 )
@@ -276,6 +277,85 @@ def _transform(transformer: Transformer[Any, Any], tree: Tree[Any]) -> Any:
         raise SplError(f"cannot read expression: {err.orig_exc}") from None
 
 
+class Extracted:
+    """A field a stage derives from an event field (`| rex`, `| lookup`): later tests of it are
+    conditions on that event field."""
+
+    def present(self) -> Expr:
+        """The derived field has a value."""
+        raise NotImplementedError
+
+    def equals(self, value: Pattern, caseless: bool) -> Expr:
+        """The derived field equals `value` (`*` wildcards)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class LookupOutput(Extracted):
+    """An output column of `| lookup`: `keys` are the table's keys (patterns) with the output
+    value each row gives; the field has a value exactly where `field` matches a key."""
+
+    field: str
+    keys: tuple[tuple[Pattern, str], ...]
+    caseless: bool  # how the table matches its keys
+
+    def _where(self, rows: list[Pattern], what: str) -> Expr:
+        if not rows:
+            raise SplUnsupported(f"no row of the lookup table {what}")
+        return patterns_match(self.field, rows, case_sensitive=not self.caseless)
+
+    def present(self) -> Expr:
+        return self._where([key for key, out in self.keys if out != ""], "has this output")
+
+    def equals(self, value: Pattern, caseless: bool) -> Expr:
+        test = re.compile(pattern_regex(value), re.S | (re.I if caseless else 0))
+        return self._where([key for key, out in self.keys if test.fullmatch(out)], f"outputs '{value.text}'")
+
+
+@dataclass(frozen=True)
+class Capture(Extracted):
+    """A field `| rex` extracts: it has a value exactly where `regex` matches `field`
+    (None: the raw event text).
+
+    When the group ends the regex and is a greedy run of a negated class (`Consumer =\\s+(?<c>[^;]+)`),
+    its text is known too: everything after `prefix` up to a `stop` character or the end, so
+    a comparison of the capture with a value is a regex on the field. (rex keeps the first
+    match only; the regex tests every match, which differs only when the field repeats the
+    prefix.)"""
+
+    field: str | None
+    regex: Regex
+    prefix: str | None = None  # the regex before the group, other groups unnamed
+    stop: str | None = None  # the negated class's characters, as written inside [^...]
+
+    def present(self) -> Expr:
+        return regex_match(self.field, self.regex)
+
+    def equals(self, value: Pattern, caseless: bool) -> Expr:
+        """The capture equals `value` (`*` a run of capture characters)."""
+        if self.prefix is None or self.stop is None or "\\" in self.stop:
+            raise SplUnsupported("the text a `| rex` extracted is compared; only a last group that is a "
+                                 "greedy run of a negated class `[^...]+` is imported")
+        pieces: list[str] = []
+        for part in value.parts:
+            if isinstance(part, Wildcard):
+                pieces.append(f"[^{self.stop}]*" if part is Wildcard.MANY else f"[^{self.stop}]")
+                continue
+            for char in part:
+                if char in self.stop:
+                    return _never(self.field)
+                upper, lower = char.upper(), char.lower()
+                pieces.append(f"[{re.escape(upper)}{re.escape(lower)}]" if caseless and upper != lower
+                              and len(upper) == len(lower) == 1 else re.escape(char))
+        if not pieces:
+            raise SplUnsupported("a `| rex` capture compared with an empty value")
+        return regex_match(self.field, Regex(f"{self.prefix}{''.join(pieces)}(?:[{self.stop}]|$)", self.regex.flags))
+
+
+def _never(field: str | None) -> Expr:
+    raise SplUnsupported(f"a `| rex` capture of {field} compared with a value it can never hold")
+
+
 @dataclass(frozen=True)
 class _Computed:
     """A field an earlier `| eval` computed: its expression, with event fields inside."""
@@ -331,6 +411,14 @@ class _SearchToModel(Transformer[Token, Any]):
     def compare_computed(self, field: _Computed, symbol: str, value: Token) -> Expr:
         """`x=5` on a computed number is the eval comparison; strings would add search's
         caseless wildcard matching to eval's cased one, so they are not imported."""
+        if isinstance(field.operand, Extracted):
+            capture = field.operand
+            if str(value) in ("*", '"*"') and symbol in ("=", "!="):  # `x=*`: the rex matched
+                return capture.present() if symbol == "=" else Not(capture.present())
+            if symbol not in ("=", "!="):
+                raise SplUnsupported(f"'{field.name}{symbol}{value}' orders the text a `| rex` extracted")
+            same = capture.equals(search_pattern(str(value)), caseless=True)  # search compares caselessly
+            return same if symbol == "=" else And((capture.present(), Not(same)))
         number = _number(unquote(str(value)))
         if number is None:
             raise SplUnsupported(f"'{field.name}{symbol}{value}' compares a computed field with text")
@@ -350,19 +438,20 @@ class _SearchToModel(Transformer[Token, Any]):
             raise SplUnsupported(f"'{field.name} IN (...)' on a computed field")
         if not values:
             raise SplError(f"'{field} IN ()' has no values")
-        numbers = [Match(field, Op.EQUALS, (int(str(v)),)) for v in values
-                   if v.type == "WORD" and re.fullmatch(r"-?\d+", str(v))]
-        patterns = [search_pattern(str(v)) for v in values
-                    if not (v.type == "WORD" and re.fullmatch(r"-?\d+", str(v)))]
-        if any(p.parts == (Wildcard.MANY,) for p in patterns):
+        # one condition per value in the written order, so `IN (a, b)` and `f=a OR f=b` normalize alike
+        items = [self.equals(field, v) for v in values]
+        if Match(field, Op.EXISTS) in items:
             return Match(field, Op.EXISTS)
-        items: list[Expr] = list(numbers)
-        if patterns:
-            items.append(patterns_match(field, patterns))
         return normalize(any_of(items))
 
     def term(self, value: Token) -> Expr:
         return string_match(None, search_pattern(str(value)))
+
+    def term_directive(self, token: Token) -> Expr:
+        """`TERM(x)` finds x as a whole indexed term, as a bare term x does for the breaker-free
+        values ESCU writes; `CASE(x)` is the term with its case."""
+        text = str(token)
+        return string_match(None, search_pattern(text[5:-1]), case_sensitive=text.startswith("CASE"))
 
 
 def parse_search(text: str, field_map: FieldMap = lambda name: name,
@@ -444,6 +533,10 @@ class _EvalToModel(Transformer[Token, Any]):
         if isinstance(left, _Literal) and not isinstance(right, _Literal):
             left, right = right, left
             symbol = {"<": ">", ">": "<", "<=": ">=", ">=": "<="}.get(symbol, symbol)
+        if isinstance(left, Extracted) and isinstance(right, _Literal) and isinstance(right.value, str) \
+                and symbol in ("==", "!="):  # eval compares case-sensitively
+            same = left.equals(Pattern.literal(right.value), caseless=False)
+            return same if symbol == "==" else And((left.present(), Not(same)))
         if isinstance(left, _Call) and left.name in ("len", "substr", "if") and isinstance(right, _Literal):
             compare_call: Callable[[tuple[Any, ...], str, object], Expr] = getattr(self, f"compare_{left.name}")
             return compare_call(left.args, symbol, right.value)
@@ -541,6 +634,8 @@ class _EvalToModel(Transformer[Token, Any]):
         """A boolean operand: a condition already, or a function call that is one."""
         if isinstance(item, (Match, And, Or, Not)):
             return item
+        if isinstance(item, _Call) and item.name == "in" and item.args:
+            return self.member(*item.args)
         if isinstance(item, _Call):
             method = getattr(self, f"call_{item.name}", None)
             if method is not None:
@@ -551,6 +646,22 @@ class _EvalToModel(Transformer[Token, Any]):
                 return result
             raise SplUnsupported(f"function {item.name}() is not imported")
         raise SplUnsupported(f"{_describe(item)} is not a condition")
+
+    def member(self, subject: Any, *values: Any) -> Expr:
+        """`f IN ("a", "b")` (and `in(f, "a", "b")`): f equals one of the values, as `==` does."""
+        if not values or not all(isinstance(v, _Literal) for v in values):
+            raise SplUnsupported("IN with a value that is not a literal")
+        field, fold = self.reference(subject)
+        return normalize(any_of([self.compare_literal(field, "==", v.value, fold) for v in values]))
+
+    def call_searchmatch(self, text: Any) -> Expr:
+        """`searchmatch("x=1 y")`: the search language's test of the event."""
+        if not isinstance(text, _Literal) or not isinstance(text.value, str):
+            raise SplUnsupported("searchmatch() with a computed search")
+        found = parse_search(text.value, self.field_map, self.computed)
+        if found is None:
+            raise SplUnsupported("searchmatch() of an empty search")
+        return found
 
     def call_match(self, subject: Any, regex: Any) -> Expr:
         field, fold = self.reference(subject)
@@ -570,9 +681,13 @@ class _EvalToModel(Transformer[Token, Any]):
         return string_match(field, like_pattern(pattern.value), case_sensitive=not caseless)
 
     def call_isnull(self, subject: Any) -> Expr:
+        if isinstance(subject, Extracted):
+            return Not(subject.present())
         return Not(Match(self.reference(subject)[0], Op.EXISTS))
 
     def call_isnotnull(self, subject: Any) -> Expr:
+        if isinstance(subject, Extracted):
+            return subject.present()
         return Match(self.reference(subject)[0], Op.EXISTS)
 
     def call_cidrmatch(self, cidr: Any, subject: Any) -> Expr:
@@ -700,6 +815,33 @@ def _scan(text: str) -> Iterator[tuple[int, str, int]]:
         else:
             yield i, char, depth
         i += 1
+
+
+def strip_comments(text: str) -> str:
+    """The search without its ```triple-backtick``` comments (outside double-quoted strings)."""
+    if "```" not in text:
+        return text
+    out: list[str] = []
+    index = 0
+    while index < len(text):
+        if text.startswith("```", index):
+            end = text.find("```", index + 3)
+            if end < 0:
+                break  # an unclosed comment runs to the end, as in Splunk
+            out.append(" ")
+            index = end + 3
+            continue
+        char = text[index]
+        if char == '"':  # copy the string, `\"` included
+            close = index + 1
+            while close < len(text) and text[close] != '"':
+                close += 2 if text[close] == "\\" else 1
+            out.append(text[index:close + 1])
+            index = close + 1
+            continue
+        out.append(char)
+        index += 1
+    return "".join(out)
 
 
 def split_pipeline(text: str) -> list[Stage]:

@@ -24,6 +24,7 @@ from sigma_wmi.backends.splunk_data import (
     cim_fields,
     cim_split_by,
     data_source_names,
+    event_fields,
     macro,
     raw_fields,
 )
@@ -581,10 +582,8 @@ class SplunkBackend(Backend):
         p = Pass(rule, self.catalog, chain, self._unknown_raw(rule, profile), diagnostics,
                  self.sources.for_logsource(rule.logsource, profile), profile)
         query = self.search_and_where(self.rewrite("raw", p), diagnostics)
-        known = raw_fields(p.source.schema) or {}
         events = frozenset(v for f in EVENT_ID_FIELDS for v in p.source.conditions.get(f, ()))
-        # every indexed event also has Splunk's default fields (host, source, sourcetype)
-        fields = sorted({f for f, seen in known.items() if not seen or not events or seen & events} | {"host"})
+        fields = list(event_fields(p.source.schema, events))
         if rule.aggregation is not None:
             query += self.raw_stats(rule.aggregation, chain, p.unknown)
             fields = [self.catalog.first_name(chain, f) or f for f in rule.aggregation.group_by]

@@ -85,13 +85,23 @@ EVENT_ID_FIELDS = ("EventCode", "EventID")  # the condition fields that pick one
 
 
 @functools.cache
+@functools.cache
 def raw_fields(name: str | None) -> Mapping[str, frozenset[str]] | None:
     """The fields of a Splunk source's events, each with the event ids ESCU saw it in
-    (empty: any event of the source); None when there is no such schema."""
+    (empty: any event of the source); None when there is no such schema. (Cached: every
+    rule asks; callers must not change the mapping.)"""
     if not name or name not in schema.available():
         return None
     fields = _schema_document(name).get("fields", {})
     return {field: frozenset(entry.get("events", ())) for field, entry in fields.items()}
+
+
+@functools.cache
+def event_fields(name: str | None, events: frozenset[str]) -> tuple[str, ...]:
+    """The fields events of a Splunk source with one of these ids have (any id when empty),
+    sorted, plus `host`, which every indexed event has (as source and sourcetype)."""
+    known = raw_fields(name) or {}
+    return tuple(sorted({f for f, seen in known.items() if not seen or not events or seen & events} | {"host"}))
 
 
 def template_conditions(template: str, channel: str) -> dict[str, tuple[str, ...]]:

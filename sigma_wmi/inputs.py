@@ -51,9 +51,13 @@ def input_files(paths: tuple[Path, ...], excludes: tuple[str, ...] = ()) -> list
     found: list[Path] = []
     for root in files:
         for file in rule_files([root]):
-            relative = file.relative_to(root).as_posix() if root.is_dir() else file.as_posix()
-            if not is_temporary(file) and not excluded(relative, excludes):
-                found.append(file)
+            if is_temporary(file):
+                continue
+            if excludes:
+                relative = file.relative_to(root).as_posix() if root.is_dir() else file.as_posix()
+                if excluded(relative, excludes):
+                    continue
+            found.append(file)
     return found
 
 

@@ -175,22 +175,28 @@ def first_overlapping(place: Path, sources: list[Path]) -> Path | None:
     """The first of `sources` that `place` is, holds or lies in (after resolving links). A batch has thousands
     of files in a few folders: each folder is resolved once, and a file by its folder's
     resolved path unless it is itself a link."""
-    target = place.resolve()
-    folders: dict[Path, Path] = {}
+    target = os.path.realpath(place)
+    folders: dict[str, str] = {}
 
-    def resolved(source: Path) -> Path:
-        if source.is_symlink() or source.name in ("", ".", ".."):
-            return source.resolve()
-        parent = source.parent
-        if parent not in folders:
-            folders[parent] = parent.resolve()
-        return folders[parent] / source.name
+    def resolved(source: Path) -> str:
+        text = os.fspath(source)
+        folder, name = os.path.split(text)
+        if name in ("", ".", "..") or os.path.islink(text):
+            return os.path.realpath(text)
+        if folder not in folders:
+            folders[folder] = os.path.realpath(folder or ".")
+        return os.path.join(folders[folder], name)
 
     for source in sources:
         real = resolved(source)
-        if real == target or target in real.parents or real in target.parents:
+        if real == target or _inside(real, target) or _inside(target, real):
             return source
     return None
+
+
+def _inside(path: str, folder: str) -> bool:
+    """Whether `path` lies inside `folder` (both resolved, absolute)."""
+    return path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def first_not_directory(path: Path) -> Path | None:

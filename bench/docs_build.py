@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from sigma_wmi.api import load_all
-from sigma_wmi.backends.docs import build_site
+from sigma_wmi.docs.site import build_site
 
 REPO = Path(__file__).resolve().parent.parent
 

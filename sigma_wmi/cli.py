@@ -323,7 +323,7 @@ def _write_report(path: Path, results: list[batch.RuleResult], jobs: list[batch.
 def docs(paths: tuple[Path, ...], output: Path, targets: tuple[str, ...], macros_dir: Path | None,
          jobs: int | None, quiet: bool, mappings: tuple[Path, ...]) -> None:
     """Build a static documentation site (HTML and Markdown pages, indexes, ATT&CK layer)."""
-    from sigma_wmi.backends.docs import build_site  # jinja2 and templates only when needed
+    from sigma_wmi.docs.site import build_site  # jinja2 and templates only when needed
 
     files = _input_files(paths)
     _check_destinations(paths, files, Destination(output, True), None)

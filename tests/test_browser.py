@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from sigma_wmi.api import compile_rule, load, load_all
-from sigma_wmi.backends.docs import build_site
+from sigma_wmi.docs.site import build_site
 from sigma_wmi.model import LogSource, Match, Op, Pattern, Rule
 from tests.conftest import RULES
 

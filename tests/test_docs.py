@@ -11,8 +11,8 @@ import pytest
 
 from sigma_wmi.api import compile_rule, load, load_all
 from sigma_wmi.attack import attack
-from sigma_wmi.backends import docs
-from sigma_wmi.backends.docs import MARKER, build_site, page_slug
+from sigma_wmi.docs import site as docs
+from sigma_wmi.docs.site import MARKER, build_site, page_slug
 from sigma_wmi.errors import Origin, SigmaWmiError
 from sigma_wmi.model import LogSource, Match, Op, Pattern, RelatedRule, Rule, Technique
 from sigma_wmi.output import inside as safe_join

@@ -27,16 +27,9 @@ import jinja2
 from markupsafe import Markup, escape
 
 from sigma_wmi.attack import Tactic, Technique, attack
-from sigma_wmi.backends.atc import (
-    AttackInfo,
-    DataNeeded,
-    QueryBlock,
-    QueryCompiler,
-    attack_info,
-    data_needed,
-    is_link,
-    markdown_environment,
-)
+from sigma_wmi.docs.data_needed import DataNeeded, data_needed
+from sigma_wmi.docs.markdown import is_link, markdown_environment
+from sigma_wmi.docs.queries import AttackInfo, QueryBlock, QueryCompiler, attack_info
 from sigma_wmi.errors import Diagnostic, Level, SigmaWmiError
 from sigma_wmi.model import RelatedRule, Rule, describe_aggregation
 from sigma_wmi.output import TEMP_MARK, inside, is_device_name, remove_stale_temporaries

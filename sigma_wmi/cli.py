@@ -319,9 +319,11 @@ def _write_report(path: Path, results: list[batch.RuleResult], jobs: list[batch.
 @click.option("-j", "--jobs", type=click.IntRange(min=1), help="Worker processes compiling the queries "
               "(default: all cores for large sites).")
 @click.option("-q", "--quiet", is_flag=True, help="No summary line.")
+@click.option("--test-report", "test_report", type=click.Path(path_type=Path, dir_okay=False),
+              help="A `sigma-wmi test --report` file: rule pages show its results beside their declared tests.")
 @MAPPING_OPTION
 def docs(paths: tuple[Path, ...], output: Path, targets: tuple[str, ...], macros_dir: Path | None,
-         jobs: int | None, quiet: bool, mappings: tuple[Path, ...]) -> None:
+         jobs: int | None, quiet: bool, test_report: Path | None, mappings: tuple[Path, ...]) -> None:
     """Build a static documentation site (HTML and Markdown pages, indexes, ATT&CK layer)."""
     from sigma_wmi.docs.site import build_site  # jinja2 and templates only when needed
 
@@ -337,7 +339,7 @@ def docs(paths: tuple[Path, ...], output: Path, targets: tuple[str, ...], macros
     names = tuple(t.strip() for group in targets for t in group.split(",") if t.strip()) or None
     try:
         report = build_site(rules, output, errors=errors, targets=names, workers=workers,
-                            mapping=_mapping_paths(mappings))
+                            mapping=_mapping_paths(mappings), test_report=test_report)
     except SigmaWmiError as err:
         raise UsageError(safe(err.message)) from None
     except OSError as err:

@@ -126,8 +126,8 @@ def test_script_in_description_is_shown_as_text(site: tuple[Path, docs.SiteRepor
     raw = path.read_text(encoding="utf-8")
     assert "<script>alert" not in raw and "&lt;script&gt;alert(" in raw
     root = parse_xml(path)
-    description = next(e for e in root.iter("p") if e.get("class") == "description")
-    assert text_of(description) == "Shows <script>alert('owned')</script> & more"
+    description = next(e for e in root.iter("div") if e.get("class") == "description")
+    assert text_of(description).strip() == "Shows <script>alert('owned')</script> & more"
     assert "<b>bold</b>" in text_of(by_id(root, "code-source"))
     assert not any((a.get("href") or "").startswith("javascript:") for a in root.iter("a"))
     title = next(root.iter("h1"))
@@ -180,8 +180,11 @@ def test_index_pages(site: tuple[Path, docs.SiteReport]) -> None:
     logsources = parse_xml(out / "logsources.html")
     assert len(list(by_id(logsources, "windows-process_creation").iter("li"))) == 3
     matrix = parse_xml(out / "matrix.html")
-    covered = [li for li in matrix.iter("li") if li.get("class") == "covered"]
-    assert any(text_of(li).startswith("Event Triggered Execution") for li in covered)
+    covered = {text_of(li).strip(): li for li in matrix.iter("li") if "cell" in (li.get("class") or "")
+               and "heat-0" not in (li.get("class") or "")}
+    assert list(covered) == ["Event Triggered Execution 3"]  # three rules, T1546.003 counted on its parent
+    link = next(covered["Event Triggered Execution 3"].iter("a"))
+    assert link.get("href") == "./index.html#technique=T1546"
     assert "bad <yaml>" in text_of(parse_xml(out / "errors.html"))
 
 
@@ -206,7 +209,7 @@ def test_search_index_is_a_script_with_every_rule(site: tuple[Path, docs.SiteRep
     index = json.loads(script[len(prefix):-2])
     rows = [dict(zip(index["fields"], row, strict=True)) for row in index["rows"]]
     scrcons = next(r for r in rows if r["id"] == SCRCONS_ID)
-    assert scrcons["slug"] == SCRCONS_ID and "T1546.003" in scrcons["techniques"]
+    assert scrcons["slug"] == SCRCONS_ID and scrcons["technique"] == ["T1546"]
     assert len(rows) == 3
     index_page = parse_xml(out / "index.html")
     assert any(s.get("src") == "./assets/search-index.js" for s in index_page.iter("script"))

@@ -11,6 +11,8 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
+from sigma_wmi.docs.text import paragraphs
+
 # ---------------------------------------------------------------------------
 # Markdown escaping (pure functions; the only places Markdown is escaped)
 # ---------------------------------------------------------------------------
@@ -101,4 +103,5 @@ def markdown_environment() -> jinja2.Environment:
     env.filters["url"] = lambda url: Markup(md_url(str(url)))
     env.filters["is_link"] = is_link
     env.filters["ident"] = ident
+    env.filters["paragraphs"] = paragraphs
     return env

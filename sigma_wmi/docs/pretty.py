@@ -1,0 +1,437 @@
+"""Readable queries: a pretty-printer that breaks a compiled one-line query at its boolean
+structure, and highlighting of the result.
+
+The printer works on the query's tokens, never on the model: it changes whitespace only,
+and only where every query language we print treats whitespace as a separator (before a
+boolean operator, after an opening and before a closing bracket, after a comma, before an
+SPL pipe). So the pretty form parses to what the exact form parses to; `tests/test_docs.py`
+proves that with each language's independent parser. The exact one-line text is what the
+page's Copy button copies.
+
+Which language a target writes is a presentation fact of the site (`QUERY_LANGUAGES`);
+a target not listed there (a third-party plugin) is shown as written, unhighlighted.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from pygments import highlight
+from pygments.formatters import HtmlFormatter
+from pygments.lexer import Lexer, RegexLexer, words
+from pygments.lexers import YamlLexer
+from pygments.token import (
+    Keyword,
+    Name,
+    Number,
+    Operator,
+    Punctuation,
+    String,
+    Text,
+    Whitespace,
+)
+
+WIDTH = 100  # a line longer than this is broken at its boolean structure
+INDENT = "  "
+
+# Target name -> the language its default and shown formats are written in.
+QUERY_LANGUAGES: dict[str, str] = {"splunk": "spl", "eql": "eql", "kql": "kql", "lucene": "lucene",
+                                   "sigma": "yaml"}
+
+
+# ---------------------------------------------------------------------------
+# Languages: what separates tokens, what is a boolean operator
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Syntax:
+    name: str
+    operators: frozenset[str]  # binary boolean operators: a line may start with one
+    case_sensitive_operators: bool
+    breaks_before_not: bool = False  # implicit AND: a NOT opens a new conjunct
+    pipes: bool = False  # SPL: each `| command` on its own line
+    regex_slashes: bool = False  # Lucene: /regex/ is one token
+    clauses: frozenset[str] = frozenset()  # SPL `where`, `by`: a pipe stage's clause starts a line
+    wraps_words: bool = False  # SPL: any blank outside quotes may become a line break
+    brackets: str = "()"  # bracket pairs that group (KQL and Lucene values may hold a raw `[`)
+    comma_lists: bool = False  # commas separate list items (in KQL a comma is value text)
+
+    @property
+    def stops(self) -> str:
+        """Characters that end a bare word."""
+        return " \t\r\n\"`" + self.brackets + ("," if self.comma_lists else "") + ("|" if self.pipes else "")
+    triple_quotes: bool = False  # EQL: """raw strings"""
+
+    def is_operator(self, word: str) -> bool:
+        return (word if self.case_sensitive_operators else word.lower()) in self.operators
+
+
+SYNTAXES: dict[str, Syntax] = {
+    "spl": Syntax("spl", frozenset({"AND", "OR"}), True, breaks_before_not=True, pipes=True,
+                  clauses=frozenset({"from", "where", "by"}), wraps_words=True, brackets="()[]", comma_lists=True),
+    "eql": Syntax("eql", frozenset({"and", "or"}), True, triple_quotes=True, brackets="()[]", comma_lists=True),
+    "kql": Syntax("kql", frozenset({"and", "or"}), False),
+    "lucene": Syntax("lucene", frozenset({"AND", "OR", "&&", "||"}), True, breaks_before_not=True,
+                     regex_slashes=True),
+}
+
+
+# ---------------------------------------------------------------------------
+# Tokens and groups
+# ---------------------------------------------------------------------------
+
+@dataclass
+class Token:
+    text: str
+    pre: str = ""  # the whitespace before it in the exact query
+
+    def flat(self) -> str:
+        return self.pre + self.text
+
+
+@dataclass
+class Group:
+    open: Token
+    items: list[Token | Group] = field(default_factory=list)
+    close: Token | None = None  # None: unbalanced input, printed as it came
+
+    @property
+    def pre(self) -> str:
+        return self.open.pre
+
+    def flat(self) -> str:
+        inner = "".join(item.flat() for item in self.items)
+        return self.open.flat() + inner + (self.close.flat() if self.close else "")
+
+
+Item = Token | Group
+_OPEN = {"(": ")", "[": "]"}
+_CLOSE = frozenset(_OPEN.values())
+
+
+def tokenize(text: str, syntax: Syntax) -> list[Token]:
+    """Strings, backtick names, brackets, commas, pipes and words, each with the
+    whitespace before it. Backslash escapes stay inside their word or string."""
+    tokens: list[Token] = []
+    i, n = 0, len(text)
+    while i < n:
+        start = i
+        while i < n and text[i] in " \t\r\n":
+            i += 1
+        pre = text[start:i]
+        if i >= n:
+            if pre:
+                tokens.append(Token("", pre))
+            break
+        char = text[i]
+        if syntax.triple_quotes and text.startswith('"""', i):
+            end = text.find('"""', i + 3)
+            j = n if end < 0 else end + 3
+        elif char in "\"`" or (char == "?" and text.startswith('?"', i)):
+            quote = '"' if char == "?" else char
+            j = i + (2 if char == "?" else 1)
+            while j < n and text[j] != quote:
+                j += 2 if text[j] == "\\" and quote == '"' else 1
+            j = min(j + 1, n)
+        elif char in syntax.stops:
+            j = i + 1
+        else:
+            j = i
+            while j < n and text[j] not in syntax.stops:
+                if syntax.regex_slashes and text[j] == "/" and (j == i or text[j - 1] == ":"):
+                    j = _regex_end(text, j)  # Lucene /regex/: brackets and blanks inside are its own
+                else:
+                    j += 2 if text[j] == "\\" else 1
+            j = min(j, n)
+        tokens.append(Token(text[i:j], pre))
+        i = j
+    return tokens
+
+
+def _regex_end(text: str, start: int) -> int:
+    j = start + 1
+    while j < len(text) and text[j] != "/":
+        j += 2 if text[j] == "\\" else 1
+    return min(j + 1, len(text))
+
+
+def group(tokens: list[Token]) -> list[Item]:
+    """Nest the tokens at their brackets."""
+    root: list[Item] = []
+    stack: list[tuple[Group, str]] = []
+    for token in tokens:
+        target = stack[-1][0].items if stack else root
+        if token.text in _OPEN:
+            node = Group(token)
+            target.append(node)
+            stack.append((node, _OPEN[token.text]))
+        elif token.text in _CLOSE and stack and stack[-1][1] == token.text:
+            stack.pop()[0].close = token
+        else:
+            target.append(token)
+    return root
+
+
+# ---------------------------------------------------------------------------
+# Printing
+# ---------------------------------------------------------------------------
+
+class Printer:
+    def __init__(self, syntax: Syntax, width: int = WIDTH) -> None:
+        self.syntax = syntax
+        self.width = width
+
+    def query(self, text: str) -> str:
+        items = group(tokenize(text, self.syntax))
+        if not self.syntax.pipes:
+            return self.sequence(items, "", 0).lstrip(" ")
+        stages: list[list[Item]] = [[]]
+        for item in items:
+            if isinstance(item, Token) and item.text == "|":
+                stages.append([item])
+            else:
+                stages[-1].append(item)
+        lines = []
+        for stage in stages:
+            if not stage:
+                continue
+            if isinstance(stage[0], Token) and stage[0].text == "|":
+                rest = stage[1:]
+                body = self.clauses(rest) if rest else ""
+                lines.append("|" + (" " + body if body else ""))
+            else:
+                lines.append(self.sequence(stage, "", 0).lstrip(" "))
+        return "\n".join(lines)
+
+    def clauses(self, items: list[Item]) -> str:
+        """A pipe stage's body: `where ...` and `by ...` each on a line when it is long."""
+        flat = "".join(item.flat() for item in items).lstrip(" ")
+        if 2 + len(flat) <= self.width:
+            return flat
+        parts: list[list[Item]] = [[]]
+        for index, item in enumerate(items):
+            if (index > 1 and isinstance(item, Token) and item.text in self.syntax.clauses and item.pre):
+                parts.append([])
+            parts[-1].append(item)
+        lines = [self.sequence(part, INDENT * 2, 2 * len(INDENT)).lstrip(" ") for part in parts]
+        return ("\n" + INDENT).join(lines)
+
+    def is_break(self, item: Item, previous: Item | None) -> bool:
+        if not isinstance(item, Token) or not item.pre:
+            return False
+        if self.syntax.is_operator(item.text):
+            return True
+        return (self.syntax.breaks_before_not and item.text.upper() == "NOT" and previous is not None
+                and not (isinstance(previous, Token) and self.syntax.is_operator(previous.text)))
+
+    def sequence(self, items: list[Item], indent: str, column: int) -> str:
+        """Items on one line if they fit, else one line per conjunct or disjunct."""
+        flat = "".join(item.flat() for item in items)
+        if column + len(flat.lstrip(" ")) <= self.width or not items:
+            return flat
+        segments: list[list[Item]] = [[]]
+        for index, item in enumerate(items):
+            if segments[-1] and self.is_break(item, items[index - 1] if index else None):
+                segments.append([])
+            segments[-1].append(item)
+        out = []
+        for number, segment in enumerate(segments):
+            if number == 0:
+                out.append(self.inline(segment, indent, column))
+            else:
+                head, *rest = segment
+                line = indent + head.flat().lstrip()
+                out.append("\n" + line + self.inline(rest, indent, len(line)))
+        return "".join(out)
+
+    def inline(self, items: list[Item], indent: str, column: int) -> str:
+        """A conjunct: tokens as written; a bracket group that does not fit is opened."""
+        out: list[str] = []
+        for item in items:
+            piece = item.flat()
+            if isinstance(item, Group) and column + len(piece) > self.width:
+                piece = self.opened(item, indent, column)
+            elif (self.syntax.wraps_words and out and item.pre and column + len(piece) > self.width
+                  and len(indent) + len(piece) < column):
+                piece = "\n" + indent + INDENT + piece.lstrip(" ")
+            out.append(piece)
+            last_line = piece.rsplit("\n", 1)
+            column = len(last_line[-1]) if len(last_line) > 1 else column + len(piece)
+        return "".join(out)
+
+    def opened(self, node: Group, indent: str, column: int) -> str:
+        inner = indent + INDENT
+        items = node.items
+        has_operator = any(isinstance(i, Token) and self.syntax.is_operator(i.text) for i in items)
+        close = node.close.text if node.close else ""
+        if not has_operator and any(isinstance(i, Token) and i.text == "," for i in items):
+            listed = self.filled(self._stripped(items), inner, len(inner))
+            return node.open.flat() + "\n" + inner + listed + close
+        body = self.sequence(self._stripped(items), inner, len(inner))
+        return node.open.flat() + "\n" + inner + body.lstrip(" ") + ("\n" + indent + close if close else "")
+
+    def filled(self, items: list[Item], indent: str, column: int) -> str:
+        """A comma list: as many items on a line as fit, continued on the next."""
+        out: list[str] = []
+        for item in items:
+            piece = item.flat()
+            after_comma = bool(out) and out[-1].endswith(",")
+            if after_comma and column + len(piece) > self.width:
+                piece = "\n" + indent + piece.lstrip(" ")
+                column = len(piece) - 1
+            else:
+                column += len(piece)
+            out.append(piece)
+        return "".join(out)
+
+    @staticmethod
+    def _stripped(items: list[Item]) -> list[Item]:
+        """Inside an opened group the first item starts its own line: no leading blank."""
+        if items and isinstance(items[0], Token) and items[0].pre:
+            return [Token(items[0].text, ""), *items[1:]]
+        return items
+
+
+def pretty(text: str, language: str | None, width: int = WIDTH) -> str:
+    """The query broken at its boolean structure (a language without a printer, or a
+    multi-line text such as YAML, comes back unchanged)."""
+    syntax = SYNTAXES.get(language or "")
+    if syntax is None or "\n" in text:
+        return text
+    return Printer(syntax, width).query(text)
+
+
+# ---------------------------------------------------------------------------
+# Highlighting: Pygments lexers (ours where Pygments has none for the language)
+# ---------------------------------------------------------------------------
+
+_STRING = r'"(?:[^"\\]|\\.)*"?'
+
+
+class SplLexer(RegexLexer):  # type: ignore[misc]  # Pygments ships no type hints
+    """Splunk SPL as sigma-wmi writes it: search terms, pipes, eval functions, macros."""
+
+    name = "Splunk SPL"
+    aliases: ClassVar[list[str]] = ["spl"]
+    tokens: ClassVar[dict[str, list[object]]] = {
+        "root": [
+            (r"\s+", Whitespace),
+            (r"\|", Punctuation, "command"),
+            (r"`[^`]*`", Name.Function),
+            (_STRING, String),
+            (words(("AND", "OR", "NOT", "IN", "AS", "BY", "as", "by", "from", "where", "OVER"), suffix=r"\b"),
+             Operator.Word),
+            (r"[A-Za-z_][\w.:{}-]*(?=\s*\()", Name.Function),
+            (r"[A-Za-z_][\w.:{}-]*(?=\s*(?:!=|<=|>=|=|<|>))", Name.Attribute),
+            (r"-?\d+(?:\.\d+)?\b", Number),
+            (r"!=|<=|>=|==|=|<|>", Operator),
+            (r"[()\[\],]", Punctuation),
+            (r"[^\s()\[\],=<>!\"`|]+", Text),
+            (r".", Text),
+        ],
+        "command": [  # the word after a pipe names the command
+            (r"\s+", Whitespace),
+            (r"[a-z_]+", Keyword, "#pop"),
+            (r"", Text, "#pop"),
+        ],
+    }
+
+
+class EqlLexer(RegexLexer):  # type: ignore[misc]  # Pygments ships no type hints
+    """Elastic EQL: event category, `where`, `:` and `==` comparisons, functions."""
+
+    name = "Elastic EQL"
+    aliases: ClassVar[list[str]] = ["eql"]
+    tokens: ClassVar[dict[str, list[object]]] = {
+        "root": [
+            (r"\s+", Whitespace),
+            (r'"""[\s\S]*?"""', String),
+            (r"\?" + _STRING, String.Regex),
+            (_STRING, String),
+            (r"`[^`]*`", Name.Attribute),
+            (words(("and", "or", "not", "where", "in", "in~", "like", "like~", "regex", "regex~", "sequence",
+                    "by", "with", "maxspan", "any", "true", "false", "null"), suffix=r"(?![\w~])"), Keyword),
+            (r"[A-Za-z_][\w]*(?=\s*\()", Name.Function),
+            (r"[A-Za-z_@][\w.@-]*", Name.Attribute),
+            (r"-?\d+(?:\.\d+)?\b", Number),
+            (r"[:=!<>~]+", Operator),
+            (r"[()\[\],]", Punctuation),
+            (r".", Text),
+        ],
+    }
+
+
+class KqlLexer(RegexLexer):  # type: ignore[misc]  # Pygments ships no type hints
+    """Kibana KQL: `field:value`, `field:(a or b)`, escaped unquoted values."""
+
+    name = "Kibana KQL"
+    aliases: ClassVar[list[str]] = ["kql"]
+    flags = re.IGNORECASE
+    tokens: ClassVar[dict[str, list[object]]] = {
+        "root": [
+            (r"\s+", Whitespace),
+            (_STRING, String),
+            (words(("and", "or", "not"), suffix=r"\b"), Operator.Word),
+            (r"(?:[^\s\\():<>\"*{}]|\\.)+(?=\s*(?::|<=|>=|<|>))", Name.Attribute),
+            (r":|<=|>=|<|>", Operator),
+            (r"(?:[^\s\\():<>\"{}]|\\.)+", String.Other),
+            (r"[(){}]", Punctuation),
+            (r".", Text),
+        ],
+    }
+
+
+class LuceneLexer(RegexLexer):  # type: ignore[misc]  # Pygments ships no type hints
+    """Lucene query syntax: `field:term`, /regex/, ranges, AND/OR/NOT."""
+
+    name = "Lucene"
+    aliases: ClassVar[list[str]] = ["lucene"]
+    tokens: ClassVar[dict[str, list[object]]] = {
+        "root": [
+            (r"\s+", Whitespace),
+            (_STRING, String),
+            (r"/(?:[^/\\]|\\.)*/?", String.Regex),
+            (words(("AND", "OR", "NOT", "TO"), suffix=r"\b"), Operator.Word),
+            (r"&&|\|\||!", Operator),
+            (r"(?:[^\s\\():\"/\[\]{}]|\\.)+(?=:)", Name.Attribute),
+            (r":", Operator),
+            (r"(?:[^\s\\():\"/\[\]{}]|\\.)+", String.Other),
+            (r"[()\[\]{}]", Punctuation),
+            (r".", Text),
+        ],
+    }
+
+
+_LEXERS: dict[str, type[Lexer]] = {"spl": SplLexer, "eql": EqlLexer, "kql": KqlLexer, "lucene": LuceneLexer,
+                                   "yaml": YamlLexer}
+_FORMATTER = HtmlFormatter(nowrap=True)
+_lexer_instances: dict[str, Lexer] = {}
+
+
+def highlight_html(text: str, language: str | None) -> str | None:
+    """HTML spans (Pygments' short class names) for `text`, or None for a language we
+    do not highlight. The caller checks that the text holds nothing HTML cannot carry."""
+    cls = _LEXERS.get(language or "")
+    if cls is None:
+        return None
+    lexer = _lexer_instances.get(language or "")
+    if lexer is None:
+        lexer = _lexer_instances.setdefault(language or "", cls(stripnl=False, ensurenl=False))
+    return str(highlight(text, lexer, _FORMATTER))
+
+
+def stylesheet() -> str:
+    """Token colours for light and dark mode, generated from two Pygments styles."""
+    light = str(HtmlFormatter(style="default").get_style_defs(".hl"))  # type: ignore[no-untyped-call]
+    dark = str(HtmlFormatter(style="monokai").get_style_defs(".hl"))  # type: ignore[no-untyped-call]
+    dark_rules = "\n".join(f":root[data-theme=dark] {line}" for line in dark.splitlines() if line.startswith(".hl "))
+    auto_rules = "\n".join(f"  :root:not([data-theme=light]) {line}" for line in dark.splitlines()
+                           if line.startswith(".hl "))
+    keep = "\n".join(line for line in light.splitlines() if line.startswith(".hl "))
+    return (f"/* generated by sigma_wmi.docs.pretty from Pygments styles 'default' and 'monokai' */\n{keep}\n"
+            f"{dark_rules}\n@media (prefers-color-scheme: dark) {{\n{auto_rules}\n}}\n")
+
+
+__all__ = ["QUERY_LANGUAGES", "SYNTAXES", "highlight_html", "pretty", "stylesheet"]

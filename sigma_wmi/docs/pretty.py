@@ -14,24 +14,13 @@ a target not listed there (a third-party plugin) is shown as written, unhighligh
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
-from typing import ClassVar
 
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
-from pygments.lexer import Lexer, RegexLexer, words
 from pygments.lexers import YamlLexer
-from pygments.token import (
-    Keyword,
-    Name,
-    Number,
-    Operator,
-    Punctuation,
-    String,
-    Text,
-    Whitespace,
-)
 
 WIDTH = 100  # a line longer than this is broken at its boolean structure
 INDENT = "  "
@@ -57,24 +46,40 @@ class Syntax:
     wraps_words: bool = False  # SPL: any blank outside quotes may become a line break
     brackets: str = "()"  # bracket pairs that group (KQL and Lucene values may hold a raw `[`)
     comma_lists: bool = False  # commas separate list items (in KQL a comma is value text)
-
-    @property
-    def stops(self) -> str:
-        """Characters that end a bare word."""
-        return " \t\r\n\"`" + self.brackets + ("," if self.comma_lists else "") + ("|" if self.pipes else "")
     triple_quotes: bool = False  # EQL: """raw strings"""
+    regex_strings: bool = False  # EQL: ?"regex"
+    keywords: frozenset[str] = frozenset()  # highlighted as keywords (besides the operators)
 
     def is_operator(self, word: str) -> bool:
         return (word if self.case_sensitive_operators else word.lower()) in self.operators
 
+    @functools.cached_property
+    def token_pattern(self) -> re.Pattern[str]:
+        """One token and the blanks before it. A backslash escape stays inside its word
+        or string; in Lucene an unescaped `/` opens a regex that runs to the next one."""
+        singles = re.escape(self.brackets + ("," if self.comma_lists else "") + ("|" if self.pipes else ""))
+        alternatives = []
+        if self.triple_quotes:
+            alternatives.append(r'"""[\s\S]*?(?:"""|\Z)')
+        alternatives.append((r"\??" if self.regex_strings else "") + r'"(?:[^"\\]|\\[\s\S])*(?:"|\Z)')
+        alternatives.append(r"`[^`]*(?:`|\Z)")
+        alternatives.append(f"[{singles}]")
+        regex = r"/(?:[^/\\]|\\[\s\S])*(?:/|\Z)|" if self.regex_slashes else ""
+        alternatives.append(rf"(?:\\[\s\S]|{regex}[^\s\"`\\{singles}{'/' if self.regex_slashes else ''}]|\\\Z)+")
+        return re.compile(r"(?P<pre>[ \t\r\n]*)(?P<token>" + "|".join(alternatives) + ")?")
+
 
 SYNTAXES: dict[str, Syntax] = {
     "spl": Syntax("spl", frozenset({"AND", "OR"}), True, breaks_before_not=True, pipes=True,
-                  clauses=frozenset({"from", "where", "by"}), wraps_words=True, brackets="()[]", comma_lists=True),
-    "eql": Syntax("eql", frozenset({"and", "or"}), True, triple_quotes=True, brackets="()[]", comma_lists=True),
-    "kql": Syntax("kql", frozenset({"and", "or"}), False),
+                  clauses=frozenset({"from", "where", "by"}), wraps_words=True, brackets="()[]", comma_lists=True,
+                  keywords=frozenset({"NOT", "IN", "as", "AS", "by", "BY", "from", "where", "OVER", "span"})),
+    "eql": Syntax("eql", frozenset({"and", "or"}), True, triple_quotes=True, brackets="()[]", comma_lists=True,
+                  regex_strings=True, keywords=frozenset({"not", "where", "in", "in~", "like", "like~", "regex",
+                                                          "regex~", "sequence", "by", "with", "maxspan", "any",
+                                                          "true", "false", "null"})),
+    "kql": Syntax("kql", frozenset({"and", "or"}), False, keywords=frozenset({"not", "NOT", "Not"})),
     "lucene": Syntax("lucene", frozenset({"AND", "OR", "&&", "||"}), True, breaks_before_not=True,
-                     regex_slashes=True),
+                     regex_slashes=True, keywords=frozenset({"NOT", "TO"})),
 }
 
 
@@ -113,48 +118,18 @@ _CLOSE = frozenset(_OPEN.values())
 
 def tokenize(text: str, syntax: Syntax) -> list[Token]:
     """Strings, backtick names, brackets, commas, pipes and words, each with the
-    whitespace before it. Backslash escapes stay inside their word or string."""
+    whitespace before it (trailing blanks become a last, empty token)."""
     tokens: list[Token] = []
-    i, n = 0, len(text)
-    while i < n:
-        start = i
-        while i < n and text[i] in " \t\r\n":
-            i += 1
-        pre = text[start:i]
-        if i >= n:
-            if pre:
-                tokens.append(Token("", pre))
+    position, end = 0, len(text)
+    pattern = syntax.token_pattern
+    while position < end:
+        found = pattern.match(text, position)
+        if found is None or found.end() == position:  # cannot happen: every character is some token
+            tokens.append(Token(text[position:]))
             break
-        char = text[i]
-        if syntax.triple_quotes and text.startswith('"""', i):
-            end = text.find('"""', i + 3)
-            j = n if end < 0 else end + 3
-        elif char in "\"`" or (char == "?" and text.startswith('?"', i)):
-            quote = '"' if char == "?" else char
-            j = i + (2 if char == "?" else 1)
-            while j < n and text[j] != quote:
-                j += 2 if text[j] == "\\" and quote == '"' else 1
-            j = min(j + 1, n)
-        elif char in syntax.stops:
-            j = i + 1
-        else:
-            j = i
-            while j < n and text[j] not in syntax.stops:
-                if syntax.regex_slashes and text[j] == "/" and (j == i or text[j - 1] == ":"):
-                    j = _regex_end(text, j)  # Lucene /regex/: brackets and blanks inside are its own
-                else:
-                    j += 2 if text[j] == "\\" else 1
-            j = min(j, n)
-        tokens.append(Token(text[i:j], pre))
-        i = j
+        tokens.append(Token(found.group("token") or "", found.group("pre")))
+        position = found.end()
     return tokens
-
-
-def _regex_end(text: str, start: int) -> int:
-    j = start + 1
-    while j < len(text) and text[j] != "/":
-        j += 2 if text[j] == "\\" else 1
-    return min(j + 1, len(text))
 
 
 def group(tokens: list[Token]) -> list[Item]:
@@ -304,122 +279,96 @@ def pretty(text: str, language: str | None, width: int = WIDTH) -> str:
 
 
 # ---------------------------------------------------------------------------
-# Highlighting: Pygments lexers (ours where Pygments has none for the language)
+# Highlighting. Pygments has no lexer for SPL, Elastic EQL, Kibana KQL or Lucene (its
+# `kql` is Kusto), so the query languages are highlighted from the printer's own tokens
+# with Pygments' CSS class names; YAML (the Sigma target) goes through Pygments' lexer.
 # ---------------------------------------------------------------------------
 
-_STRING = r'"(?:[^"\\]|\\.)*"?'
+# A bare word that compares: `Image=`, `EventCode=1`, `process.name:`, `field:/regex/`.
+_COMPARISON = re.compile(r"((?:\\[\s\S]|[^\\=:<>!])+?)(!=|<=|>=|==|=|<|>|:)([\s\S]*)")
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_PUNCTUATION = frozenset("()[],|")
+_EQL_OPERATORS = frozenset({"==", "!=", ":", "<", ">", "<=", ">="})
 
 
-class SplLexer(RegexLexer):  # type: ignore[misc]  # Pygments ships no type hints
-    """Splunk SPL as sigma-wmi writes it: search terms, pipes, eval functions, macros."""
-
-    name = "Splunk SPL"
-    aliases: ClassVar[list[str]] = ["spl"]
-    tokens: ClassVar[dict[str, list[object]]] = {
-        "root": [
-            (r"\s+", Whitespace),
-            (r"\|", Punctuation, "command"),
-            (r"`[^`]*`", Name.Function),
-            (_STRING, String),
-            (words(("AND", "OR", "NOT", "IN", "AS", "BY", "as", "by", "from", "where", "OVER"), suffix=r"\b"),
-             Operator.Word),
-            (r"[A-Za-z_][\w.:{}-]*(?=\s*\()", Name.Function),
-            (r"[A-Za-z_][\w.:{}-]*(?=\s*(?:!=|<=|>=|=|<|>))", Name.Attribute),
-            (r"-?\d+(?:\.\d+)?\b", Number),
-            (r"!=|<=|>=|==|=|<|>", Operator),
-            (r"[()\[\],]", Punctuation),
-            (r"[^\s()\[\],=<>!\"`|]+", Text),
-            (r".", Text),
-        ],
-        "command": [  # the word after a pipe names the command
-            (r"\s+", Whitespace),
-            (r"[a-z_]+", Keyword, "#pop"),
-            (r"", Text, "#pop"),
-        ],
-    }
+def _html(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-class EqlLexer(RegexLexer):  # type: ignore[misc]  # Pygments ships no type hints
-    """Elastic EQL: event category, `where`, `:` and `==` comparisons, functions."""
-
-    name = "Elastic EQL"
-    aliases: ClassVar[list[str]] = ["eql"]
-    tokens: ClassVar[dict[str, list[object]]] = {
-        "root": [
-            (r"\s+", Whitespace),
-            (r'"""[\s\S]*?"""', String),
-            (r"\?" + _STRING, String.Regex),
-            (_STRING, String),
-            (r"`[^`]*`", Name.Attribute),
-            (words(("and", "or", "not", "where", "in", "in~", "like", "like~", "regex", "regex~", "sequence",
-                    "by", "with", "maxspan", "any", "true", "false", "null"), suffix=r"(?![\w~])"), Keyword),
-            (r"[A-Za-z_][\w]*(?=\s*\()", Name.Function),
-            (r"[A-Za-z_@][\w.@-]*", Name.Attribute),
-            (r"-?\d+(?:\.\d+)?\b", Number),
-            (r"[:=!<>~]+", Operator),
-            (r"[()\[\],]", Punctuation),
-            (r".", Text),
-        ],
-    }
+def _span(css: str, text: str) -> str:
+    return f'<span class="{css}">{_html(text)}</span>' if text else ""
 
 
-class KqlLexer(RegexLexer):  # type: ignore[misc]  # Pygments ships no type hints
-    """Kibana KQL: `field:value`, `field:(a or b)`, escaped unquoted values."""
-
-    name = "Kibana KQL"
-    aliases: ClassVar[list[str]] = ["kql"]
-    flags = re.IGNORECASE
-    tokens: ClassVar[dict[str, list[object]]] = {
-        "root": [
-            (r"\s+", Whitespace),
-            (_STRING, String),
-            (words(("and", "or", "not"), suffix=r"\b"), Operator.Word),
-            (r"(?:[^\s\\():<>\"*{}]|\\.)+(?=\s*(?::|<=|>=|<|>))", Name.Attribute),
-            (r":|<=|>=|<|>", Operator),
-            (r"(?:[^\s\\():<>\"{}]|\\.)+", String.Other),
-            (r"[(){}]", Punctuation),
-            (r".", Text),
-        ],
-    }
+def _value_class(text: str, syntax: Syntax) -> str | None:
+    if text.startswith("/") and syntax.regex_slashes:
+        return "sr"
+    if _NUMBER.fullmatch(text):
+        return "m"
+    return "sx" if syntax.name in ("kql", "lucene") else None
 
 
-class LuceneLexer(RegexLexer):  # type: ignore[misc]  # Pygments ships no type hints
-    """Lucene query syntax: `field:term`, /regex/, ranges, AND/OR/NOT."""
+def _word_html(text: str, syntax: Syntax, after_pipe: bool, calls: bool) -> str:
+    if after_pipe:
+        return _span("k", text)  # an SPL command
+    if syntax.is_operator(text):
+        return _span("ow", text)
+    if text in syntax.keywords:
+        return _span("k", text)
+    if calls:
+        return _span("nf", text)
+    if syntax.name == "eql" and text in _EQL_OPERATORS:
+        return _span("o", text)
+    compared = _COMPARISON.fullmatch(text)
+    if compared:
+        name, operator, rest = compared.groups()
+        value = _value_class(rest, syntax)
+        return _span("na", name) + _span("o", operator) + (_span(value, rest) if value else _html(rest))
+    value = _value_class(text, syntax)
+    if value is not None:
+        return _span(value, text)
+    return _span("n", text) if syntax.name == "eql" and text[:1].isalpha() else _html(text)
 
-    name = "Lucene"
-    aliases: ClassVar[list[str]] = ["lucene"]
-    tokens: ClassVar[dict[str, list[object]]] = {
-        "root": [
-            (r"\s+", Whitespace),
-            (_STRING, String),
-            (r"/(?:[^/\\]|\\.)*/?", String.Regex),
-            (words(("AND", "OR", "NOT", "TO"), suffix=r"\b"), Operator.Word),
-            (r"&&|\|\||!", Operator),
-            (r"(?:[^\s\\():\"/\[\]{}]|\\.)+(?=:)", Name.Attribute),
-            (r":", Operator),
-            (r"(?:[^\s\\():\"/\[\]{}]|\\.)+", String.Other),
-            (r"[()\[\]{}]", Punctuation),
-            (r".", Text),
-        ],
-    }
+
+def highlight_tokens(text: str, syntax: Syntax) -> str:
+    """`text` as HTML, each token in a span of its class; the text itself is unchanged."""
+    tokens = tokenize(text, syntax)
+    out: list[str] = []
+    after_pipe = False
+    for index, token in enumerate(tokens):
+        out.append(token.pre)
+        word = token.text
+        if not word:
+            continue
+        first = word[0]
+        if first == '"' or (first == "?" and word.startswith('?"')):
+            out.append(_span("sr" if first == "?" else "s2", word))
+        elif first == "`":
+            out.append(_span("nf" if syntax.pipes else "na", word))
+        elif len(word) == 1 and word in _PUNCTUATION and syntax.token_pattern.match(word, 0):
+            out.append(_span("p", word))
+            after_pipe = word == "|" and syntax.pipes
+            continue
+        else:
+            following = tokens[index + 1] if index + 1 < len(tokens) else None
+            calls = following is not None and following.text == "(" and not following.pre and first.isalpha()
+            out.append(_word_html(word, syntax, after_pipe, calls))
+        after_pipe = False
+    return "".join(out)
 
 
-_LEXERS: dict[str, type[Lexer]] = {"spl": SplLexer, "eql": EqlLexer, "kql": KqlLexer, "lucene": LuceneLexer,
-                                   "yaml": YamlLexer}
 _FORMATTER = HtmlFormatter(nowrap=True)
-_lexer_instances: dict[str, Lexer] = {}
+_YAML = YamlLexer(stripnl=False, ensurenl=False)
 
 
 def highlight_html(text: str, language: str | None) -> str | None:
     """HTML spans (Pygments' short class names) for `text`, or None for a language we
     do not highlight. The caller checks that the text holds nothing HTML cannot carry."""
-    cls = _LEXERS.get(language or "")
-    if cls is None:
-        return None
-    lexer = _lexer_instances.get(language or "")
-    if lexer is None:
-        lexer = _lexer_instances.setdefault(language or "", cls(stripnl=False, ensurenl=False))
-    return str(highlight(text, lexer, _FORMATTER))
+    syntax = SYNTAXES.get(language or "")
+    if syntax is not None:
+        return highlight_tokens(text, syntax)
+    if language == "yaml":
+        return str(highlight(text, _YAML, _FORMATTER))
+    return None
 
 
 def stylesheet() -> str:

@@ -29,6 +29,7 @@ ROW_FIELDS = ("slug", "title", *(key for key, _ in FACETS), "modified", "logsour
 TEXT_FIELDS = ("description", "fields", "values", "queries", "names")
 NONE = "(none)"  # the facet value of a rule without one (ESCU analytics carry no level)
 _WORD = re.compile(r"[^\W_]+")  # what site.js's tokenizer keeps: letters and digits
+_PART = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[^\W\d_]+|\d+")  # InvokeMimikatz -> Invoke, Mimikatz
 
 
 @dataclass(frozen=True)
@@ -45,11 +46,18 @@ class IndexEntry:
 
 
 def words(texts: Iterable[str]) -> str:
-    """Each distinct word of `texts` once, lowercased, in first-seen order."""
+    """Each distinct word of `texts` once, lowercased, in first-seen order; a word written
+    in camel case or with digits also adds its parts (`Invoke-Mimikatz` is found by
+    either word already, `InvokeMimikatz` needs the parts), since MiniSearch matches
+    word prefixes, not infixes."""
     seen: dict[str, None] = {}
     for text in texts:
-        for word in _WORD.findall(text.lower()):
-            seen.setdefault(word, None)
+        for word in _WORD.findall(text):
+            seen.setdefault(word.lower(), None)
+            parts = _PART.findall(word)
+            if len(parts) > 1:
+                for part in parts:
+                    seen.setdefault(part.lower(), None)
     return " ".join(seen)
 
 

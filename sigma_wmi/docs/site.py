@@ -30,7 +30,7 @@ from sigma_wmi.attack import Tactic, Technique, attack
 from sigma_wmi.docs import heatmap, search_index
 from sigma_wmi.docs.data_needed import DataNeeded, data_needed
 from sigma_wmi.docs.markdown import is_link, markdown_environment
-from sigma_wmi.docs.pretty import QUERY_LANGUAGES, highlight_html, pretty, stylesheet
+from sigma_wmi.docs.pretty import QUERY_LANGUAGES, highlight_html, pretty
 from sigma_wmi.docs.queries import AttackInfo, QueryBlock, QueryCompiler, attack_info
 from sigma_wmi.docs.search_index import NONE, IndexEntry
 from sigma_wmi.docs.text import _finalize, code_markup, highlighted_markup, paragraphs, reflowed
@@ -459,9 +459,8 @@ class SiteBuilder:
                 common, errors=sorted(self.errors, key=str)))
         self._add("attack-navigator-layer.json", json.dumps(self.navigator_layer(), indent=1, sort_keys=True) + "\n")
         self._add("assets/search-index.js", search_index.script(entries, labels))
-        for asset in ("style.css", "site.js", "index.js"):
+        for asset in ("style.css", "highlight.css", "site.js", "index.js"):
             self._add(f"assets/{asset}", _template_file("assets", asset))
-        self._add("assets/highlight.css", stylesheet())
         self.files.update(vendored_assets())
         self._add(MARKER, "sigma-wmi documentation site; this folder is replaced on every build\n")
         return self.files

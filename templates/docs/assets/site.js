@@ -63,9 +63,7 @@
     if (theme === "auto") { delete document.documentElement.dataset.theme; }
     else { document.documentElement.dataset.theme = theme; }
     if (toggle) {
-      toggle.textContent = "Theme: " + theme;
-      toggle.setAttribute("aria-label", "Colour theme: " + (theme === "auto" ? "follows the system" : theme) +
-        ". Activate to change.");
+      toggle.textContent = "Theme: " + theme;  // the visible text is the accessible name
     }
   }
   applyTheme(storedTheme());

@@ -582,3 +582,14 @@ def test_vendored_search_library_is_unchanged_and_licensed(site: tuple[Path, doc
     assert "Permission is hereby granted" in (folder / "LICENSE.txt").read_text(encoding="utf-8")
     for name in ("minisearch.js", "LICENSE.txt", "VERSION"):
         assert (out / "assets" / "vendor" / "minisearch" / name).read_bytes() == (folder / name).read_bytes()
+
+
+def test_pretty_html_is_pretty_highlighted() -> None:
+    compiler = QueryCompiler(("splunk", "eql", "kql", "lucene"))
+    for rule in load_all([RULES])[0]:
+        for block in compiler.compile(rule):
+            if block.text is not None:
+                language = pretty_module.QUERY_LANGUAGES[block.target]
+                shown = pretty_module.pretty(block.text, language)
+                assert pretty_module.pretty_html(block.text, language) == (
+                    shown, pretty_module.highlight_html(shown, language))

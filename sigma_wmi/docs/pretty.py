@@ -101,14 +101,17 @@ class Group:
     open: Token
     items: list[Token | Group] = field(default_factory=list)
     close: Token | None = None  # None: unbalanced input, printed as it came
+    _flat: str | None = None  # the flat text, computed once (the printer asks for it at every level)
 
     @property
     def pre(self) -> str:
         return self.open.pre
 
     def flat(self) -> str:
-        inner = "".join(item.flat() for item in self.items)
-        return self.open.flat() + inner + (self.close.flat() if self.close else "")
+        if self._flat is None:
+            inner = "".join(item.flat() for item in self.items)
+            self._flat = self.open.flat() + inner + (self.close.flat() if self.close else "")
+        return self._flat
 
 
 Item = Token | Group
@@ -159,7 +162,10 @@ class Printer:
         self.width = width
 
     def query(self, text: str) -> str:
-        items = group(tokenize(text, self.syntax))
+        return self.tokens(tokenize(text, self.syntax))
+
+    def tokens(self, tokens: list[Token]) -> str:
+        items = group(tokens)
         if not self.syntax.pipes:
             return self.sequence(items, "", 0).lstrip(" ")
         stages: list[list[Item]] = [[]]
@@ -331,7 +337,10 @@ def _word_html(text: str, syntax: Syntax, after_pipe: bool, calls: bool) -> str:
 
 def highlight_tokens(text: str, syntax: Syntax) -> str:
     """`text` as HTML, each token in a span of its class; the text itself is unchanged."""
-    tokens = tokenize(text, syntax)
+    return _token_html(tokenize(text, syntax), syntax)
+
+
+def _token_html(tokens: list[Token], syntax: Syntax) -> str:
     out: list[str] = []
     after_pipe = False
     for index, token in enumerate(tokens):
@@ -360,6 +369,27 @@ _FORMATTER = HtmlFormatter(nowrap=True)
 _YAML = YamlLexer(stripnl=False, ensurenl=False)
 
 
+def pretty_html(text: str, language: str | None, width: int = WIDTH) -> tuple[str, str | None]:
+    """`pretty(text)` and its highlighted HTML, tokenizing once: the printed form holds
+    the same tokens, so only the blanks before each are read back from it."""
+    syntax = SYNTAXES.get(language or "")
+    if syntax is None or "\n" in text:
+        return text, highlight_html(text, language)
+    tokens = tokenize(text, syntax)
+    shown = Printer(syntax, width).tokens(tokens)
+    moved: list[Token] = []
+    position = 0
+    for token in tokens:
+        start = position
+        while position < len(shown) and shown[position] in " \t\r\n":
+            position += 1
+        if not shown.startswith(token.text, position):  # cannot happen: the printer moves blanks only
+            return shown, highlight_tokens(shown, syntax)
+        moved.append(Token(token.text, shown[start:position]))
+        position += len(token.text)
+    return shown, _token_html(moved, syntax)
+
+
 def highlight_html(text: str, language: str | None) -> str | None:
     """HTML spans (Pygments' short class names) for `text`, or None for a language we
     do not highlight. The caller checks that the text holds nothing HTML cannot carry."""
@@ -371,4 +401,4 @@ def highlight_html(text: str, language: str | None) -> str | None:
     return None
 
 
-__all__ = ["QUERY_LANGUAGES", "SYNTAXES", "highlight_html", "pretty"]
+__all__ = ["QUERY_LANGUAGES", "SYNTAXES", "highlight_html", "pretty", "pretty_html"]

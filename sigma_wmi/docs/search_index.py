@@ -53,11 +53,14 @@ def words(texts: Iterable[str]) -> str:
     seen: dict[str, None] = {}
     for text in texts:
         for word in _WORD.findall(text):
-            seen.setdefault(word.lower(), None)
-            parts = _PART.findall(word)
-            if len(parts) > 1:
-                for part in parts:
-                    seen.setdefault(part.lower(), None)
+            lower = word.lower()
+            if lower in seen:
+                continue
+            seen[lower] = None
+            if word.isdigit() or (word.isalpha() and (word == lower or word.isupper())):
+                continue  # one part only
+            for part in _PART.findall(word):
+                seen.setdefault(part.lower(), None)
     return " ".join(seen)
 
 

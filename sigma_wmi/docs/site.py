@@ -30,7 +30,7 @@ from sigma_wmi.attack import Tactic, Technique, attack
 from sigma_wmi.docs import heatmap, search_index
 from sigma_wmi.docs.data_needed import DataNeeded, data_needed
 from sigma_wmi.docs.markdown import is_link, markdown_environment
-from sigma_wmi.docs.pretty import QUERY_LANGUAGES, highlight_html, pretty
+from sigma_wmi.docs.pretty import QUERY_LANGUAGES, pretty_html
 from sigma_wmi.docs.queries import AttackInfo, QueryBlock, QueryCompiler, attack_info
 from sigma_wmi.docs.search_index import NONE, IndexEntry
 from sigma_wmi.docs.text import _finalize, code_markup, highlighted_markup, paragraphs, reflowed
@@ -73,11 +73,12 @@ class RulePage:
     rule: Rule
     slug: str
     attack: AttackInfo
-    data_needed: list[DataNeeded]
     related: dict[str, list[Link]] = field(default_factory=dict)
     more_logsource: int = 0
     related_missing: list[RelatedRule] = field(default_factory=list)
     test_results: Mapping[str, Any] | None = None  # this rule's entry of a `sigma-wmi test --report`
+    # Filled where the page is rendered (a worker process for a large site):
+    data_needed: list[DataNeeded] = field(default_factory=list)
 
     @property
     def logsource(self) -> str:
@@ -197,11 +198,13 @@ class RenderSettings:
     unavailable: tuple[str, ...]
     attack_version: str
     test_report_given: bool
+    staging: Path | None = None  # set: rule pages are written here by whoever renders them
 
 
 @dataclass
 class RenderedRule:
-    files: dict[str, str]
+    files: dict[str, str]  # rendered, not yet written (empty once written to the staging folder)
+    written: list[str]
     entry: IndexEntry
     warnings: list[Diagnostic]
     block_status: dict[str, str]  # block label -> exact | partial | failed
@@ -214,21 +217,39 @@ def _compiler(targets: tuple[str, ...] | None, mapping: tuple[str, ...]) -> Quer
 
 
 def _render_chunk(pages: list[RulePage], settings: RenderSettings) -> list[RenderedRule]:
+    """Compile, render and (with a staging folder) write a chunk of rule pages: the pages,
+    by far most of a site's bytes, never travel back to the main process."""
     compiler = _compiler(settings.targets, settings.mapping)
-    return [render_rule(page, compiler.compile(page.rule), settings) for page in pages]
+    results = [render_rule(page, compiler.compile(page.rule), settings) for page in pages]
+    if settings.staging is not None:
+        for result in results:
+            write_files(settings.staging, result.files)
+            result.written, result.files = sorted(result.files), {}
+    return results
+
+
+def write_files(root: Path, files: Mapping[str, str]) -> None:
+    made: set[Path] = set()
+    for relative in sorted(files):
+        path = inside(root, relative)
+        if path.parent not in made:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            made.add(path.parent)
+        # errors="replace": a lone surrogate from a rule must not abort the build
+        path.write_text(files[relative], encoding="utf-8", errors="replace", newline="\n")
 
 
 def block_view(block: QueryBlock) -> BlockView:
     language = QUERY_LANGUAGES.get(block.target)
     if block.text is None:
         return BlockView(block, language, None, None)
-    shown = pretty(block.text, language)
-    return BlockView(block, language, highlighted_markup(shown, highlight_html(shown, language)),
-                     code_markup(block.text))
+    shown, spans = pretty_html(block.text, language)
+    return BlockView(block, language, highlighted_markup(shown, spans), code_markup(block.text))
 
 
 def render_rule(page: RulePage, blocks: list[QueryBlock], settings: RenderSettings) -> RenderedRule:
     rule = page.rule
+    page.data_needed = data_needed(rule)[0]  # its info diagnostic is for cards: the page lists what it found
     views = [block_view(b) for b in blocks]
     context = {
         "attack_version": settings.attack_version, "source_names": SOURCE_NAMES,
@@ -247,7 +268,7 @@ def render_rule(page: RulePage, blocks: list[QueryBlock], settings: RenderSettin
     }
     warnings = [d for b in blocks for d in b.diagnostics if d.level is Level.WARNING]
     status = {v.block.label: v.status for v in views}
-    return RenderedRule(files, index_entry(page, views), warnings, status)
+    return RenderedRule(files, [], index_entry(page, views), warnings, status)
 
 
 def index_entry(page: RulePage, views: list[BlockView]) -> IndexEntry:
@@ -365,6 +386,7 @@ class SiteBuilder:
             Diagnostic(Level.WARNING, "target-unavailable", f"target {name} left out: {why}", target=name)
             for name, why in sorted(self.unavailable.items())]
         self.files: dict[str, str] = {}
+        self.written: list[str] = []
         ordered = sorted(rules, key=lambda r: (r.id, r.title, r.origin.path, r.origin.line or 0))
         self.pages = self._pages(ordered)
         self.by_id = {p.rule.id: p for p in self.pages if p.rule.id}
@@ -380,9 +402,8 @@ class SiteBuilder:
                 slug, counter = f"{base}-{counter}", counter + 1
             used.add(slug)
             info = attack_info(rule)
-            needed, _ = data_needed(rule)  # its info diagnostic is for cards: the page lists what it found
             self.warnings.extend(info.diagnostics)
-            pages.append(RulePage(rule, slug, info, needed, test_results=_results_for(rule, self.test_report)))
+            pages.append(RulePage(rule, slug, info, test_results=_results_for(rule, self.test_report)))
         pages.sort(key=lambda p: (p.rule.title.lower(), p.slug))
         return pages
 
@@ -423,18 +444,21 @@ class SiteBuilder:
                               for o in same_source[:RELATED_LOGSOURCE_LIMIT]],
             }
 
-    def _render_rules(self) -> list[RenderedRule]:
+    def _render_rules(self, staging: Path | None) -> list[RenderedRule]:
         settings = RenderSettings(self.targets, self.mapping, tuple(sorted(self.unavailable)),
-                                  attack().version, self.test_report is not None)
+                                  attack().version, self.test_report is not None, staging)
         if self.workers <= 1 or len(self.pages) < PARALLEL_FROM:
             return _render_chunk(self.pages, settings)
         return list(ordered_map(_render_chunk, self.pages, settings, self.workers))
 
     # ---- pages ----
-    def render(self) -> dict[str, str]:
-        rendered = self._render_rules()
+    def render(self, staging: Path | None = None) -> dict[str, str]:
+        """Every file of the site by relative path. With `staging`, the rule pages are
+        written there as they are rendered and only their names are kept (`written`)."""
+        rendered = self._render_rules(staging)
         for result in rendered:
             self.files.update(result.files)
+            self.written.extend(result.written)
             self.warnings.extend(result.warnings)
         html = html_environment()
         common = {"attack_version": attack().version, "source_names": SOURCE_NAMES, "root": "."}
@@ -563,20 +587,13 @@ def build_site(rules: list[Rule], out_dir: Path, *, errors: Iterable[SigmaWmiErr
     _check_replaceable(out_dir)
     results = read_test_report(test_report) if test_report is not None else None
     builder = SiteBuilder(rules, list(errors), targets, workers, mapping, results)
-    files = builder.render()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out_dir.parent, recursive=False)  # a killed build's staging folder
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}{TEMP_MARK}{os.getpid()}-", suffix=".tmp",
                                     dir=out_dir.parent))
     try:
-        made: set[Path] = set()
-        for relative in sorted(files):
-            path = inside(staging, relative)
-            if path.parent not in made:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                made.add(path.parent)
-            # errors="replace": a lone surrogate from a rule must not abort the build
-            path.write_text(files[relative], encoding="utf-8", errors="replace", newline="\n")
+        files = builder.render(staging)
+        write_files(staging, files)
         os.chmod(staging, 0o755)  # mkdtemp makes it private; a site is meant to be read
         _swap(staging, out_dir)
     except BaseException:
@@ -584,7 +601,7 @@ def build_site(rules: list[Rule], out_dir: Path, *, errors: Iterable[SigmaWmiErr
         raise
     warnings = list(builder.warnings)
     warnings.extend(err.diagnostic("docs") for err in builder.errors)
-    return SiteReport(out_dir, sorted(p for p in files if p.endswith((".html", ".md"))),
+    return SiteReport(out_dir, sorted(p for p in [*files, *builder.written] if p.endswith((".html", ".md"))),
                       len(builder.pages), warnings)
 
 

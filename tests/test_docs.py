@@ -593,3 +593,19 @@ def test_pretty_html_is_pretty_highlighted() -> None:
                 shown = pretty_module.pretty(block.text, language)
                 assert pretty_module.pretty_html(block.text, language) == (
                     shown, pretty_module.highlight_html(shown, language))
+
+
+def test_matrix_order_comes_from_a_stix_bundle() -> None:
+    from sigma_wmi.attack import build_table
+
+    def tactic(stix_id: str, tid: str, name: str) -> dict[str, Any]:
+        return {"type": "x-mitre-tactic", "id": stix_id, "name": name, "x_mitre_shortname": name.lower(),
+                "external_references": [{"source_name": "mitre-attack", "external_id": tid}]}
+
+    bundle = {"type": "bundle", "objects": [
+        {"type": "x-mitre-collection", "x_mitre_version": "99.0"},
+        tactic("x-mitre-tactic--a", "TA0002", "Execution"), tactic("x-mitre-tactic--b", "TA0043", "Reconnaissance"),
+        {"type": "x-mitre-matrix", "id": "x-mitre-matrix--m", "tactic_refs": ["x-mitre-tactic--b", "x-mitre-tactic--a"]},
+    ]}
+    table = build_table(bundle)
+    assert table["matrix"] == ["TA0043", "TA0002"] and "x-mitre-matrix" in table["matrix_source"]

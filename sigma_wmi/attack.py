@@ -172,12 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "data" / "attack.json")
     args = parser.parse_args(argv)
     table = build_table(json.loads(args.source.read_text(encoding="utf-8")))
-    if "matrix" not in table and args.out.is_file():
-        # The curated table has no column order; keep the one the shipped file took from STIX.
-        previous = json.loads(args.out.read_text(encoding="utf-8"))
-        if previous.get("matrix"):
-            table["matrix"], table["matrix_source"] = previous["matrix"], previous.get("matrix_source", "")
-            print(f"kept the matrix column order of {args.out} ({table['matrix_source']})")
+    if "matrix" not in table:
+        # The curated table has no column order: keep the packaged file's (see its matrix_source).
+        shipped = json.loads((resources.files("sigma_wmi") / "data" / "attack.json").read_text(encoding="utf-8"))
+        if shipped.get("matrix"):
+            table["matrix"], table["matrix_source"] = shipped["matrix"], shipped.get("matrix_source", "")
+            print(f"kept the packaged matrix column order ({table['matrix_source']})")
     args.out.write_text(json.dumps(table, indent=1, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"wrote {args.out}: ATT&CK {table['attack_version']}, {len(table['techniques'])} techniques, "
           f"{len(table['tactics'])} tactics, {len(table['revoked_by'])} revoked")

@@ -3,6 +3,7 @@ Navigator layer, search index, determinism, atomic replacement, corpus speed."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import html
 import json
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sigma_wmi.api import compile_rule, load, load_all
 from sigma_wmi.attack import attack
@@ -24,7 +27,7 @@ from sigma_wmi.docs.queries import QueryCompiler
 from sigma_wmi.docs.site import MARKER, build_site, page_slug
 from sigma_wmi.docs.text import Paragraph, paragraphs
 from sigma_wmi.errors import Origin, SigmaWmiError
-from sigma_wmi.model import LogSource, Match, Op, Pattern, RelatedRule, Rule, Technique
+from sigma_wmi.model import And, LogSource, Match, Not, Op, Or, Pattern, RelatedRule, Rule, Technique
 from sigma_wmi.output import inside as safe_join
 from tests.conftest import REPO, RULES, SHARED, shared_path
 
@@ -609,3 +612,49 @@ def test_matrix_order_comes_from_a_stix_bundle() -> None:
     ]}
     table = build_table(bundle)
     assert table["matrix"] == ["TA0043", "TA0002"] and "x-mitre-matrix" in table["matrix_source"]
+
+
+# Values made of the characters each language's tokenizer treats specially: a break
+# inside a string, a regex or an escaped value would change the query.
+_HOSTILE = st.lists(st.sampled_from([*'ab \\"|(),:/[]*?=<>', " OR ", " and ", " AND ", " or "]),
+                    min_size=1, max_size=8).map("".join)
+_FIELDS = ("process_path", "command_line", "parent_process_path")
+_OPS = (Op.EQUALS, Op.CONTAINS, Op.STARTSWITH, Op.ENDSWITH, Op.REGEX)
+
+
+@st.composite
+def detections(draw: st.DrawFn, depth: int = 0) -> Any:
+    if depth >= 3 or draw(st.booleans()):
+        op = draw(st.sampled_from(_OPS))
+        values = draw(st.lists(_HOSTILE, min_size=1, max_size=4))
+        if op is Op.REGEX:
+            values = [re.escape(v) for v in values]
+        return Match(draw(st.sampled_from(_FIELDS)), op, tuple(Pattern.literal(v) for v in values))
+    items = tuple(draw(st.lists(detections(depth + 1), min_size=2, max_size=3)))
+    kind = draw(st.sampled_from(["and", "or", "not"]))
+    if kind == "not":
+        return Not(items[0])
+    return And(items) if kind == "and" else Or(items)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(detections(), st.sampled_from([12, 30, 60]))
+def test_pretty_printing_any_rule_keeps_what_each_parser_reads(detection: Any, width: int) -> None:
+    parsers = _parsers()
+    rule = Rule(id="p", title="p", detection=detection, logsource=PROC)
+    for block in _property_compiler().compile(rule):
+        if block.text is None:
+            continue
+        shown = pretty_module.pretty(block.text, pretty_module.QUERY_LANGUAGES[block.target], width)
+        if shown == block.text:
+            continue
+        try:
+            expected = parsers[block.target](block.text, block.format)
+        except Exception:  # a query our parsers cannot read is the backends' tests' concern, not this one's
+            continue
+        assert parsers[block.target](shown, block.format) == expected, (block.label, block.text, shown)
+
+
+@functools.cache
+def _property_compiler() -> QueryCompiler:
+    return QueryCompiler(("splunk", "eql", "kql", "lucene"))

@@ -197,7 +197,7 @@ def _rule_page(title: str, description: str) -> tuple[_Tags, str]:
 
 
 # Control characters are shown as marked-up symbols in code blocks, by design.
-BASELINE_TAGS = _rule_page("Title", "First paragraph.\n\nSecond\x08 paragraph.")[0].tags
+BASELINE_TAGS = _rule_page("Title", "First paragraph.\n\n- a list item\n\nSecond\x08 paragraph.")[0].tags  # lists are reflowed into <ul>
 
 
 @PROFILE

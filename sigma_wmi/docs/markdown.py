@@ -104,4 +104,5 @@ def markdown_environment() -> jinja2.Environment:
     env.filters["is_link"] = is_link
     env.filters["ident"] = ident
     env.filters["paragraphs"] = paragraphs
+    env.filters["list_lines"] = lambda text: "\n".join("- " + line for line in str(text).split("\n"))
     return env

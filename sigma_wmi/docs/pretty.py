@@ -135,17 +135,17 @@ def tokenize(text: str, syntax: Syntax) -> list[Token]:
     return tokens
 
 
-def group(tokens: list[Token]) -> list[Item]:
-    """Nest the tokens at their brackets."""
+def group(tokens: list[Token], brackets: str = "()[]") -> list[Item]:
+    """Nest the tokens at their brackets (only the language's: in KQL a `[` is value text)."""
     root: list[Item] = []
     stack: list[tuple[Group, str]] = []
     for token in tokens:
         target = stack[-1][0].items if stack else root
-        if token.text in _OPEN:
+        if token.text in _OPEN and token.text in brackets:
             node = Group(token)
             target.append(node)
             stack.append((node, _OPEN[token.text]))
-        elif token.text in _CLOSE and stack and stack[-1][1] == token.text:
+        elif token.text in _CLOSE and token.text in brackets and stack and stack[-1][1] == token.text:
             stack.pop()[0].close = token
         else:
             target.append(token)
@@ -165,7 +165,7 @@ class Printer:
         return self.tokens(tokenize(text, self.syntax))
 
     def tokens(self, tokens: list[Token]) -> str:
-        items = group(tokens)
+        items = group(tokens, self.syntax.brackets)
         if not self.syntax.pipes:
             return self.sequence(items, "", 0).lstrip(" ")
         stages: list[list[Item]] = [[]]

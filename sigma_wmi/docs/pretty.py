@@ -293,6 +293,7 @@ def pretty(text: str, language: str | None, width: int = WIDTH) -> str:
 # A bare word that compares: `Image=`, `EventCode=1`, `process.name:`, `field:/regex/`.
 _COMPARISON = re.compile(r"((?:\\[\s\S]|[^\\=:<>!])+?)(!=|<=|>=|==|=|<|>|:)([\s\S]*)")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_BLANKS = re.compile(r"[ \t\r\n]*")
 _PUNCTUATION = frozenset("()[],|")
 _EQL_OPERATORS = frozenset({"==", "!=", ":", "<", ">", "<=", ">="})
 
@@ -379,10 +380,10 @@ def pretty_html(text: str, language: str | None, width: int = WIDTH) -> tuple[st
     shown = Printer(syntax, width).tokens(tokens)
     moved: list[Token] = []
     position = 0
+    blanks = _BLANKS.match
     for token in tokens:
         start = position
-        while position < len(shown) and shown[position] in " \t\r\n":
-            position += 1
+        position = blanks(shown, position).end()  # type: ignore[union-attr]  # `*` always matches
         if not shown.startswith(token.text, position):  # cannot happen: the printer moves blanks only
             return shown, highlight_tokens(shown, syntax)
         moved.append(Token(token.text, shown[start:position]))

@@ -44,6 +44,8 @@ def code_markup(text: str) -> Markup:
             return "&#13;"
         return f'<span class="ctl" data-char="{ord(char)}">{_picture(char)}</span>'
 
+    if not _CODE_SPECIAL.search(text):  # the usual case: nothing to mark
+        return Markup(escape(text))
     pieces = _CODE_SPECIAL.split(text)
     specials = [special(m) for m in _CODE_SPECIAL.finditer(text)]
     out = [str(escape(pieces[0]))]

@@ -22,9 +22,12 @@
   // Words are runs of letters and digits, as the build wrote them (search_index.py).
   function tokenize(text) { return text.split(/[^\p{L}\p{N}]+/u).filter(function (t) { return t.length > 0; }); }
 
+  // The index is built in chunks right after the page loads (the page stays responsive);
+  // a search typed before it is complete waits for it.
   var engine = null;
+  var engineReady = null;
   function searchEngine() {
-    if (engine) { return engine; }
+    if (engineReady) { return engineReady; }
     var fields = ["title"].concat(data.text_fields);
     engine = new window.MiniSearch({
       fields: fields,
@@ -32,12 +35,13 @@
       processTerm: function (term) { return term.toLowerCase(); },
       searchOptions: { prefix: true, combineWith: "AND", boost: { title: 3, names: 2 } }
     });
-    engine.addAll(rows.map(function (row, i) {
+    var docs = rows.map(function (row, i) {
       var doc = { id: i, title: row[col.title] };
       data.text_fields.forEach(function (name, j) { doc[name] = data.text[i][j]; });
       return doc;
-    }));
-    return engine;
+    });
+    engineReady = engine.addAllAsync(docs, { chunkSize: 250 }).then(function () { return engine; });
+    return engineReady;
   }
 
   // ---- state <-> URL ----
@@ -87,12 +91,19 @@
     return false;
   }
 
+  var generation = 0;
   function apply() {
-    var hits = null;
     var q = state.q.trim();
-    if (q) {
-      hits = new Set(searchEngine().search(q).map(function (r) { return r.id; }));
-    }
+    var mine = ++generation;
+    if (!q) { show(null); return; }
+    searchEngine().then(function (ready) {
+      if (mine !== generation) { return; } // a newer query or filter has been applied meanwhile
+      show(new Set(ready.search(q).map(function (r) { return r.id; })));
+    });
+  }
+
+  function show(hits) {
+    var q = state.q.trim();
     var counts = {};
     facetKeys.forEach(function (key) { counts[key] = {}; });
     var visible = [];
@@ -180,5 +191,5 @@
   readState();
   showState();
   apply();
-  document.documentElement.setAttribute("data-index-ready", "true");
+  searchEngine().then(function () { document.documentElement.setAttribute("data-index-ready", "true"); });
 })();

@@ -367,14 +367,15 @@ def axe_violations(page: Any) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
-def test_axe_finds_no_serious_or_critical_violation(browser: Any, subset: Subset, scheme: str) -> None:
+def test_axe_finds_no_serious_or_critical_violation(browser: Any, subset: Subset, site: Path, scheme: str) -> None:
     if not AXE.is_file():
         pytest.skip("tests/vendor/axe-core/axe.min.js is missing")
     rule = next(r for r in subset.rules if "mimikatz" in r.title.lower())
-    escu_free = [("index.html", "html[data-index-ready]"), (f"rules/{page_slug(rule)}.html", "main"),
-                 ("matrix.html", "main")]
-    for relative, ready in escu_free:
-        context, page, console = open_page(browser, (subset.out / relative).as_uri(), color_scheme=scheme,
+    escu = next(p.name for p in (site / "rules").glob("*.html") if "ESCU analytic" in p.read_text(encoding="utf-8"))
+    pages = [(subset.out, "index.html", "html[data-index-ready]"), (subset.out, f"rules/{page_slug(rule)}.html", "main"),
+             (subset.out, "matrix.html", "main"), (site, f"rules/{escu}", "main")]  # the ESCU page: YAML highlighting
+    for root, relative, ready in pages:
+        context, page, console = open_page(browser, (root / relative).as_uri(), color_scheme=scheme,
                                            viewport={"width": 1280, "height": 900})
         page.wait_for_selector(ready)
         assert axe_violations(page) == [], (relative, scheme)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from markupsafe import Markup
 
 from sigma_wmi.attack import Tactic, Technique, attack
 from sigma_wmi.docs import heatmap, search_index
@@ -95,8 +96,8 @@ class BlockView:
 
     block: QueryBlock
     language: str | None
-    pretty: Any  # Markup
-    exact: Any  # Markup
+    pretty: Markup | None  # None: the target has no query for the rule
+    exact: Markup | None
 
     @property
     def status(self) -> str:
@@ -229,6 +230,7 @@ def _render_chunk(pages: list[RulePage], settings: RenderSettings) -> list[Rende
 
 
 def write_files(root: Path, files: Mapping[str, str]) -> None:
+    """Each file under `root`, through `inside` (nothing lands outside it)."""
     made: set[Path] = set()
     for relative in sorted(files):
         path = inside(root, relative)

@@ -67,7 +67,8 @@
     });
     if (state.sort !== "title") { params.set("sort", state.sort); }
     var hash = params.toString();
-    var url = window.location.pathname + window.location.search + (hash ? "#" + hash : "");
+    // The header form's ?q= only seeds the first view; from then on the hash holds the state.
+    var url = window.location.pathname + (hash ? "#" + hash : "");
     if (url !== window.location.pathname + window.location.search + window.location.hash) {
       window.history.replaceState(null, "", url);
     }

@@ -81,7 +81,7 @@ class RulePage:
     # Filled where the page is rendered (a worker process for a large site):
     data_needed: list[DataNeeded] = field(default_factory=list)
 
-    @property
+    @functools.cached_property
     def logsource(self) -> str:
         return self.rule.logsource.key()
 
@@ -99,7 +99,7 @@ class BlockView:
     pretty: Markup | None  # None: the target has no query for the rule
     exact: Markup | None
 
-    @property
+    @functools.cached_property
     def status(self) -> str:
         if self.block.text is None:
             return "failed"

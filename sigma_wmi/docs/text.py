@@ -29,6 +29,8 @@ def _picture(char: str) -> str:
 
 def visible_text(value: str) -> str:
     """Prose for a page: line ends normalized, unrepresentable characters shown as pictures."""
+    if not _CODE_SPECIAL.search(value):  # the usual case (every template value passes here)
+        return value
     text = value.replace("\r\n", "\n").replace("\r", "\n")
     return _CONTROL.sub(lambda m: _picture(m.group()), text)
 

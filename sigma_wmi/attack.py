@@ -56,6 +56,13 @@ class Attack:
             tid: Technique(tid, t["name"], tuple(t["tactics"])) for tid, t in table["techniques"].items()
         }
         self.revoked_by: dict[str, str] = dict(table.get("revoked_by", {}))
+        # The Enterprise matrix's tactic columns, left to right (STIX x-mitre-matrix tactic_refs).
+        self.matrix: tuple[str, ...] = tuple(t for t in table.get("matrix", ()) if t in self.tactics)
+
+    def matrix_tactics(self) -> list[Tactic]:
+        """Every tactic in matrix order; tactics the matrix does not place follow by id."""
+        order = [*self.matrix, *sorted(set(self.tactics) - set(self.matrix))]
+        return [self.tactics[t] for t in order]
 
     def tactic(self, key: str) -> Tactic | None:
         """A tactic by id (TA0003) or short name (persistence, privilege_escalation)."""
@@ -96,7 +103,7 @@ def build_table(source: dict[str, Any]) -> dict[str, Any]:
     """The shipped table from the curated table format or a STIX 2 bundle."""
     if source.get("type") == "bundle":
         return _from_stix(source)
-    return {
+    table: dict[str, Any] = {
         "attack_version": str(source["attack_version"]),
         "tactics": {k: {"name": v["name"], "shortname": v["shortname"]}
                     for k, v in sorted(source["tactics"].items())},
@@ -104,6 +111,10 @@ def build_table(source: dict[str, Any]) -> dict[str, Any]:
                        for k, v in sorted(source["techniques"].items())},
         "revoked_by": dict(sorted(source.get("revoked_by", {}).items())),
     }
+    if source.get("matrix"):
+        table["matrix"] = list(source["matrix"])
+        table["matrix_source"] = str(source.get("matrix_source", "the source table's matrix"))
+    return table
 
 
 def _external_id(obj: dict[str, Any]) -> str | None:
@@ -123,6 +134,9 @@ def _from_stix(bundle: dict[str, Any]) -> dict[str, Any]:
             if tid:
                 tactics[tid] = {"name": obj["name"], "shortname": obj["x_mitre_shortname"]}
     by_shortname = {v["shortname"]: k for k, v in tactics.items()}
+    stix_tactics = {o["id"]: _external_id(o) for o in objects if o.get("type") == "x-mitre-tactic"}
+    matrix = next(([stix_tactics[r] for r in o.get("tactic_refs", ()) if stix_tactics.get(r)]
+                   for o in objects if o.get("type") == "x-mitre-matrix" and not o.get("revoked")), [])
     techniques: dict[str, dict[str, Any]] = {}
     stix_to_id: dict[str, str] = {}
     revoked: list[dict[str, Any]] = []
@@ -148,7 +162,8 @@ def _from_stix(bundle: dict[str, Any]) -> dict[str, Any]:
             if old and new:
                 revoked_by[old] = new
     return build_table({"attack_version": version, "tactics": tactics, "techniques": techniques,
-                        "revoked_by": revoked_by})
+                        "revoked_by": revoked_by, "matrix": matrix,
+                        "matrix_source": f"STIX x-mitre-matrix tactic_refs, ATT&CK {version}"})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,6 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "data" / "attack.json")
     args = parser.parse_args(argv)
     table = build_table(json.loads(args.source.read_text(encoding="utf-8")))
+    if "matrix" not in table:
+        # The curated table has no column order: keep the packaged file's (see its matrix_source).
+        shipped = json.loads((resources.files("sigma_wmi") / "data" / "attack.json").read_text(encoding="utf-8"))
+        if shipped.get("matrix"):
+            table["matrix"], table["matrix_source"] = shipped["matrix"], shipped.get("matrix_source", "")
+            print(f"kept the packaged matrix column order ({table['matrix_source']})")
     args.out.write_text(json.dumps(table, indent=1, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"wrote {args.out}: ATT&CK {table['attack_version']}, {len(table['techniques'])} techniques, "
           f"{len(table['tactics'])} tactics, {len(table['revoked_by'])} revoked")

@@ -586,16 +586,18 @@ def check(paths: tuple[Path, ...], targets: tuple[tuple[str, ...], ...], format_
 @click.option("-j", "--jobs", type=click.IntRange(min=1), help="Worker processes compiling the queries "
               "(default: all cores for large sites).")
 @click.option("-q", "--quiet", is_flag=True, help="No summary line.")
+@click.option("--test-report", "test_report", type=click.Path(path_type=Path, dir_okay=False),
+              help="A `sigma-wmi test --report` file: rule pages show its results beside their declared tests.")
 @MAPPING_OPTION
 @FILTER_OPTION
 @PLACEHOLDERS_OPTION
 @UNRESOLVED_OPTION
 @CONFIG_OPTION
 def docs(paths: tuple[Path, ...], excludes: tuple[str, ...], output: Path, targets: tuple[str, ...], macros_dir: Path | None,
-         jobs: int | None, quiet: bool, mappings: tuple[Path, ...], filter_paths: tuple[Path, ...] = (),
+         jobs: int | None, quiet: bool, test_report: Path | None, mappings: tuple[Path, ...], filter_paths: tuple[Path, ...] = (),
          placeholder_files: tuple[Path, ...] = (), unresolved_placeholders: str = "error") -> None:
     """Build a static documentation site (HTML and Markdown pages, indexes, ATT&CK layer)."""
-    from sigma_wmi.backends.docs import build_site  # jinja2 and templates only when needed
+    from sigma_wmi.docs.site import build_site  # jinja2 and templates only when needed
 
     if stdin_count(paths):
         raise UsageError("docs reads rule files and folders, not standard input")
@@ -616,7 +618,7 @@ def docs(paths: tuple[Path, ...], excludes: tuple[str, ...], output: Path, targe
     names = tuple(t.strip() for group in targets for t in group.split(",") if t.strip()) or None
     try:
         report = build_site(rules, output, errors=errors, targets=names, workers=workers,
-                            mapping=_mapping_paths(mappings))
+                            mapping=_mapping_paths(mappings), test_report=test_report)
     except SigmaWmiError as err:
         raise UsageError(safe(err.message)) from None
     except OSError as err:

@@ -15,15 +15,10 @@ from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 
 from sigma_wmi.api import compile_rule, load
-from sigma_wmi.backends.atc import (
-    AtcBackend,
-    QueryCompiler,
-    data_needed,
-    data_needed_catalog,
-    fence,
-    md_cell,
-    md_url,
-)
+from sigma_wmi.backends.atc import AtcBackend
+from sigma_wmi.docs.data_needed import data_needed, data_needed_catalog
+from sigma_wmi.docs.markdown import fence, md_cell, md_url
+from sigma_wmi.docs.queries import QueryCompiler
 from sigma_wmi.errors import Level, Origin, SigmaWmiError
 from sigma_wmi.model import And, LogSource, Match, Op, Pattern, RelatedRule, Rule, Technique
 from tests.conftest import RULES, shared_path

@@ -393,8 +393,8 @@ def test_an_overlong_search_is_refused_before_parsing(tmp_path: Path) -> None:
 def test_the_deepest_rules_the_readers_accept_still_build_docs_and_convert(tmp_path: Path) -> None:
     """The docs site (and every target) recursed past Python's limit on deep trees; with the
     input bounds, the deepest accepted SPL and YAML nesting compile and render."""
-    from sigma_wmi.backends.atc import QueryCompiler
-    from sigma_wmi.backends.docs import build_site
+    from sigma_wmi.docs.queries import QueryCompiler
+    from sigma_wmi.docs.site import build_site
 
     where = "(Processes.process_name=a.exe OR NOT " * (limits.MAX_SPL_DEPTH // 2) + "Processes.process_name=b.exe" \
         + ")" * (limits.MAX_SPL_DEPTH // 2)

@@ -165,7 +165,7 @@ def _markdown_table_cells(markdown: str) -> list[list[str]]:
 @PROFILE
 @given(text)
 def test_markdown_cells_cannot_break_out(value: str) -> None:
-    from sigma_wmi.backends.atc import md_cell
+    from sigma_wmi.docs.markdown import md_cell
 
     rows = _markdown_table_cells(f"| k | v |\n|---|---|\n| x | {md_cell(value)} |\n")
     assert len(rows) == 2 and len(rows[1]) == 2 and rows[1][0] == "x"
@@ -185,7 +185,7 @@ class _Tags(HTMLParser):
 
 
 def _rule_page(title: str, description: str) -> tuple[_Tags, str]:
-    from sigma_wmi.backends.docs import SiteBuilder
+    from sigma_wmi.docs.site import SiteBuilder
 
     rule = Rule(id="11111111-2222-3333-4444-555555555555", title=title, description=description,
                 detection=Match("process_path", Op.EQUALS, (Pattern.literal(description),)),
@@ -197,7 +197,7 @@ def _rule_page(title: str, description: str) -> tuple[_Tags, str]:
 
 
 # Control characters are shown as marked-up symbols in code blocks, by design.
-BASELINE_TAGS = _rule_page("Title", "First paragraph.\n\nSecond\x08 paragraph.")[0].tags
+BASELINE_TAGS = _rule_page("Title", "First paragraph.\n\n- a list item\n\nSecond\x08 paragraph.")[0].tags  # lists are reflowed into <ul>
 
 
 @PROFILE

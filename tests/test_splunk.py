@@ -336,3 +336,16 @@ def test_escu_analytic_splits_by_its_own_fields_first() -> None:
         condition: sel
         """)
     assert SplunkBackend().convert(sigma, "tstats").text.split(" by ", 1)[1].startswith("Processes.action ")
+
+
+def test_our_search_reads_back_with_its_tuning_macro_last() -> None:
+    """A last `| `<name>_filter`` (ESCU's tuning hook, shipped as `search *`) selects every event;
+    anywhere else it is a stage the reader cannot know."""
+    from sigma_wmi.readers.spl import SplUnsupported, parse_splunk_search
+
+    search = 'EventCode=1 Image="*\\\\scrcons.exe"'
+    assert parse_splunk_search(search + " | `script_execution_via_wmi_filter`") == parse_splunk_search(search)
+    with pytest.raises(SplUnsupported):
+        parse_splunk_search(search + " | `script_execution_via_wmi_filter` | where x=1")
+    with pytest.raises(SplUnsupported):
+        parse_splunk_search(search + " | `some_other_macro`")

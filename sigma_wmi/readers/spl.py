@@ -915,6 +915,9 @@ def find_keyword(text: str, keyword: str) -> int | None:
 _SOURCE_PREFIX = re.compile(r"^(?:Xml)?WinEventLog:", re.I)
 
 
+_TUNING_MACRO = re.compile(r"`[A-Za-z0-9_]+_filter`")
+
+
 def parse_splunk_search(text: str, profile: str = "sysmon") -> Expr:
     """Read a raw-event Splunk search back into a canonical model condition.
 
@@ -925,8 +928,10 @@ def parse_splunk_search(text: str, profile: str = "sysmon") -> Expr:
     raw `profile` ("sysmon", "security", "wmi_activity"); unknown names stay as written.
     `source="XmlWinEventLog:<channel>"` becomes a condition on the canonical `channel`
     field, so the result can be evaluated on recorded Windows events directly.
-    Supported stages: the search itself, `| search`, `| where`, `| regex`; anything
-    else raises `SplUnsupported`. Raises `SplError` for a syntax error.
+    Supported stages: the search itself, `| search`, `| where`, `| regex`, and a last
+    `` | `<name>_filter` `` tuning macro (ESCU ships each as `search *`: it selects every
+    event until a site edits it); anything else raises `SplUnsupported`. Raises `SplError`
+    for a syntax error.
     """
     cat = catalog()
 
@@ -936,7 +941,10 @@ def parse_splunk_search(text: str, profile: str = "sysmon") -> Expr:
         return cat.from_profile("splunk", name) or cat.from_profile(profile, name) or name
 
     conditions: list[Expr] = []
-    for number, stage in enumerate(split_pipeline(text)):
+    stages = split_pipeline(text)
+    for number, stage in enumerate(stages):
+        if number and number == len(stages) - 1 and _TUNING_MACRO.fullmatch(stage.text.strip()):
+            continue
         if number == 0 and stage.command not in ("search", "where", "regex"):
             found = parse_search(stage.text, field_map)
         elif stage.command == "search":

@@ -1,4 +1,4 @@
-// sigma-wmi documentation site: copy buttons and client-side search.
+// sigma-wmi documentation site: copy buttons and the colour theme (every page).
 // Plain DOM, no libraries, no network: works from file:// and any web server.
 (function () {
   "use strict";
@@ -25,7 +25,7 @@
   }
 
   // The exact text of a code element: characters HTML cannot carry are written as
-  // <span class="ctl" data-char="N"> pictures (see docs.py code_markup).
+  // <span class="ctl" data-char="N"> pictures (see sigma_wmi/docs/text.py code_markup).
   function exactText(node) {
     var out = "";
     node.childNodes.forEach(function (child) {
@@ -53,48 +53,25 @@
     });
   });
 
-  // ---- search (index page only: the index script defines SIGMA_WMI_INDEX) ----
-  var box = document.getElementById("search-box");
-  var index = window.SIGMA_WMI_INDEX;
-  if (!box || !index) { return; }
-  var fields = index.fields;
-  var col = {};
-  fields.forEach(function (name, i) { col[name] = i; });
-  var haystacks = index.rows.map(function (row) {
-    return [row[col.title], row[col.id], row[col.techniques], row[col.tactics], row[col.logsource], row[col.file]]
-      .join(" ").toLowerCase();
-  });
-  var results = document.getElementById("search-results");
-  var count = document.getElementById("search-count");
-  var LIMIT = 100;
-
-  function search(query) {
-    var terms = query.toLowerCase().split(/\s+/).filter(function (t) { return t.length > 0; });
-    while (results.firstChild) { results.removeChild(results.firstChild); }
-    if (terms.length === 0) { count.textContent = ""; return; }
-    var found = 0;
-    for (var i = 0; i < haystacks.length; i++) {
-      var hay = haystacks[i];
-      if (!terms.every(function (t) { return hay.indexOf(t) !== -1; })) { continue; }
-      found++;
-      if (found > LIMIT) { continue; }
-      var row = index.rows[i];
-      var item = document.createElement("li");
-      var link = document.createElement("a");
-      link.href = "rules/" + row[col.slug] + ".html";
-      link.textContent = row[col.title];
-      item.appendChild(link);
-      var meta = document.createElement("span");
-      meta.className = "note";
-      meta.textContent = " " + [row[col.id], row[col.techniques], row[col.level]].filter(Boolean).join(" · ");
-      item.appendChild(meta);
-      results.appendChild(item);
-    }
-    count.textContent = found + (found === 1 ? " rule" : " rules") + (found > LIMIT ? " (first " + LIMIT + " shown)" : "");
+  // ---- colour theme: auto (the system's), dark or light; remembered per browser ----
+  var THEMES = ["auto", "dark", "light"];
+  var toggle = document.getElementById("theme-toggle");
+  function storedTheme() {
+    try { return window.localStorage.getItem("sigma-wmi-theme") || "auto"; } catch (e) { return "auto"; }
   }
-
-  box.addEventListener("input", function () { search(box.value); });
-  var initial = new URLSearchParams(window.location.search).get("q");
-  if (initial) { box.value = initial; }
-  search(box.value);
+  function applyTheme(theme) {
+    if (theme === "auto") { delete document.documentElement.dataset.theme; }
+    else { document.documentElement.dataset.theme = theme; }
+    if (toggle) {
+      toggle.textContent = "Theme: " + theme;  // the visible text is the accessible name
+    }
+  }
+  applyTheme(storedTheme());
+  if (toggle) {
+    toggle.addEventListener("click", function () {
+      var next = THEMES[(THEMES.indexOf(storedTheme()) + 1) % THEMES.length];
+      try { window.localStorage.setItem("sigma-wmi-theme", next); } catch (e) { /* private mode: this page only */ }
+      applyTheme(next);
+    });
+  }
 })();

@@ -407,3 +407,59 @@ def test_held_out_threshold_with_eval_fields() -> None:
     again = read_escu({"name": "again", "search": tstats}, "", "again.yml", DATA / "macros")
     assert (again.detection, again.aggregation) == (rule.detection, rule.aggregation)
     assert tstats.endswith("| where dc_process_id >= 5 | `wmic_burst_with_short_names_filter`")
+
+
+# ---- filters on `values()` columns; unknown macros standing as a whole stage ----
+
+SYSMON_SOURCE = "source=XmlWinEventLog:Microsoft-Windows-Sysmon/Operational"
+
+
+@pytest.mark.parametrize(("post", "exact"), [
+    # one value asked for (or any of several): the groups with such an event
+    ("| search ImageLoaded=*samlib.dll", True),
+    ("| search ImageLoaded=*samlib.dll OR ImageLoaded=*vaultcli.dll", True),
+    ("| where Image=\"*lsass*\" AND like(ImageLoaded, \"%samlib.dll\")", True),  # split-by AND one value
+    # several values together, or none of them: no single event's test says that
+    ("| search ImageLoaded=*samlib.dll ImageLoaded=*vaultcli.dll", False),
+    ("| search NOT ImageLoaded=*samlib.dll", False),
+    ("| where NOT like(ImageLoaded, \"%samlib.dll\")", False),
+])
+def test_filters_on_every_value_of_a_group(post: str, exact: bool) -> None:
+    rule = read_escu({"name": "t", "search": f"{SYSMON_SOURCE} EventCode=7 | stats values(ImageLoaded) as ImageLoaded "
+                      f"count by Computer, Image {post}"}, "", "t.yml", None)
+    assert is_partial(rule) is not exact, [d.message for d in rule.diagnostics]
+    if not exact:
+        assert any("values()" in d.message and "ImageLoaded" in d.message for d in rule.diagnostics)
+
+
+def test_a_values_column_that_is_also_a_split_by_field_has_one_value() -> None:
+    rule = read_escu({"name": "t", "search": f"{SYSMON_SOURCE} EventCode=1 | stats values(CommandLine) as CommandLine "
+                      "by Computer CommandLine | search CommandLine=*a* CommandLine=*b*"}, "", "t.yml", None)
+    assert not is_partial(rule), [d.message for d in rule.diagnostics]
+
+
+@pytest.mark.parametrize("tail", ["| `not_defined_anywhere`", "| `not_defined_anywhere` | table x",
+                                  "| `not_defined_anywhere(1, 2)` | stats count by Image"])
+def test_an_unknown_macro_standing_as_a_stage_is_partial_with_its_name(tail: str) -> None:
+    rule = escu("| tstats count from datamodel=Endpoint.Processes where Processes.process_name=a.exe "
+                f"by Processes.dest Processes.process_name | `drop_dm_object_name(Processes)` {tail}")
+    assert is_partial(rule) and rule.detection == eq("process_name", "a.exe")
+    warning = next(d for d in rule.diagnostics if d.level is Level.WARNING)
+    assert "`not_defined_anywhere" in warning.message and "not defined" in warning.message
+    assert warning.origin is not None and warning.origin.line is not None
+
+
+@pytest.mark.parametrize("search", [
+    "`not_defined_anywhere` EventCode=1",  # the source itself
+    "| tstats count from datamodel=Endpoint.Processes where `not_defined_anywhere` by Processes.dest",
+    "| tstats count from datamodel=Endpoint.Processes by Processes.dest | search `not_defined_anywhere` x=1",
+])
+def test_an_unknown_macro_anywhere_else_is_still_an_error(search: str) -> None:
+    with pytest.raises(SigmaWmiError, match="unknown macro"):
+        escu(search)
+
+
+def test_a_macros_directory_that_does_not_exist_is_a_located_error_not_a_crash(tmp_path: Path) -> None:
+    with pytest.raises(SigmaWmiError, match="does not exist") as raised:
+        read_escu({"name": "t", "search": "`sysmon` EventCode=1"}, "", "t.yml", tmp_path / "missing")
+    assert raised.value.code == "unknown-macro"

@@ -46,6 +46,7 @@ from sigma_wmi.model import (
     LogSource,
     Match,
     Op,
+    Or,
     Pattern,
     Regex,
     Rule,
@@ -150,11 +151,16 @@ class _Importer:
         self.origin = origin
         self.catalog = cat
         self.diagnostics: list[Diagnostic] = []
+        self.unknown_macros: frozenset[str] = frozenset()  # whole-stage macros the library lacks
         self.unknown_fields: list[str] = []
         self.node = ""
         self.renamed: dict[str, str] = {}  # new name -> name before the rename
         self.results: set[str] = set()  # fields a tstats result row has (bare CIM names)
         self.aggregates: set[str] = set()
+        # result fields `values(f) as f` collects: a filter on one tests whether ANY value of the group
+        # matches, which per event is the same test only where the filter asks for one value (see
+        # `_any_value_test`)
+        self.multivalued: set[str] = set()
         # alias -> what it counts, for the aggregates a threshold can test (count, dc(field))
         self.countable: dict[str, tuple[Aggregate, str | None]] = {}
         self.time_split = False  # `by _time`: groups per time bucket
@@ -213,7 +219,8 @@ class _Importer:
 
     # ---- the whole search ----
     def run(self, search: str) -> SearchImport:
-        expansion = macro_lib.expand(search, self.library, self.origin)
+        expansion = macro_lib.expand(search, self.library, self.origin, keep_unknown_stages=True)
+        self.unknown_macros = frozenset(expansion.unknown_stages)
         if len(expansion.text) > MAX_SEARCH_CHARS:  # parsing cost grows with it; real searches are a few KB
             raise SigmaWmiError(f"the search is longer than {MAX_SEARCH_CHARS} characters (macros expanded)",
                                 self.origin, "search-too-large")
@@ -384,6 +391,7 @@ class _Importer:
         self.span = span.group(1) if span and self.time_split else None
         self.window = parse_timespan(self.span) if self.span else None
         self.results = {self.bare(f) for f in by} | {"_time"}
+        self.multivalued -= self.results  # a split-by field has one value per group, whatever values() says
         clause = clause.strip()
         if clause and find_keyword(clause, "where") != 0:
             raise SigmaWmiError(f"unexpected text after the data model: '{clause[:40]}'", self.origin,
@@ -401,6 +409,7 @@ class _Importer:
             name = alias.strip('"') if alias else f"{function}({argument})"
             if function.lower() in self.EVENT_VALUED and self.bare(argument.strip()) == name:
                 self.results.add(name)
+                self.multivalued.add(name)
             self.aggregates.add(name)
             if function.lower() in _DISTINCT_COUNTS and argument.strip():
                 self.countable[name] = (Aggregate.DISTINCT_COUNT, self.event_field(argument.strip()))
@@ -453,12 +462,16 @@ class _Importer:
 
     def passive(self, stage: Stage) -> bool:
         """Does the stage leave the set of results alone (columns, order, standard macros)?"""
-        return bool(_MACRO_STAGE.match(stage.text)) or stage.command in self.PRESENTATION | self.COLUMNS
+        macro = _MACRO_STAGE.match(stage.text)
+        if macro:
+            return macro.group(1) not in self.unknown_macros  # an unknown one may filter
+        return stage.command in self.PRESENTATION | self.COLUMNS
 
     def post_stage(self, stage: Stage, conditions: list[Expr], blocked: str | None) -> tuple[str, bool]:
         macro = _MACRO_STAGE.match(stage.text)
         if macro:
-            return self.macro_stage(macro.group(1), macro.group(2) or ""), True
+            kind = self.macro_stage(macro.group(1), macro.group(2) or "")
+            return kind, kind != "other"
         command = stage.command
         if command == "stats" and self.raw_events and blocked is None:
             return "aggregation", self.stats(stage)
@@ -493,14 +506,28 @@ class _Importer:
         """The stage's condition on event fields; thresholds on aggregates go to `self.thresholds`."""
         if "[" in args and extract_subsearches(args)[1]:
             raise SplError("subsearch in a filter")
+        collected: dict[str, str] = {}  # canonical name -> name as written, of multivalued fields tested
+        resolve = self.result_field if command == "regex" else self.filter_field  # `| regex` tests no aggregate
+
+        def field_of(name: str) -> str:
+            canonical = resolve(name)
+            if self.renamed.get(name, name) in self.multivalued:
+                collected[canonical] = name
+            return canonical
+
         if command == "where":
-            return self.take_thresholds(parse_where(args, self.filter_field, self.computed))
-        if command == "regex":
-            return parse_regex_command(args, self.result_field)
-        expr = parse_search(args, self.filter_field, self.computed)
+            expr: Expr | None = parse_where(args, field_of, self.computed)
+        elif command == "regex":
+            expr = parse_regex_command(args, field_of)
+        else:
+            expr = parse_search(args, field_of, self.computed)
         if expr is None:
             raise SplError("empty search")
-        return self.take_thresholds(expr)
+        if collected and not _any_value_test(expr, frozenset(collected)):
+            names = ", ".join(f"'{n}'" for n in collected.values())
+            raise _NotEventField(f"it tests {names}, every value `values()` collected for a group, in a way "
+                                 "no single event's test matches (an AND of values, or a negation)")
+        return self.take_thresholds(expr) if command != "regex" else expr
 
     def eval(self, stage: Stage) -> bool:
         """Remember what the fields mean; a filter that tests them later decides whether it imports."""
@@ -529,6 +556,7 @@ class _Importer:
         self.raw_events = False
         self.results = set(by_words)
         self.aggregates_of(head)
+        self.multivalued -= set(by_words)  # a split-by field has one value per group, whatever values() says
         self.raw_by = tuple(by_words)
         self.time_split = "_time" in by_words
         return True
@@ -637,6 +665,11 @@ class _Importer:
     def macro_stage(self, name: str, args: str) -> str:
         if name == "drop_dm_object_name":
             return "drop_dm_object_name"
+        if name in self.unknown_macros:
+            where = f"in {self.library.directory}" if self.library.directory else "(no macros directory found)"
+            self.partial(f"`{name}`", f"macro `{name}` is not defined {where}: what it keeps is unknown "
+                                      "(the import is broader)")
+            return "other"
         if name.endswith("_filter"):
             return "filter_macro"
         return "presentation"  # security_content_ctime and other kept standard macros
@@ -666,6 +699,28 @@ _NAMED_GROUP = re.compile(r"(?<!\\)\(\?P?<([A-Za-z_]\w*)>")
 
 
 _GREEDY_NEGATED = re.compile(r"\[\^((?:[^\]\\]|\\.)+)\]\+")
+
+
+def _any_value_test(expr: Expr, multivalued: frozenset[str]) -> bool:
+    """Is a filter on fields holding every value of a group (`values(f) as f`) the same test as
+    keeping the events that pass it? Splunk tests such a field against each of its values and keeps
+    the row when one matches, so a single positive test, or an OR of them, selects exactly the
+    groups with such an event; an AND of two such tests may be met by two different events, and a
+    negation asks about all of them. Tests of other fields (split-by values, the same for the whole
+    group) may be ANDed with one such test."""
+    def mentions(item: Expr) -> bool:
+        return any(m.field in multivalued for m in matches(item))
+
+    if not mentions(expr):
+        return True
+    if isinstance(expr, Match):
+        return True
+    if isinstance(expr, Or):
+        return all(_any_value_test(item, multivalued) for item in expr.items)
+    if isinstance(expr, And):
+        holding = [item for item in expr.items if mentions(item)]
+        return len(holding) == 1 and _any_value_test(holding[0], multivalued)
+    return False  # a negation: no value may match, a test of every event of the group
 
 
 def _last_greedy_group(text: str, group: re.Match[str]) -> tuple[str | None, str | None]:

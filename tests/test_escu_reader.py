@@ -463,3 +463,27 @@ def test_a_macros_directory_that_does_not_exist_is_a_located_error_not_a_crash(t
     with pytest.raises(SigmaWmiError, match="does not exist") as raised:
         read_escu({"name": "t", "search": "`sysmon` EventCode=1"}, "", "t.yml", tmp_path / "missing")
     assert raised.value.code == "unknown-macro"
+
+
+@pytest.mark.parametrize(("where", "words"), [
+    ("Processs.process_name=net.exe", "'Processs.process_name' is not a field of the CIM data set Endpoint.Processes"),
+    ("Processes.registry_path=*Run*", "'Processes.registry_path' is not a field of the CIM data set"),
+])
+def test_a_tstats_test_of_a_field_the_data_set_lacks_is_partial(where: str, words: str) -> None:
+    rule = escu(f"| tstats count from datamodel=Endpoint.Processes where {where} by Processes.dest")
+    assert is_partial(rule)
+    assert any(words in d.message and d.level is Level.WARNING for d in rule.diagnostics)
+
+
+def test_a_data_model_the_cim_data_lacks_is_partial() -> None:
+    rule = escu("| tstats count from datamodel=Change_Analysis where All_Changes.result_id=4663 by All_Changes.dest")
+    assert is_partial(rule)
+    assert any("Change_Analysis is not in the CIM data" in d.message for d in rule.diagnostics)
+
+
+@pytest.mark.parametrize("spelling", ["nodename = All_Changes", "(nodename=All_Changes)", 'nodename="All_Changes"'])
+def test_nodename_names_the_data_set(spelling: str) -> None:
+    plain = escu("| tstats count from datamodel=Change.All_Changes where All_Changes.action=deleted by All_Changes.dest")
+    rule = escu(f"| tstats count from datamodel=Change where {spelling} All_Changes.action=deleted by All_Changes.dest")
+    assert not is_partial(rule), [d.message for d in rule.diagnostics]
+    assert (rule.detection, rule.logsource) == (plain.detection, plain.logsource)

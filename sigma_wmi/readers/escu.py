@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 import re2  # type: ignore[import-untyped]  # google-re2 ships no type information
 
 from sigma_wmi.attack import attack
-from sigma_wmi.backends.splunk_data import cim_dataset
+from sigma_wmi.backends.splunk_data import cim_dataset, cim_fields
 from sigma_wmi.catalog import Catalog, catalog
 from sigma_wmi.errors import Diagnostic, Level, Origin, SigmaWmiError, add_once
 from sigma_wmi.limits import MAX_SEARCH_CHARS
@@ -120,6 +120,7 @@ _DATAMODEL = re.compile(r"^\s*datamodel\s*=\s*\"?([\w.]+)\"?", re.I)
 _AGGREGATE = re.compile(r"(\w+)\(([^()]*)\)(?:\s+as\s+(\"[^\"]+\"|[\w.]+))?", re.I)
 _MACRO_STAGE = re.compile(r"^`\s*([\w\-.:]+)\s*(?:\((.*)\))?\s*`$", re.S)
 _SPAN = re.compile(r"\bspan\s*=\s*([^\s,]+)", re.I)
+_NODENAME = re.compile(r"\(\s*nodename\s*=\s*\"?([\w.]+)\"?\s*\)|\bnodename\s*=\s*\"?([\w.]+)\"?", re.I)
 # `count`, not `count(...)`, with its alias if it has one
 _BARE_COUNT = re.compile(r"(?<![\w(.])count(?![\w(])(?:\s+as\s+(\"[^\"]+\"|[\w.]+))?", re.I)
 # An aggregate a threshold can test, as a field name no event has (a later filter names it by alias).
@@ -154,6 +155,7 @@ class _Importer:
         self.unknown_macros: frozenset[str] = frozenset()  # whole-stage macros the library lacks
         self.unknown_fields: list[str] = []
         self.node = ""
+        self.datamodel = ""  # the tstats data set, `Model.DataSet`
         self.renamed: dict[str, str] = {}  # new name -> name before the rename
         self.results: set[str] = set()  # fields a tstats result row has (bare CIM names)
         self.aggregates: set[str] = set()
@@ -200,6 +202,22 @@ class _Importer:
             self.unknown_fields.append(bare)
             self.note("unknown-cim-field", f"CIM field '{bare}' is not in the field catalog; kept as '{bare}'")
         return bare
+
+    def where_field(self, name: str) -> str:
+        """A field the tstats where-clause tests, as a canonical name. A field the data set lacks
+        (a misspelt node, `Processs.process_name`, or a field of another data model) matches no
+        event there, and our own tstats output could not name it: the import is not exact."""
+        canonical = self.cim_field(name)
+        fields = cim_fields(self.datamodel)
+        bare = name[len(self.node) + 1:] if self.node and name.startswith(self.node + ".") else name
+        if fields is None:
+            why = f"data model {self.datamodel} is not in the CIM data, so its fields cannot be checked"
+        elif bare not in fields:
+            why = f"field '{name}' is not a field of the CIM data set {self.datamodel}"
+        else:
+            return canonical
+        add_once(self.diagnostics, Diagnostic(Level.WARNING, PARTIAL, f"{why}; kept as written", self.origin))
+        return canonical
 
     def result_field(self, name: str) -> str:
         """A field of a tstats result row, as used by a later stage, as a canonical name."""
@@ -378,10 +396,19 @@ class _Importer:
         if start is None or found is None:
             raise SigmaWmiError("tstats without 'from datamodel=...' is not imported", self.origin,
                                 "unsupported-search")
-        datamodel = cim_dataset(found.group(1))  # `datamodel=Change` searches its root data set
+        rest = args[start + 4 + found.end():]
+        # `where nodename=All_Changes` names the data set inside the data model (tstats' older spelling)
+        nodename = _NODENAME.search(rest)
+        model = found.group(1)
+        if nodename is not None:  # one the data lacks stays a test of a field no data set has: partial
+            node = (nodename.group(1) or nodename.group(2)).split(".")[-1]
+            if "." not in model and cim_fields(f"{model}.{node}") is not None:
+                model = f"{model}.{node}"
+                rest = rest[:nodename.start()] + " " + rest[nodename.end():]
+        datamodel = cim_dataset(model)  # `datamodel=Change` searches its root data set
+        self.datamodel = datamodel
         self.node = datamodel.split(".")[-1]
         self.aggregates_of(args[:start])
-        rest = args[start + 4 + found.end():]
         by_at = find_keyword(rest, "by")
         clause, by_text = (rest[:by_at], rest[by_at + 2:]) if by_at is not None else (rest, "")
         by_words = _SPAN.sub(" ", by_text).replace(",", " ").split()
@@ -422,7 +449,7 @@ class _Importer:
         """The where-clause as a condition, and whether it was imported without loss."""
         body, subsearches = extract_subsearches(text)
         try:
-            expr = parse_search(body, self.cim_field)
+            expr = parse_search(body, self.where_field)
         except SplError as err:
             raise SigmaWmiError(f"tstats where-clause: {err.message}", self.origin, err.code) from None
         if subsearches:

@@ -487,3 +487,33 @@ def test_nodename_names_the_data_set(spelling: str) -> None:
     rule = escu(f"| tstats count from datamodel=Change where {spelling} All_Changes.action=deleted by All_Changes.dest")
     assert not is_partial(rule), [d.message for d in rule.diagnostics]
     assert (rule.detection, rule.logsource) == (plain.detection, plain.logsource)
+
+
+# ---- the events of a data set: `| from datamodel`, `| datamodel X Y search` ----
+
+@pytest.mark.parametrize("head", ["| from datamodel Endpoint.Processes", '| from datamodel:"Endpoint.Processes"',
+                                  "| from datamodel=Endpoint.Processes", "| datamodel Endpoint Processes search",
+                                  "| datamodel Endpoint Processes"])
+def test_a_data_set_search_is_the_tstats_search_of_its_filters(head: str) -> None:
+    tstats = escu("| tstats count from datamodel=Endpoint.Processes where Processes.process_name=wmic.exe "
+                  "Processes.process=*node:* by Processes.dest")
+    rule = escu(f'{head} | search Processes.process_name=wmic.exe process="*node:*" | stats count by dest')
+    assert not is_partial(rule), [d.message for d in rule.diagnostics]
+    assert (rule.detection, rule.logsource) == (tstats.detection, tstats.logsource)
+    again = read_escu({"name": "t", "search": compile_rule(rule, "splunk", "tstats").text}, "", "<splunk>")
+    assert (again.detection, again.logsource, again.aggregation) == (rule.detection, rule.logsource, rule.aggregation)
+
+
+def test_a_data_set_search_keeps_thresholds() -> None:
+    rule = escu("| from datamodel Endpoint.Processes | search process_name=wmic.exe | stats dc(process) as n by dest "
+                "| where n > 3")
+    assert rule.aggregation == Aggregation((Threshold(Aggregate.DISTINCT_COUNT, Op.GT, 3, "command_line"),), ("host",))
+
+
+@pytest.mark.parametrize(("search", "words"), [
+    ('| from datamodel Risk.All_Risk | search normalized_risk_object="x"', "not a field of the CIM data set"),
+    ("| from datamodel Alerts.Alerts | search app=osquery:results", "Alerts.Alerts is not in the CIM data"),
+])
+def test_a_data_set_search_on_fields_or_models_the_data_lacks_is_partial(search: str, words: str) -> None:
+    rule = escu(search)
+    assert is_partial(rule) and any(words in d.message for d in rule.diagnostics)

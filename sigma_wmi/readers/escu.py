@@ -156,6 +156,7 @@ class _Importer:
         self.unknown_fields: list[str] = []
         self.node = ""
         self.datamodel = ""  # the tstats data set, `Model.DataSet`
+        self.dataset_events = False  # `| from datamodel`: every field a filter tests is a field of the data set
         self.renamed: dict[str, str] = {}  # new name -> name before the rename
         self.results: set[str] = set()  # fields a tstats result row has (bare CIM names)
         self.aggregates: set[str] = set()
@@ -247,6 +248,9 @@ class _Importer:
         macros = [c.name + (f"({', '.join(c.args)})" if c.args else "") for c in calls]
         if stages and not expansion.text.lstrip().startswith("|"):
             return self.run_raw(stages, macros)
+        dataset = _dataset_search(stages[0]) if stages else None
+        if dataset is not None:
+            return self.run_dataset(dataset, stages, macros)
         if not stages or stages[0].command != "tstats":
             first = stages[0].command if stages else "nothing"
             raise SigmaWmiError(f"only tstats data-model searches and raw event searches are imported; this "
@@ -274,6 +278,34 @@ class _Importer:
         self.check_regexes(detection)
         return SearchImport(detection, datamodel, logsource, by_fields, where_exact,
                             aggregation, self.diagnostics, metadata)
+
+    # ---- the events of a data set: `| from datamodel X.Y`, `| datamodel X Y search` ----
+    def run_dataset(self, dataset: str, stages: list[Stage], macros: list[str]) -> SearchImport:
+        """Every event of a CIM data set, as rows: its later filters are the conditions, on CIM fields
+        (with or without the data-set prefix); a `| stats` groups as in a raw search."""
+        self.datamodel = cim_dataset(dataset)
+        self.node = self.datamodel.split(".")[-1]
+        self.raw_events = self.dataset_events = True
+        if cim_fields(self.datamodel) is None:
+            self.partial(stages[0].text, f"data model {self.datamodel} is not in the CIM data, so its fields "
+                                         "cannot be checked")
+        conditions: list[Expr] = []
+        metadata: dict[str, Any] = {"datamodel": self.datamodel, "by": [], "macros": macros, "stages": []}
+        self.post_stages(stages[1:], conditions, metadata)
+        metadata["by"] = list(self.raw_by)
+        metadata["aggregates"] = sorted(self.aggregates)
+        if not conditions:
+            raise SigmaWmiError("the search has no condition the model can express", self.origin, "no-conditions")
+        by_fields = tuple(dict.fromkeys(self.cim_field(f) for f in self.raw_by if f != "_time"))
+        aggregation = Aggregation(tuple(self.thresholds), by_fields, self.window) if self.thresholds else None
+        logsource = self.catalog.datamodel_logsource(self.datamodel)
+        if logsource is None:
+            self.note("unknown-datamodel", f"data model {self.datamodel} has no Sigma log source in the catalog")
+            logsource = LogSource(definition=f"Splunk CIM data model {self.datamodel}")
+        detection = normalize(all_of(conditions))
+        self.check_regexes(detection)
+        return SearchImport(detection, self.datamodel, logsource, by_fields, True, aggregation,
+                            self.diagnostics, metadata)
 
     # ---- raw event searches ----
     def run_raw(self, stages: list[Stage], macros: list[str]) -> SearchImport:
@@ -373,7 +405,9 @@ class _Importer:
 
     def event_field(self, name: str) -> str:
         """A field of the events (raw search) or of the data set (tstats) as a canonical name."""
-        return self.field_names(name) if self.field_names is not None else self.cim_field(name)
+        if self.field_names is not None:
+            return self.field_names(name)
+        return self.where_field(name) if self.dataset_events else self.cim_field(name)
 
     def check_regexes(self, detection: Expr) -> None:
         """Regexes must mean the same on every target: RE2's syntax (Splunk's PCRE, Elastic's
@@ -726,6 +760,20 @@ _NAMED_GROUP = re.compile(r"(?<!\\)\(\?P?<([A-Za-z_]\w*)>")
 
 
 _GREEDY_NEGATED = re.compile(r"\[\^((?:[^\]\\]|\\.)+)\]\+")
+
+
+_FROM_DATAMODEL = re.compile(r'^\s*datamodel\s*[:=]?\s*"?([\w.]+)"?\s*$', re.I)
+_DATAMODEL_COMMAND = re.compile(r"^\s*(\w+)\s+(\w+)(?:\s+search)?\s*$", re.I)
+
+
+def _dataset_search(stage: Stage) -> str | None:
+    """`Model.DataSet` when the first stage reads a data set's events (`| from datamodel:"X.Y"`,
+    `| from datamodel X.Y`, `| datamodel X Y search`); None for any other first stage."""
+    found = (_FROM_DATAMODEL.match(stage.args) if stage.command == "from"
+             else _DATAMODEL_COMMAND.match(stage.args) if stage.command == "datamodel" else None)
+    if found is None:
+        return None
+    return ".".join(found.groups())
 
 
 def _any_value_test(expr: Expr, multivalued: frozenset[str]) -> bool:

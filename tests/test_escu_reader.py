@@ -6,6 +6,8 @@ import glob
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sigma_wmi.api import compile_rule
 from sigma_wmi.errors import Level, Origin, SigmaWmiError
@@ -517,3 +519,29 @@ def test_a_data_set_search_keeps_thresholds() -> None:
 def test_a_data_set_search_on_fields_or_models_the_data_lacks_is_partial(search: str, words: str) -> None:
     rule = escu(search)
     assert is_partial(rule) and any(words in d.message for d in rule.diagnostics)
+
+
+# ---- bad SPL: a located error or a partial import, never a crash ----
+
+# Pieces of real ESCU searches; any sequence of them is some search, most of them malformed.
+_SPL_PIECES = [
+    "`sysmon`", "`wmi`", "`powershell`", "`wineventlog_security`", "`unknown_m`", "`x_filter`", "| tstats count",
+    "from datamodel=Endpoint.Processes", "from datamodel", "where", "by", "Processes.process_name=a.exe",
+    "EventCode=1", "EventCode IN (19,20", ")", "(", "\"", "'", "NOT", "OR", "AND", "=", "!=", "*", "\\",
+    "| stats", "count", "values(x) as x", "| where", "match(x, \"(?<", "like(", "| rex field=Message",
+    "\"(?<c>[^;]+)\"", "| search", "c=v*", "| eval", "y=lower(x)", "| lookup", "t.csv k OUTPUT v",
+    "| rename", "x as y", "| fillnull", "| table", "[| inputlookup t]", "```c```", "| from datamodel X.Y",
+    "| datamodel", "nodename=All_Changes", "span=1h", "_time", "| `drop_dm_object_name(Processes)`", "|", "cidrmatch(",
+]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(_SPL_PIECES), min_size=1, max_size=14))
+def test_any_search_imports_or_is_a_located_error(pieces: list[str]) -> None:
+    search = " ".join(pieces)
+    try:
+        rule = read_escu({"name": "t", "search": search}, "", "t.yml", shared_path("corpora", "escu", "macros"))
+    except SigmaWmiError as err:
+        assert err.origin is not None and err.origin.path == "t.yml" and err.origin.line
+        return
+    assert all(d.origin is not None for d in rule.diagnostics if d.level is Level.WARNING)

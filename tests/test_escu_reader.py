@@ -20,6 +20,7 @@ from sigma_wmi.model import (
     Not,
     Op,
     Pattern,
+    Regex,
     Technique,
     Threshold,
     Wildcard,
@@ -380,7 +381,7 @@ def test_eval_fields_tested_later_are_imported() -> None:
 @pytest.mark.parametrize(("post", "words"), [
     ('| eval n = mvcount(split(process, "/..")) - 1 | search n > 1', "was not imported"),
     ("| eval n = mvcount(process) | where n > 1", "not imported"),
-    ('| eval process = lower(process) | regex process="^a"', "computed by `| eval`"),
+    ('| eval process = lower(process) | regex process="^A"', "upper-case text"),  # `^a` is exact: see below
     ('| eval p = process | rename p as q | where like(q, "a%")', "computed by `| eval`"),
     ('| eval n = len(process_path) | where n > 1', "not a split-by field"),
 ])
@@ -545,3 +546,37 @@ def test_any_search_imports_or_is_a_located_error(pieces: list[str]) -> None:
         assert err.origin is not None and err.origin.path == "t.yml" and err.origin.line
         return
     assert all(d.origin is not None for d in rule.diagnostics if d.level is Level.WARNING)
+
+
+# ---- `| regex` on a field `| eval` lower-cased or copied ----
+
+SYSTEM_7045 = "source=XmlWinEventLog:System EventCode=7045"
+
+
+@pytest.mark.parametrize(("stages", "regex"), [
+    ('| eval l_ImagePath=lower(ImagePath) | regex l_ImagePath="powershell[.\\s]|pwsh[.\\s]"',
+     Regex("powershell[.\\s]|pwsh[.\\s]", frozenset({"i"}))),
+    ('| eval path=ImagePath | regex path="^c:\\\\\\\\temp"', Regex("^c:\\\\temp")),
+])
+def test_a_regex_on_a_lowered_or_copied_field_is_a_regex_on_the_field(stages: str, regex: Regex) -> None:
+    rule = read_escu({"name": "t", "search": f"{SYSTEM_7045} {stages}"}, "", "t.yml", None)
+    assert not is_partial(rule), [d.message for d in rule.diagnostics]
+    assert Match("ImagePath", Op.REGEX, (regex,), case_sensitive="i" not in regex.flags) in rule.detection.items  # type: ignore[union-attr]
+    again = read_escu({"name": "t", "search": compile_rule(rule, "splunk", "raw").text}, "", "<splunk>")
+    assert again.detection == rule.detection
+
+
+@pytest.mark.parametrize(("stages", "words"), [
+    ('| eval l=lower(ImagePath) | regex l="PowerShell"', "upper-case text"),  # never matches a lower-cased value
+    ('| eval l=lower(ImagePath) | regex l="\\S+"', "upper-case text"),  # `\S` on lower(f) is not `\s`
+    ('| eval n=len(ImagePath) | regex n="1"', "computed as len()"),
+])
+def test_a_regex_on_other_computed_fields_is_partial(stages: str, words: str) -> None:
+    rule = read_escu({"name": "t", "search": f"{SYSTEM_7045} {stages}"}, "", "t.yml", None)
+    assert is_partial(rule) and any(words in d.message for d in rule.diagnostics)
+
+
+def test_a_regex_on_a_lowered_split_by_field_after_tstats() -> None:
+    rule = escu(EVAL_BASE + '| eval process = lower(process) | regex process="^a"')
+    assert not is_partial(rule), [d.message for d in rule.diagnostics]  # type: ignore[attr-defined]
+    assert Match("command_line", Op.REGEX, (Regex("^a", frozenset({"i"})),)) in rule.detection.items  # type: ignore[attr-defined]

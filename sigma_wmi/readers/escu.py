@@ -579,7 +579,7 @@ class _Importer:
         if command == "where":
             expr: Expr | None = parse_where(args, field_of, self.computed)
         elif command == "regex":
-            expr = parse_regex_command(args, field_of)
+            expr = parse_regex_command(args, field_of, self.computed)
         else:
             expr = parse_search(args, field_of, self.computed)
         if expr is None:

@@ -760,14 +760,36 @@ _REGEX_ARGS = re.compile(r'^\s*(?:(?P<field>[A-Za-z_][\w.]*|"[^"]+")\s*(?P<op>!?
                          re.S)
 
 
-def parse_regex_command(args: str, field_map: FieldMap = lambda name: name) -> Expr:
-    """`| regex field="..."` (or `field!=`, or a bare regex on `_raw`) as a model condition."""
+def parse_regex_command(args: str, field_map: FieldMap = lambda name: name,
+                        computed: Mapping[str, Any] | None = None) -> Expr:
+    """`| regex field="..."` (or `field!=`, or a bare regex on `_raw`) as a model condition.
+
+    A field an earlier `| eval` computed as a copy of an event field, or as its `lower()`, is
+    read through: a regex with no upper-case text on `lower(f)` is that regex on `f`, ignoring
+    case (ESCU lower-cases a field once, then tests it with several regexes)."""
     found = _REGEX_ARGS.match(args)
     if not found:
         raise SplError(f"cannot read regex arguments '{args.strip()}'")
-    field = field_map(unquote(found.group("field"))) if found.group("field") else None
-    condition = regex_match(field, split_regex(decode_entities(unquote(found.group("value")))))
+    name = unquote(found.group("field")) if found.group("field") else None
+    regex = split_regex(decode_entities(unquote(found.group("value"))))
+    if name is not None and computed is not None and name in computed:
+        field, regex = _regex_through(name, computed[name], regex)
+    else:
+        field = field_map(name) if name is not None else None
+    condition = regex_match(field, regex)
     return Not(condition) if found.group("op") == "!=" else condition
+
+
+def _regex_through(name: str, operand: Any, regex: Regex) -> tuple[str, Regex]:
+    """The event field and regex that test what `regex` tests on the computed field `name`."""
+    if isinstance(operand, _Field):
+        return operand.name, regex
+    if isinstance(operand, _Call) and operand.name == "lower" and len(operand.args) == 1 \
+            and isinstance(operand.args[0], _Field):
+        if regex.pattern != regex.pattern.lower():  # `[A-Z]`, `\S`: they mean something else on f
+            raise SplUnsupported(f"a regex with upper-case text tests {name}, which is lower()")
+        return operand.args[0].name, Regex(regex.pattern, regex.flags | {"i"})
+    raise SplUnsupported(f"`| regex` tests {name}, computed as {_describe(operand)}")
 
 
 # ---------------------------------------------------------------------------

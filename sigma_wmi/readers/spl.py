@@ -772,6 +772,7 @@ def parse_regex_command(args: str, field_map: FieldMap = lambda name: name,
         raise SplError(f"cannot read regex arguments '{args.strip()}'")
     name = unquote(found.group("field")) if found.group("field") else None
     regex = split_regex(decode_entities(unquote(found.group("value"))))
+    field: str | None
     if name is not None and computed is not None and name in computed:
         field, regex = _regex_through(name, computed[name], regex)
     else:

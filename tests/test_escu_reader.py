@@ -580,3 +580,11 @@ def test_a_regex_on_a_lowered_split_by_field_after_tstats() -> None:
     rule = escu(EVAL_BASE + '| eval process = lower(process) | regex process="^a"')
     assert not is_partial(rule), [d.message for d in rule.diagnostics]  # type: ignore[attr-defined]
     assert Match("command_line", Op.REGEX, (Regex("^a", frozenset({"i"})),)) in rule.detection.items  # type: ignore[attr-defined]
+
+
+def test_time_modifiers_bound_the_search_and_test_no_field() -> None:
+    rule = read_escu({"name": "t", "search": f"{SYSMON_SOURCE} EventCode=1 earliest=-24h latest=now Image=*\\\\a.exe"},
+                     "", "t.yml", None)
+    plain = read_escu({"name": "t", "search": f"{SYSMON_SOURCE} EventCode=1 Image=*\\\\a.exe"}, "", "t.yml", None)
+    assert not is_partial(rule) and rule.detection == plain.detection
+    assert any(d.code == "time-range" for d in rule.diagnostics)

@@ -120,6 +120,10 @@ _DATAMODEL = re.compile(r"^\s*datamodel\s*=\s*\"?([\w.]+)\"?", re.I)
 _AGGREGATE = re.compile(r"(\w+)\(([^()]*)\)(?:\s+as\s+(\"[^\"]+\"|[\w.]+))?", re.I)
 _MACRO_STAGE = re.compile(r"^`\s*([\w\-.:]+)\s*(?:\((.*)\))?\s*`$", re.S)
 _SPAN = re.compile(r"\bspan\s*=\s*([^\s,]+)", re.I)
+# Search-time modifiers: they bound the time range searched, they test no event field.
+_TIME_MODIFIERS = frozenset({"earliest", "latest", "_index_earliest", "_index_latest", "starttime", "endtime",
+                             "starttimeu", "endtimeu", "starthoursago", "endhoursago", "startdaysago",
+                             "enddaysago", "startminutesago", "endminutesago"})
 _NODENAME = re.compile(r"\(\s*nodename\s*=\s*\"?([\w.]+)\"?\s*\)|\bnodename\s*=\s*\"?([\w.]+)\"?", re.I)
 # `count`, not `count(...)`, with its alias if it has one
 _BARE_COUNT = re.compile(r"(?<![\w(.])count(?![\w(])(?:\s+as\s+(\"[^\"]+\"|[\w.]+))?", re.I)
@@ -319,6 +323,11 @@ class _Importer:
         except SplError as err:
             raise SigmaWmiError(f"search: {err.message}", self.origin, err.code) from None
         conjuncts: list[Expr] = list(parsed.items) if isinstance(parsed, And) else [parsed] if parsed is not None else []
+        times = [c for c in conjuncts if isinstance(c, Match) and c.field and c.field.lower() in _TIME_MODIFIERS]
+        if times:  # `earliest=-24h`: the time range the search covers, which the schedule sets
+            conjuncts = [c for c in conjuncts if c not in times]
+            self.note("time-range", f"time modifiers {', '.join(sorted({str(c.field) for c in times}))} set the "
+                                    "time range, not a condition; left to the schedule")
         selectors = [c for c in conjuncts if sources.is_selector(c)]
         is_id = functools.partial(sources.is_event_id_name, self.catalog)
         id_sets = [ids for c in conjuncts if (ids := sources.event_ids(c, is_id)) is not None]

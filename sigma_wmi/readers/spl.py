@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import ipaddress
 import math
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -364,6 +365,28 @@ class _Computed:
     operand: Any
 
 
+def _cidr(text: str) -> str | None:
+    """`text` when it is an IPv4 or IPv6 network with its prefix length (`10.0.0.0/8`)."""
+    if "/" not in text or "*" in text:
+        return None
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return None
+    return text
+
+
+def _same_text(operand: Any) -> str | None:
+    """The event field an `| eval` operand copies, or lower-/upper-cases: for search's caseless
+    comparisons the computed field matches exactly where that field does."""
+    if isinstance(operand, _Field):
+        return operand.name
+    if isinstance(operand, _Call) and operand.name in ("lower", "upper") and len(operand.args) == 1 \
+            and isinstance(operand.args[0], _Field):
+        return operand.args[0].name
+    return None
+
+
 @v_args(inline=True)
 class _SearchToModel(Transformer[Token, Any]):
     def __init__(self, field_map: FieldMap, computed: Mapping[str, Any] | None = None) -> None:
@@ -420,6 +443,9 @@ class _SearchToModel(Transformer[Token, Any]):
             same = capture.equals(search_pattern(str(value)), caseless=True)  # search compares caselessly
             return same if symbol == "=" else And((capture.present(), Not(same)))
         number = _number(unquote(str(value)))
+        source = _same_text(field.operand)
+        if number is None and source is not None:  # search compares caselessly: lower(f) matches as f does
+            return self.compare(source, Token("CMP", symbol), value)
         if number is None:
             raise SplUnsupported(f"'{field.name}{symbol}{value}' compares a computed field with text")
         # search `!=` is false where the value is null, like eval's: the symbols mean the same
@@ -431,6 +457,8 @@ class _SearchToModel(Transformer[Token, Any]):
             return Match(field, Op.EXISTS)
         if value.type == "WORD" and re.fullmatch(r"-?\d+", text):
             return Match(field, Op.EQUALS, (int(text),))  # unquoted integers stay numbers
+        if (network := _cidr(unquote(text))) is not None:  # search matches `ip=10.0.0.0/8` as a subnet
+            return Match(field, Op.CIDR, (network,))
         return string_match(field, search_pattern(text))
 
     def member(self, field: str | _Computed, *values: Token) -> Expr:
@@ -549,6 +577,10 @@ class _EvalToModel(Transformer[Token, Any]):
             raise SplUnsupported(f"comparison '{symbol}' between two fields")
         same = Match(ref, Op.FIELDREF, (other,), case_sensitive=not caseless)
         return same if symbol == "==" else differs(same, [ref, other])
+
+    def like_operator(self, subject: Any, pattern: Any) -> Expr:
+        """`f LIKE "a%"`: the operator form of like()."""
+        return self.call_like(subject, pattern)
 
     # ---- functions of a field compared with a literal ----
     def compare_len(self, args: tuple[Any, ...], symbol: str, value: object) -> Expr:

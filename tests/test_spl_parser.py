@@ -357,3 +357,15 @@ def test_a_subnet_value_in_search_is_a_cidr_test(text: str, network: str) -> Non
 @pytest.mark.parametrize("text", ["src=10.0.0.*/8", "src=10.0.0.300/8", "path=a/b", "src=10.0.0.1"])
 def test_values_that_are_not_subnets_stay_text(text: str) -> None:
     assert parse_search(text).op is not Op.CIDR  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("where", "expected"), [
+    ('match(_raw, "Foo\\\\.exe")', string_match(None, Pattern.literal("Foo.exe"), case_sensitive=True)),
+    ('match(_raw, "(?i)foo bar")', string_match(None, Pattern.literal("foo bar"))),
+    ('match(_raw, "a\\\\d+")', Match(None, Op.REGEX, (Regex("a\\d+"),), case_sensitive=True)),
+])
+def test_match_on_the_event_text_is_a_keyword_test(where: str, expected: Match) -> None:
+    assert parse_where(where, lambda name: f"mapped_{name}") == expected
+    if expected.op is Op.EQUALS:  # what `CASE(...)` / a bare term reads as
+        keyword = parse_search("CASE(Foo.exe)" if expected.case_sensitive else '"foo bar"')
+        assert keyword == expected

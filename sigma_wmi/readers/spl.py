@@ -365,6 +365,25 @@ class _Computed:
     operand: Any
 
 
+def _regex_literal(pattern: str) -> str | None:
+    """The text an unanchored regex of plain characters finds (`Foo\\.exe` → `Foo.exe`), else None."""
+    text: list[str] = []
+    i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\":
+            if i + 1 >= len(pattern) or pattern[i + 1].isalnum():
+                return None  # `\d`, `\b`...: a class or an assertion, not a character
+            text.append(pattern[i + 1])
+            i += 2
+            continue
+        if char in ".^$*+?()[]{}|":
+            return None
+        text.append(char)
+        i += 1
+    return "".join(text)
+
+
 def _cidr(text: str) -> str | None:
     """`text` when it is an IPv4 or IPv6 network with its prefix length (`10.0.0.0/8`)."""
     if "/" not in text or "*" in text:
@@ -525,6 +544,8 @@ class _EvalToModel(Transformer[Token, Any]):
         name = unquote(str(token))
         if name in self.computed:  # an earlier `| eval` defined it: use its expression
             return self.computed[name]
+        if name == "_raw":  # the event's text, no field of any source: a keyword test (see call_match)
+            return _Field(name)
         return _Field(self.field_map(name))
 
     def string(self, token: Token) -> _Literal:
@@ -703,6 +724,11 @@ class _EvalToModel(Transformer[Token, Any]):
         parsed = split_regex(regex.value)
         if caseless:
             parsed = Regex(parsed.pattern, parsed.flags | {"i"})
+        if field == "_raw":  # the event text: a keyword test (`CASE(Foo.exe)` is `match(_raw, "Foo\.exe")`)
+            literal = _regex_literal(parsed.pattern) if parsed.flags <= {"i"} else None
+            if literal:
+                return string_match(None, Pattern.literal(literal), case_sensitive="i" not in parsed.flags)
+            return regex_match(None, parsed)
         return regex_match(field, parsed)
 
     def call_like(self, subject: Any, pattern: Any) -> Expr:

@@ -6,6 +6,8 @@ import glob
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sigma_wmi.api import compile_rule
 from sigma_wmi.errors import Level, Origin, SigmaWmiError
@@ -18,6 +20,7 @@ from sigma_wmi.model import (
     Not,
     Op,
     Pattern,
+    Regex,
     Technique,
     Threshold,
     Wildcard,
@@ -378,7 +381,7 @@ def test_eval_fields_tested_later_are_imported() -> None:
 @pytest.mark.parametrize(("post", "words"), [
     ('| eval n = mvcount(split(process, "/..")) - 1 | search n > 1', "was not imported"),
     ("| eval n = mvcount(process) | where n > 1", "not imported"),
-    ('| eval process = lower(process) | regex process="^a"', "computed by `| eval`"),
+    ('| eval process = lower(process) | regex process="^A"', "upper-case text"),  # `^a` is exact: see below
     ('| eval p = process | rename p as q | where like(q, "a%")', "computed by `| eval`"),
     ('| eval n = len(process_path) | where n > 1', "not a split-by field"),
 ])
@@ -407,3 +410,181 @@ def test_held_out_threshold_with_eval_fields() -> None:
     again = read_escu({"name": "again", "search": tstats}, "", "again.yml", DATA / "macros")
     assert (again.detection, again.aggregation) == (rule.detection, rule.aggregation)
     assert tstats.endswith("| where dc_process_id >= 5 | `wmic_burst_with_short_names_filter`")
+
+
+# ---- filters on `values()` columns; unknown macros standing as a whole stage ----
+
+SYSMON_SOURCE = "source=XmlWinEventLog:Microsoft-Windows-Sysmon/Operational"
+
+
+@pytest.mark.parametrize(("post", "exact"), [
+    # one value asked for (or any of several): the groups with such an event
+    ("| search ImageLoaded=*samlib.dll", True),
+    ("| search ImageLoaded=*samlib.dll OR ImageLoaded=*vaultcli.dll", True),
+    ("| where Image=\"*lsass*\" AND like(ImageLoaded, \"%samlib.dll\")", True),  # split-by AND one value
+    # several values together, or none of them: no single event's test says that
+    ("| search ImageLoaded=*samlib.dll ImageLoaded=*vaultcli.dll", False),
+    ("| search NOT ImageLoaded=*samlib.dll", False),
+    ("| where NOT like(ImageLoaded, \"%samlib.dll\")", False),
+])
+def test_filters_on_every_value_of_a_group(post: str, exact: bool) -> None:
+    rule = read_escu({"name": "t", "search": f"{SYSMON_SOURCE} EventCode=7 | stats values(ImageLoaded) as ImageLoaded "
+                      f"count by Computer, Image {post}"}, "", "t.yml", None)
+    assert is_partial(rule) is not exact, [d.message for d in rule.diagnostics]
+    if not exact:
+        assert any("values()" in d.message and "ImageLoaded" in d.message for d in rule.diagnostics)
+
+
+def test_a_values_column_that_is_also_a_split_by_field_has_one_value() -> None:
+    rule = read_escu({"name": "t", "search": f"{SYSMON_SOURCE} EventCode=1 | stats values(CommandLine) as CommandLine "
+                      "by Computer CommandLine | search CommandLine=*a* CommandLine=*b*"}, "", "t.yml", None)
+    assert not is_partial(rule), [d.message for d in rule.diagnostics]
+
+
+@pytest.mark.parametrize("tail", ["| `not_defined_anywhere`", "| `not_defined_anywhere` | table x",
+                                  "| `not_defined_anywhere(1, 2)` | stats count by Image"])
+def test_an_unknown_macro_standing_as_a_stage_is_partial_with_its_name(tail: str) -> None:
+    rule = escu("| tstats count from datamodel=Endpoint.Processes where Processes.process_name=a.exe "
+                f"by Processes.dest Processes.process_name | `drop_dm_object_name(Processes)` {tail}")
+    assert is_partial(rule) and rule.detection == eq("process_name", "a.exe")
+    warning = next(d for d in rule.diagnostics if d.level is Level.WARNING)
+    assert "`not_defined_anywhere" in warning.message and "not defined" in warning.message
+    assert warning.origin is not None and warning.origin.line is not None
+
+
+@pytest.mark.parametrize("search", [
+    "`not_defined_anywhere` EventCode=1",  # the source itself
+    "| tstats count from datamodel=Endpoint.Processes where `not_defined_anywhere` by Processes.dest",
+    "| tstats count from datamodel=Endpoint.Processes by Processes.dest | search `not_defined_anywhere` x=1",
+])
+def test_an_unknown_macro_anywhere_else_is_still_an_error(search: str) -> None:
+    with pytest.raises(SigmaWmiError, match="unknown macro"):
+        escu(search)
+
+
+def test_a_macros_directory_that_does_not_exist_is_a_located_error_not_a_crash(tmp_path: Path) -> None:
+    with pytest.raises(SigmaWmiError, match="does not exist") as raised:
+        read_escu({"name": "t", "search": "`sysmon` EventCode=1"}, "", "t.yml", tmp_path / "missing")
+    assert raised.value.code == "unknown-macro"
+
+
+@pytest.mark.parametrize(("where", "words"), [
+    ("Processs.process_name=net.exe", "'Processs.process_name' is not a field of the CIM data set Endpoint.Processes"),
+    ("Processes.registry_path=*Run*", "'Processes.registry_path' is not a field of the CIM data set"),
+])
+def test_a_tstats_test_of_a_field_the_data_set_lacks_is_partial(where: str, words: str) -> None:
+    rule = escu(f"| tstats count from datamodel=Endpoint.Processes where {where} by Processes.dest")
+    assert is_partial(rule)
+    assert any(words in d.message and d.level is Level.WARNING for d in rule.diagnostics)
+
+
+def test_a_data_model_the_cim_data_lacks_is_partial() -> None:
+    rule = escu("| tstats count from datamodel=Change_Analysis where All_Changes.result_id=4663 by All_Changes.dest")
+    assert is_partial(rule)
+    assert any("Change_Analysis is not in the CIM data" in d.message for d in rule.diagnostics)
+
+
+@pytest.mark.parametrize("spelling", ["nodename = All_Changes", "(nodename=All_Changes)", 'nodename="All_Changes"'])
+def test_nodename_names_the_data_set(spelling: str) -> None:
+    plain = escu("| tstats count from datamodel=Change.All_Changes where All_Changes.action=deleted by All_Changes.dest")
+    rule = escu(f"| tstats count from datamodel=Change where {spelling} All_Changes.action=deleted by All_Changes.dest")
+    assert not is_partial(rule), [d.message for d in rule.diagnostics]
+    assert (rule.detection, rule.logsource) == (plain.detection, plain.logsource)
+
+
+# ---- the events of a data set: `| from datamodel`, `| datamodel X Y search` ----
+
+@pytest.mark.parametrize("head", ["| from datamodel Endpoint.Processes", '| from datamodel:"Endpoint.Processes"',
+                                  "| from datamodel=Endpoint.Processes", "| datamodel Endpoint Processes search",
+                                  "| datamodel Endpoint Processes"])
+def test_a_data_set_search_is_the_tstats_search_of_its_filters(head: str) -> None:
+    tstats = escu("| tstats count from datamodel=Endpoint.Processes where Processes.process_name=wmic.exe "
+                  "Processes.process=*node:* by Processes.dest")
+    rule = escu(f'{head} | search Processes.process_name=wmic.exe process="*node:*" | stats count by dest')
+    assert not is_partial(rule), [d.message for d in rule.diagnostics]
+    assert (rule.detection, rule.logsource) == (tstats.detection, tstats.logsource)
+    again = read_escu({"name": "t", "search": compile_rule(rule, "splunk", "tstats").text}, "", "<splunk>")
+    assert (again.detection, again.logsource, again.aggregation) == (rule.detection, rule.logsource, rule.aggregation)
+
+
+def test_a_data_set_search_keeps_thresholds() -> None:
+    rule = escu("| from datamodel Endpoint.Processes | search process_name=wmic.exe | stats dc(process) as n by dest "
+                "| where n > 3")
+    assert rule.aggregation == Aggregation((Threshold(Aggregate.DISTINCT_COUNT, Op.GT, 3, "command_line"),), ("host",))
+
+
+@pytest.mark.parametrize(("search", "words"), [
+    ('| from datamodel Risk.All_Risk | search normalized_risk_object="x"', "not a field of the CIM data set"),
+    ("| from datamodel Alerts.Alerts | search app=osquery:results", "Alerts.Alerts is not in the CIM data"),
+])
+def test_a_data_set_search_on_fields_or_models_the_data_lacks_is_partial(search: str, words: str) -> None:
+    rule = escu(search)
+    assert is_partial(rule) and any(words in d.message for d in rule.diagnostics)
+
+
+# ---- bad SPL: a located error or a partial import, never a crash ----
+
+# Pieces of real ESCU searches; any sequence of them is some search, most of them malformed.
+_SPL_PIECES = [
+    "`sysmon`", "`wmi`", "`powershell`", "`wineventlog_security`", "`unknown_m`", "`x_filter`", "| tstats count",
+    "from datamodel=Endpoint.Processes", "from datamodel", "where", "by", "Processes.process_name=a.exe",
+    "EventCode=1", "EventCode IN (19,20", ")", "(", "\"", "'", "NOT", "OR", "AND", "=", "!=", "*", "\\",
+    "| stats", "count", "values(x) as x", "| where", "match(x, \"(?<", "like(", "| rex field=Message",
+    "\"(?<c>[^;]+)\"", "| search", "c=v*", "| eval", "y=lower(x)", "| lookup", "t.csv k OUTPUT v",
+    "| rename", "x as y", "| fillnull", "| table", "[| inputlookup t]", "```c```", "| from datamodel X.Y",
+    "| datamodel", "nodename=All_Changes", "span=1h", "_time", "| `drop_dm_object_name(Processes)`", "|", "cidrmatch(",
+]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(_SPL_PIECES), min_size=1, max_size=14))
+def test_any_search_imports_or_is_a_located_error(pieces: list[str]) -> None:
+    search = " ".join(pieces)
+    try:
+        rule = read_escu({"name": "t", "search": search}, "", "t.yml", shared_path("corpora", "escu", "macros"))
+    except SigmaWmiError as err:
+        assert err.origin is not None and err.origin.path == "t.yml" and err.origin.line
+        return
+    assert all(d.origin is not None for d in rule.diagnostics if d.level is Level.WARNING)
+
+
+# ---- `| regex` on a field `| eval` lower-cased or copied ----
+
+SYSTEM_7045 = "source=XmlWinEventLog:System EventCode=7045"
+
+
+@pytest.mark.parametrize(("stages", "regex"), [
+    ('| eval l_ImagePath=lower(ImagePath) | regex l_ImagePath="powershell[.\\s]|pwsh[.\\s]"',
+     Regex("powershell[.\\s]|pwsh[.\\s]", frozenset({"i"}))),
+    ('| eval path=ImagePath | regex path="^c:\\\\\\\\temp"', Regex("^c:\\\\temp")),
+])
+def test_a_regex_on_a_lowered_or_copied_field_is_a_regex_on_the_field(stages: str, regex: Regex) -> None:
+    rule = read_escu({"name": "t", "search": f"{SYSTEM_7045} {stages}"}, "", "t.yml", None)
+    assert not is_partial(rule), [d.message for d in rule.diagnostics]
+    assert Match("ImagePath", Op.REGEX, (regex,), case_sensitive="i" not in regex.flags) in rule.detection.items  # type: ignore[union-attr]
+    again = read_escu({"name": "t", "search": compile_rule(rule, "splunk", "raw").text}, "", "<splunk>")
+    assert again.detection == rule.detection
+
+
+@pytest.mark.parametrize(("stages", "words"), [
+    ('| eval l=lower(ImagePath) | regex l="PowerShell"', "upper-case text"),  # never matches a lower-cased value
+    ('| eval l=lower(ImagePath) | regex l="\\S+"', "upper-case text"),  # `\S` on lower(f) is not `\s`
+    ('| eval n=len(ImagePath) | regex n="1"', "computed as len()"),
+])
+def test_a_regex_on_other_computed_fields_is_partial(stages: str, words: str) -> None:
+    rule = read_escu({"name": "t", "search": f"{SYSTEM_7045} {stages}"}, "", "t.yml", None)
+    assert is_partial(rule) and any(words in d.message for d in rule.diagnostics)
+
+
+def test_a_regex_on_a_lowered_split_by_field_after_tstats() -> None:
+    rule = escu(EVAL_BASE + '| eval process = lower(process) | regex process="^a"')
+    assert not is_partial(rule), [d.message for d in rule.diagnostics]  # type: ignore[attr-defined]
+    assert Match("command_line", Op.REGEX, (Regex("^a", frozenset({"i"})),)) in rule.detection.items  # type: ignore[attr-defined]
+
+
+def test_time_modifiers_bound_the_search_and_test_no_field() -> None:
+    rule = read_escu({"name": "t", "search": f"{SYSMON_SOURCE} EventCode=1 earliest=-24h latest=now Image=*\\\\a.exe"},
+                     "", "t.yml", None)
+    plain = read_escu({"name": "t", "search": f"{SYSMON_SOURCE} EventCode=1 Image=*\\\\a.exe"}, "", "t.yml", None)
+    assert not is_partial(rule) and rule.detection == plain.detection
+    assert any(d.code == "time-range" for d in rule.diagnostics)

@@ -324,10 +324,48 @@ def test_eval_fields_stand_in_for_their_expressions() -> None:
     assert evaluate(where, {"name": "a.exe"}) and not evaluate(where, {"name": "ab.exe"})
     assert not evaluate(where, {"name": "A.EXE"})  # eval's == is cased
     assert parse_where('lowered == "cmd.exe"', computed=computed) == eq("name", "cmd.exe")
+    # search matches caselessly, with wildcards, on lower(name) as on name itself
+    assert parse_search("lowered=CMD*.exe", computed=computed) == parse_search("name=CMD*.exe")
     with pytest.raises(SplUnsupported):
-        parse_search("lowered=cmd.exe", computed=computed)  # search would add wildcards and case folding
+        parse_search("n=abc", computed=computed)  # text against len(): no event field stands in
 
 
 def test_later_eval_sees_earlier_ones() -> None:
     computed = dict(parse_eval("a = lower(x), b = if(a == \"y\", 1, 0)"))
     assert parse_where("b == 1", computed=computed) == eq("x", "y")
+
+
+
+@pytest.mark.parametrize(("where", "same"), [
+    ('x LIKE "a%"', 'like(x, "a%")'),
+    ('x like "%a_b"', 'like(x, "%a_b")'),
+    ('NOT x LIKE "a%" AND y = 1', 'NOT like(x, "a%") AND y = 1'),
+    ('lower(x) LIKE "a%"', 'like(lower(x), "a%")'),
+])
+def test_the_like_operator_is_like(where: str, same: str) -> None:
+    assert parse_where(where) == parse_where(same)
+
+
+@pytest.mark.parametrize(("text", "network"), [
+    ("src=10.0.0.0/8", "10.0.0.0/8"), ('src="192.168.1.0/24"', "192.168.1.0/24"), ("src=fe80::/10", "fe80::/10"),
+])
+def test_a_subnet_value_in_search_is_a_cidr_test(text: str, network: str) -> None:
+    assert parse_search(text) == Match("src", Op.CIDR, (network,))
+    assert parse_search(text) == parse_where(f'cidrmatch("{network}", src)')
+
+
+@pytest.mark.parametrize("text", ["src=10.0.0.*/8", "src=10.0.0.300/8", "path=a/b", "src=10.0.0.1"])
+def test_values_that_are_not_subnets_stay_text(text: str) -> None:
+    assert parse_search(text).op is not Op.CIDR  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("where", "expected"), [
+    ('match(_raw, "Foo\\\\.exe")', string_match(None, Pattern.literal("Foo.exe"), case_sensitive=True)),
+    ('match(_raw, "(?i)foo bar")', string_match(None, Pattern.literal("foo bar"))),
+    ('match(_raw, "a\\\\d+")', Match(None, Op.REGEX, (Regex("a\\d+"),), case_sensitive=True)),
+])
+def test_match_on_the_event_text_is_a_keyword_test(where: str, expected: Match) -> None:
+    assert parse_where(where, lambda name: f"mapped_{name}") == expected
+    if expected.op is Op.EQUALS:  # what `CASE(...)` / a bare term reads as
+        keyword = parse_search("CASE(Foo.exe)" if expected.case_sensitive else '"foo bar"')
+        assert keyword == expected

@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 import re2  # type: ignore[import-untyped]  # google-re2 ships no type information
 
 from sigma_wmi.attack import attack
-from sigma_wmi.backends.splunk_data import cim_dataset
+from sigma_wmi.backends.splunk_data import cim_dataset, cim_fields
 from sigma_wmi.catalog import Catalog, catalog
 from sigma_wmi.errors import Diagnostic, Level, Origin, SigmaWmiError, add_once
 from sigma_wmi.limits import MAX_SEARCH_CHARS
@@ -46,6 +46,7 @@ from sigma_wmi.model import (
     LogSource,
     Match,
     Op,
+    Or,
     Pattern,
     Regex,
     Rule,
@@ -119,6 +120,11 @@ _DATAMODEL = re.compile(r"^\s*datamodel\s*=\s*\"?([\w.]+)\"?", re.I)
 _AGGREGATE = re.compile(r"(\w+)\(([^()]*)\)(?:\s+as\s+(\"[^\"]+\"|[\w.]+))?", re.I)
 _MACRO_STAGE = re.compile(r"^`\s*([\w\-.:]+)\s*(?:\((.*)\))?\s*`$", re.S)
 _SPAN = re.compile(r"\bspan\s*=\s*([^\s,]+)", re.I)
+# Search-time modifiers: they bound the time range searched, they test no event field.
+_TIME_MODIFIERS = frozenset({"earliest", "latest", "_index_earliest", "_index_latest", "starttime", "endtime",
+                             "starttimeu", "endtimeu", "starthoursago", "endhoursago", "startdaysago",
+                             "enddaysago", "startminutesago", "endminutesago"})
+_NODENAME = re.compile(r"\(\s*nodename\s*=\s*\"?([\w.]+)\"?\s*\)|\bnodename\s*=\s*\"?([\w.]+)\"?", re.I)
 # `count`, not `count(...)`, with its alias if it has one
 _BARE_COUNT = re.compile(r"(?<![\w(.])count(?![\w(])(?:\s+as\s+(\"[^\"]+\"|[\w.]+))?", re.I)
 # An aggregate a threshold can test, as a field name no event has (a later filter names it by alias).
@@ -150,11 +156,18 @@ class _Importer:
         self.origin = origin
         self.catalog = cat
         self.diagnostics: list[Diagnostic] = []
+        self.unknown_macros: frozenset[str] = frozenset()  # whole-stage macros the library lacks
         self.unknown_fields: list[str] = []
         self.node = ""
+        self.datamodel = ""  # the tstats data set, `Model.DataSet`
+        self.dataset_events = False  # `| from datamodel`: every field a filter tests is a field of the data set
         self.renamed: dict[str, str] = {}  # new name -> name before the rename
         self.results: set[str] = set()  # fields a tstats result row has (bare CIM names)
         self.aggregates: set[str] = set()
+        # result fields `values(f) as f` collects: a filter on one tests whether ANY value of the group
+        # matches, which per event is the same test only where the filter asks for one value (see
+        # `_any_value_test`)
+        self.multivalued: set[str] = set()
         # alias -> what it counts, for the aggregates a threshold can test (count, dc(field))
         self.countable: dict[str, tuple[Aggregate, str | None]] = {}
         self.time_split = False  # `by _time`: groups per time bucket
@@ -195,6 +208,22 @@ class _Importer:
             self.note("unknown-cim-field", f"CIM field '{bare}' is not in the field catalog; kept as '{bare}'")
         return bare
 
+    def where_field(self, name: str) -> str:
+        """A field the tstats where-clause tests, as a canonical name. A field the data set lacks
+        (a misspelt node, `Processs.process_name`, or a field of another data model) matches no
+        event there, and our own tstats output could not name it: the import is not exact."""
+        canonical = self.cim_field(name)
+        fields = cim_fields(self.datamodel)
+        bare = name[len(self.node) + 1:] if self.node and name.startswith(self.node + ".") else name
+        if fields is None:
+            why = f"data model {self.datamodel} is not in the CIM data, so its fields cannot be checked"
+        elif bare not in fields:
+            why = f"field '{name}' is not a field of the CIM data set {self.datamodel}"
+        else:
+            return canonical
+        add_once(self.diagnostics, Diagnostic(Level.WARNING, PARTIAL, f"{why}; kept as written", self.origin))
+        return canonical
+
     def result_field(self, name: str) -> str:
         """A field of a tstats result row, as used by a later stage, as a canonical name."""
         original = self.renamed.get(name, name)
@@ -213,7 +242,8 @@ class _Importer:
 
     # ---- the whole search ----
     def run(self, search: str) -> SearchImport:
-        expansion = macro_lib.expand(search, self.library, self.origin)
+        expansion = macro_lib.expand(search, self.library, self.origin, keep_unknown_stages=True)
+        self.unknown_macros = frozenset(expansion.unknown_stages)
         if len(expansion.text) > MAX_SEARCH_CHARS:  # parsing cost grows with it; real searches are a few KB
             raise SigmaWmiError(f"the search is longer than {MAX_SEARCH_CHARS} characters (macros expanded)",
                                 self.origin, "search-too-large")
@@ -222,6 +252,9 @@ class _Importer:
         macros = [c.name + (f"({', '.join(c.args)})" if c.args else "") for c in calls]
         if stages and not expansion.text.lstrip().startswith("|"):
             return self.run_raw(stages, macros)
+        dataset = _dataset_search(stages[0]) if stages else None
+        if dataset is not None:
+            return self.run_dataset(dataset, stages, macros)
         if not stages or stages[0].command != "tstats":
             first = stages[0].command if stages else "nothing"
             raise SigmaWmiError(f"only tstats data-model searches and raw event searches are imported; this "
@@ -250,6 +283,34 @@ class _Importer:
         return SearchImport(detection, datamodel, logsource, by_fields, where_exact,
                             aggregation, self.diagnostics, metadata)
 
+    # ---- the events of a data set: `| from datamodel X.Y`, `| datamodel X Y search` ----
+    def run_dataset(self, dataset: str, stages: list[Stage], macros: list[str]) -> SearchImport:
+        """Every event of a CIM data set, as rows: its later filters are the conditions, on CIM fields
+        (with or without the data-set prefix); a `| stats` groups as in a raw search."""
+        self.datamodel = cim_dataset(dataset)
+        self.node = self.datamodel.split(".")[-1]
+        self.raw_events = self.dataset_events = True
+        if cim_fields(self.datamodel) is None:
+            self.partial(stages[0].text, f"data model {self.datamodel} is not in the CIM data, so its fields "
+                                         "cannot be checked")
+        conditions: list[Expr] = []
+        metadata: dict[str, Any] = {"datamodel": self.datamodel, "by": [], "macros": macros, "stages": []}
+        self.post_stages(stages[1:], conditions, metadata)
+        metadata["by"] = list(self.raw_by)
+        metadata["aggregates"] = sorted(self.aggregates)
+        if not conditions:
+            raise SigmaWmiError("the search has no condition the model can express", self.origin, "no-conditions")
+        by_fields = tuple(dict.fromkeys(self.cim_field(f) for f in self.raw_by if f != "_time"))
+        aggregation = Aggregation(tuple(self.thresholds), by_fields, self.window) if self.thresholds else None
+        logsource = self.catalog.datamodel_logsource(self.datamodel)
+        if logsource is None:
+            self.note("unknown-datamodel", f"data model {self.datamodel} has no Sigma log source in the catalog")
+            logsource = LogSource(definition=f"Splunk CIM data model {self.datamodel}")
+        detection = normalize(all_of(conditions))
+        self.check_regexes(detection)
+        return SearchImport(detection, self.datamodel, logsource, by_fields, True, aggregation,
+                            self.diagnostics, metadata)
+
     # ---- raw event searches ----
     def run_raw(self, stages: list[Stage], macros: list[str]) -> SearchImport:
         """A search over raw events: its source terms pick the log source, its other terms and the
@@ -262,6 +323,11 @@ class _Importer:
         except SplError as err:
             raise SigmaWmiError(f"search: {err.message}", self.origin, err.code) from None
         conjuncts: list[Expr] = list(parsed.items) if isinstance(parsed, And) else [parsed] if parsed is not None else []
+        times = [c for c in conjuncts if isinstance(c, Match) and c.field and c.field.lower() in _TIME_MODIFIERS]
+        if times:  # `earliest=-24h`: the time range the search covers, which the schedule sets
+            conjuncts = [c for c in conjuncts if c not in times]
+            self.note("time-range", f"time modifiers {', '.join(sorted({str(c.field) for c in times}))} set the "
+                                    "time range, not a condition; left to the schedule")
         selectors = [c for c in conjuncts if sources.is_selector(c)]
         is_id = functools.partial(sources.is_event_id_name, self.catalog)
         id_sets = [ids for c in conjuncts if (ids := sources.event_ids(c, is_id)) is not None]
@@ -348,7 +414,9 @@ class _Importer:
 
     def event_field(self, name: str) -> str:
         """A field of the events (raw search) or of the data set (tstats) as a canonical name."""
-        return self.field_names(name) if self.field_names is not None else self.cim_field(name)
+        if self.field_names is not None:
+            return self.field_names(name)
+        return self.where_field(name) if self.dataset_events else self.cim_field(name)
 
     def check_regexes(self, detection: Expr) -> None:
         """Regexes must mean the same on every target: RE2's syntax (Splunk's PCRE, Elastic's
@@ -371,10 +439,19 @@ class _Importer:
         if start is None or found is None:
             raise SigmaWmiError("tstats without 'from datamodel=...' is not imported", self.origin,
                                 "unsupported-search")
-        datamodel = cim_dataset(found.group(1))  # `datamodel=Change` searches its root data set
+        rest = args[start + 4 + found.end():]
+        # `where nodename=All_Changes` names the data set inside the data model (tstats' older spelling)
+        nodename = _NODENAME.search(rest)
+        model = found.group(1)
+        if nodename is not None:  # one the data lacks stays a test of a field no data set has: partial
+            node = (nodename.group(1) or nodename.group(2)).split(".")[-1]
+            if "." not in model and cim_fields(f"{model}.{node}") is not None:
+                model = f"{model}.{node}"
+                rest = rest[:nodename.start()] + " " + rest[nodename.end():]
+        datamodel = cim_dataset(model)  # `datamodel=Change` searches its root data set
+        self.datamodel = datamodel
         self.node = datamodel.split(".")[-1]
         self.aggregates_of(args[:start])
-        rest = args[start + 4 + found.end():]
         by_at = find_keyword(rest, "by")
         clause, by_text = (rest[:by_at], rest[by_at + 2:]) if by_at is not None else (rest, "")
         by_words = _SPAN.sub(" ", by_text).replace(",", " ").split()
@@ -384,6 +461,7 @@ class _Importer:
         self.span = span.group(1) if span and self.time_split else None
         self.window = parse_timespan(self.span) if self.span else None
         self.results = {self.bare(f) for f in by} | {"_time"}
+        self.multivalued -= self.results  # a split-by field has one value per group, whatever values() says
         clause = clause.strip()
         if clause and find_keyword(clause, "where") != 0:
             raise SigmaWmiError(f"unexpected text after the data model: '{clause[:40]}'", self.origin,
@@ -401,6 +479,7 @@ class _Importer:
             name = alias.strip('"') if alias else f"{function}({argument})"
             if function.lower() in self.EVENT_VALUED and self.bare(argument.strip()) == name:
                 self.results.add(name)
+                self.multivalued.add(name)
             self.aggregates.add(name)
             if function.lower() in _DISTINCT_COUNTS and argument.strip():
                 self.countable[name] = (Aggregate.DISTINCT_COUNT, self.event_field(argument.strip()))
@@ -413,7 +492,7 @@ class _Importer:
         """The where-clause as a condition, and whether it was imported without loss."""
         body, subsearches = extract_subsearches(text)
         try:
-            expr = parse_search(body, self.cim_field)
+            expr = parse_search(body, self.where_field)
         except SplError as err:
             raise SigmaWmiError(f"tstats where-clause: {err.message}", self.origin, err.code) from None
         if subsearches:
@@ -453,12 +532,16 @@ class _Importer:
 
     def passive(self, stage: Stage) -> bool:
         """Does the stage leave the set of results alone (columns, order, standard macros)?"""
-        return bool(_MACRO_STAGE.match(stage.text)) or stage.command in self.PRESENTATION | self.COLUMNS
+        macro = _MACRO_STAGE.match(stage.text)
+        if macro:
+            return macro.group(1) not in self.unknown_macros  # an unknown one may filter
+        return stage.command in self.PRESENTATION | self.COLUMNS
 
     def post_stage(self, stage: Stage, conditions: list[Expr], blocked: str | None) -> tuple[str, bool]:
         macro = _MACRO_STAGE.match(stage.text)
         if macro:
-            return self.macro_stage(macro.group(1), macro.group(2) or ""), True
+            kind = self.macro_stage(macro.group(1), macro.group(2) or "")
+            return kind, kind != "other"
         command = stage.command
         if command == "stats" and self.raw_events and blocked is None:
             return "aggregation", self.stats(stage)
@@ -493,14 +576,28 @@ class _Importer:
         """The stage's condition on event fields; thresholds on aggregates go to `self.thresholds`."""
         if "[" in args and extract_subsearches(args)[1]:
             raise SplError("subsearch in a filter")
+        collected: dict[str, str] = {}  # canonical name -> name as written, of multivalued fields tested
+        resolve = self.result_field if command == "regex" else self.filter_field  # `| regex` tests no aggregate
+
+        def field_of(name: str) -> str:
+            canonical = resolve(name)
+            if self.renamed.get(name, name) in self.multivalued:
+                collected[canonical] = name
+            return canonical
+
         if command == "where":
-            return self.take_thresholds(parse_where(args, self.filter_field, self.computed))
-        if command == "regex":
-            return parse_regex_command(args, self.result_field)
-        expr = parse_search(args, self.filter_field, self.computed)
+            expr: Expr | None = parse_where(args, field_of, self.computed)
+        elif command == "regex":
+            expr = parse_regex_command(args, field_of, self.computed)
+        else:
+            expr = parse_search(args, field_of, self.computed)
         if expr is None:
             raise SplError("empty search")
-        return self.take_thresholds(expr)
+        if collected and not _any_value_test(expr, frozenset(collected)):
+            names = ", ".join(f"'{n}'" for n in collected.values())
+            raise _NotEventField(f"it tests {names}, every value `values()` collected for a group, in a way "
+                                 "no single event's test matches (an AND of values, or a negation)")
+        return self.take_thresholds(expr) if command != "regex" else expr
 
     def eval(self, stage: Stage) -> bool:
         """Remember what the fields mean; a filter that tests them later decides whether it imports."""
@@ -529,6 +626,7 @@ class _Importer:
         self.raw_events = False
         self.results = set(by_words)
         self.aggregates_of(head)
+        self.multivalued -= set(by_words)  # a split-by field has one value per group, whatever values() says
         self.raw_by = tuple(by_words)
         self.time_split = "_time" in by_words
         return True
@@ -637,6 +735,11 @@ class _Importer:
     def macro_stage(self, name: str, args: str) -> str:
         if name == "drop_dm_object_name":
             return "drop_dm_object_name"
+        if name in self.unknown_macros:
+            where = f"in {self.library.directory}" if self.library.directory else "(no macros directory found)"
+            self.partial(f"`{name}`", f"macro `{name}` is not defined {where}: what it keeps is unknown "
+                                      "(the import is broader)")
+            return "other"
         if name.endswith("_filter"):
             return "filter_macro"
         return "presentation"  # security_content_ctime and other kept standard macros
@@ -666,6 +769,42 @@ _NAMED_GROUP = re.compile(r"(?<!\\)\(\?P?<([A-Za-z_]\w*)>")
 
 
 _GREEDY_NEGATED = re.compile(r"\[\^((?:[^\]\\]|\\.)+)\]\+")
+
+
+_FROM_DATAMODEL = re.compile(r'^\s*datamodel\s*[:=]?\s*"?([\w.]+)"?\s*$', re.I)
+_DATAMODEL_COMMAND = re.compile(r"^\s*(\w+)\s+(\w+)(?:\s+search)?\s*$", re.I)
+
+
+def _dataset_search(stage: Stage) -> str | None:
+    """`Model.DataSet` when the first stage reads a data set's events (`| from datamodel:"X.Y"`,
+    `| from datamodel X.Y`, `| datamodel X Y search`); None for any other first stage."""
+    found = (_FROM_DATAMODEL.match(stage.args) if stage.command == "from"
+             else _DATAMODEL_COMMAND.match(stage.args) if stage.command == "datamodel" else None)
+    if found is None:
+        return None
+    return ".".join(found.groups())
+
+
+def _any_value_test(expr: Expr, multivalued: frozenset[str]) -> bool:
+    """Is a filter on fields holding every value of a group (`values(f) as f`) the same test as
+    keeping the events that pass it? Splunk tests such a field against each of its values and keeps
+    the row when one matches, so a single positive test, or an OR of them, selects exactly the
+    groups with such an event; an AND of two such tests may be met by two different events, and a
+    negation asks about all of them. Tests of other fields (split-by values, the same for the whole
+    group) may be ANDed with one such test."""
+    def mentions(item: Expr) -> bool:
+        return any(m.field in multivalued for m in matches(item))
+
+    if not mentions(expr):
+        return True
+    if isinstance(expr, Match):
+        return True
+    if isinstance(expr, Or):
+        return all(_any_value_test(item, multivalued) for item in expr.items)
+    if isinstance(expr, And):
+        holding = [item for item in expr.items if mentions(item)]
+        return len(holding) == 1 and _any_value_test(holding[0], multivalued)
+    return False  # a negation: no value may match, a test of every event of the group
 
 
 def _last_greedy_group(text: str, group: re.Match[str]) -> tuple[str | None, str | None]:

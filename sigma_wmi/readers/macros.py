@@ -72,6 +72,8 @@ def _load_macro(directory: Path, name: str, arity: int) -> Macro | None:
 
 
 def _all_macros(directory: Path) -> tuple[Macro, ...]:
+    if not directory.is_dir():  # a wrong --macros path: every call is then an unknown macro, named as such
+        return ()
     return _all_macros_at(directory, directory.stat().st_mtime_ns)
 
 
@@ -148,20 +150,28 @@ class Expansion:
 
     text: str
     calls: list[MacroCall] = field(default_factory=list)
+    # unknown macros left in place because each is a whole pipeline stage (`| `name``), when asked
+    unknown_stages: list[str] = field(default_factory=list)
 
 
 def expand(text: str, library: MacroLibrary, origin: Origin | None = None,
-           keep: Callable[[str], bool] = is_standard) -> Expansion:
+           keep: Callable[[str], bool] = is_standard, keep_unknown_stages: bool = False) -> Expansion:
     """Replace every macro call in `text` by its definition, recursively.
 
     Calls for which `keep(name)` is true stay in the text untouched, and so do backticks
-    inside a double-quoted SPL string (Splunk expands no macro there). Raises
+    inside a double-quoted SPL string (Splunk expands no macro there). With
+    `keep_unknown_stages`, an unknown macro of `text` itself that is a whole pipeline stage
+    (after a `|`, before the next one) stays too and is listed in `unknown_stages`: the
+    stages before it still mean what they say, so a caller can import them and name the
+    stage it could not read. Otherwise (and anywhere else) an unknown macro raises
     `SigmaWmiError` for an unknown macro (code `unknown-macro`), a wrong number of
     arguments, a cycle (`macro-cycle`), nesting deeper than MAX_MACRO_DEPTH (`macro-depth`)
     or expansions producing more than MAX_MACRO_EXPANSION_CHARS (`macro-too-large`).
     """
     result = Expansion(text)
-    result.text = _Expander(library, origin, keep, result.calls).run(text, ())
+    expander = _Expander(library, origin, keep, result.calls)
+    expander.unknown_stages = result.unknown_stages if keep_unknown_stages else None
+    result.text = expander.run(text, ())
     return result
 
 
@@ -176,6 +186,7 @@ class _Expander:
         self.keep = keep
         self.calls = calls
         self.spent = 0
+        self.unknown_stages: list[str] | None = None  # where unknown whole-stage macros go, if kept
 
     def run(self, text: str, stack: tuple[str, ...]) -> str:
         if len(stack) > MAX_MACRO_DEPTH:
@@ -185,14 +196,20 @@ class _Expander:
         position = 0
         for found in unquoted_calls(text):
             pieces.append(text[position:found.start()])
-            pieces.append(self.replace(found, stack))
+            if not stack and self.unknown_stages is not None and not self.keep(found.group(1)) \
+                    and _is_stage(text, found) and self.library.get(found.group(1), len(_call_args(found))) is None:
+                self.calls.append(MacroCall(found.group(1), _call_args(found)))
+                self.unknown_stages.append(found.group(1))
+                pieces.append(found.group(0))
+            else:
+                pieces.append(self.replace(found, stack))
             position = found.end()
         pieces.append(text[position:])
         return "".join(pieces)
 
     def replace(self, found: re.Match[str], stack: tuple[str, ...]) -> str:
         name = found.group(1)
-        args = split_args(found.group(2)) if found.group(2) is not None else ()
+        args = _call_args(found)
         self.calls.append(MacroCall(name, args))
         if self.keep(name):
             return found.group(0)
@@ -200,7 +217,9 @@ class _Expander:
             raise SigmaWmiError(f"macro cycle: {' -> '.join((*stack, name))}", self.origin, "macro-cycle")
         macro = self.library.get(name, len(args))
         if macro is None:
-            where = f" in {self.library.directory}" if self.library.directory else " (no macros directory found)"
+            directory = self.library.directory
+            where = (" (no macros directory found)" if directory is None else f" in {directory}" if directory.is_dir()
+                     else f" (macros directory {directory} does not exist)")
             arity = f" with {len(args)} argument(s)" if args else ""
             raise SigmaWmiError(f"unknown macro `{name}`{arity}{where}", self.origin, "unknown-macro")
         body = macro.definition
@@ -211,6 +230,16 @@ class _Expander:
             raise SigmaWmiError(f"macro expansion exceeds {MAX_MACRO_EXPANSION_CHARS} characters "
                                 f"(at `{name}`, {' -> '.join(stack) or 'the search'})", self.origin, "macro-too-large")
         return self.run(body, (*stack, name))
+
+
+def _call_args(found: re.Match[str]) -> tuple[str, ...]:
+    return split_args(found.group(2)) if found.group(2) is not None else ()
+
+
+def _is_stage(text: str, found: re.Match[str]) -> bool:
+    """Is the call a whole pipeline stage: a `|` before it, and the next `|` or the end after it?"""
+    after = text[found.end():].lstrip()
+    return text[:found.start()].rstrip().endswith("|") and (not after or after.startswith("|"))
 
 
 def unquoted_calls(text: str) -> list[re.Match[str]]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import ipaddress
 import math
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -364,6 +365,47 @@ class _Computed:
     operand: Any
 
 
+def _regex_literal(pattern: str) -> str | None:
+    """The text an unanchored regex of plain characters finds (`Foo\\.exe` → `Foo.exe`), else None."""
+    text: list[str] = []
+    i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\":
+            if i + 1 >= len(pattern) or pattern[i + 1].isalnum():
+                return None  # `\d`, `\b`...: a class or an assertion, not a character
+            text.append(pattern[i + 1])
+            i += 2
+            continue
+        if char in ".^$*+?()[]{}|":
+            return None
+        text.append(char)
+        i += 1
+    return "".join(text)
+
+
+def _cidr(text: str) -> str | None:
+    """`text` when it is an IPv4 or IPv6 network with its prefix length (`10.0.0.0/8`)."""
+    if "/" not in text or "*" in text:
+        return None
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return None
+    return text
+
+
+def _same_text(operand: Any) -> str | None:
+    """The event field an `| eval` operand copies, or lower-/upper-cases: for search's caseless
+    comparisons the computed field matches exactly where that field does."""
+    if isinstance(operand, _Field):
+        return operand.name
+    if isinstance(operand, _Call) and operand.name in ("lower", "upper") and len(operand.args) == 1 \
+            and isinstance(operand.args[0], _Field):
+        return operand.args[0].name
+    return None
+
+
 @v_args(inline=True)
 class _SearchToModel(Transformer[Token, Any]):
     def __init__(self, field_map: FieldMap, computed: Mapping[str, Any] | None = None) -> None:
@@ -420,6 +462,9 @@ class _SearchToModel(Transformer[Token, Any]):
             same = capture.equals(search_pattern(str(value)), caseless=True)  # search compares caselessly
             return same if symbol == "=" else And((capture.present(), Not(same)))
         number = _number(unquote(str(value)))
+        source = _same_text(field.operand)
+        if number is None and source is not None:  # search compares caselessly: lower(f) matches as f does
+            return self.compare(source, Token("CMP", symbol), value)
         if number is None:
             raise SplUnsupported(f"'{field.name}{symbol}{value}' compares a computed field with text")
         # search `!=` is false where the value is null, like eval's: the symbols mean the same
@@ -431,6 +476,8 @@ class _SearchToModel(Transformer[Token, Any]):
             return Match(field, Op.EXISTS)
         if value.type == "WORD" and re.fullmatch(r"-?\d+", text):
             return Match(field, Op.EQUALS, (int(text),))  # unquoted integers stay numbers
+        if (network := _cidr(unquote(text))) is not None:  # search matches `ip=10.0.0.0/8` as a subnet
+            return Match(field, Op.CIDR, (network,))
         return string_match(field, search_pattern(text))
 
     def member(self, field: str | _Computed, *values: Token) -> Expr:
@@ -497,6 +544,8 @@ class _EvalToModel(Transformer[Token, Any]):
         name = unquote(str(token))
         if name in self.computed:  # an earlier `| eval` defined it: use its expression
             return self.computed[name]
+        if name == "_raw":  # the event's text, no field of any source: a keyword test (see call_match)
+            return _Field(name)
         return _Field(self.field_map(name))
 
     def string(self, token: Token) -> _Literal:
@@ -549,6 +598,10 @@ class _EvalToModel(Transformer[Token, Any]):
             raise SplUnsupported(f"comparison '{symbol}' between two fields")
         same = Match(ref, Op.FIELDREF, (other,), case_sensitive=not caseless)
         return same if symbol == "==" else differs(same, [ref, other])
+
+    def like_operator(self, subject: Any, pattern: Any) -> Expr:
+        """`f LIKE "a%"`: the operator form of like()."""
+        return self.call_like(subject, pattern)
 
     # ---- functions of a field compared with a literal ----
     def compare_len(self, args: tuple[Any, ...], symbol: str, value: object) -> Expr:
@@ -671,6 +724,11 @@ class _EvalToModel(Transformer[Token, Any]):
         parsed = split_regex(regex.value)
         if caseless:
             parsed = Regex(parsed.pattern, parsed.flags | {"i"})
+        if field == "_raw":  # the event text: a keyword test (`CASE(Foo.exe)` is `match(_raw, "Foo\.exe")`)
+            literal = _regex_literal(parsed.pattern) if parsed.flags <= {"i"} else None
+            if literal:
+                return string_match(None, Pattern.literal(literal), case_sensitive="i" not in parsed.flags)
+            return regex_match(None, parsed)
         return regex_match(field, parsed)
 
     def call_like(self, subject: Any, pattern: Any) -> Expr:
@@ -760,14 +818,37 @@ _REGEX_ARGS = re.compile(r'^\s*(?:(?P<field>[A-Za-z_][\w.]*|"[^"]+")\s*(?P<op>!?
                          re.S)
 
 
-def parse_regex_command(args: str, field_map: FieldMap = lambda name: name) -> Expr:
-    """`| regex field="..."` (or `field!=`, or a bare regex on `_raw`) as a model condition."""
+def parse_regex_command(args: str, field_map: FieldMap = lambda name: name,
+                        computed: Mapping[str, Any] | None = None) -> Expr:
+    """`| regex field="..."` (or `field!=`, or a bare regex on `_raw`) as a model condition.
+
+    A field an earlier `| eval` computed as a copy of an event field, or as its `lower()`, is
+    read through: a regex with no upper-case text on `lower(f)` is that regex on `f`, ignoring
+    case (ESCU lower-cases a field once, then tests it with several regexes)."""
     found = _REGEX_ARGS.match(args)
     if not found:
         raise SplError(f"cannot read regex arguments '{args.strip()}'")
-    field = field_map(unquote(found.group("field"))) if found.group("field") else None
-    condition = regex_match(field, split_regex(decode_entities(unquote(found.group("value")))))
+    name = unquote(found.group("field")) if found.group("field") else None
+    regex = split_regex(decode_entities(unquote(found.group("value"))))
+    field: str | None
+    if name is not None and computed is not None and name in computed:
+        field, regex = _regex_through(name, computed[name], regex)
+    else:
+        field = field_map(name) if name is not None else None
+    condition = regex_match(field, regex)
     return Not(condition) if found.group("op") == "!=" else condition
+
+
+def _regex_through(name: str, operand: Any, regex: Regex) -> tuple[str, Regex]:
+    """The event field and regex that test what `regex` tests on the computed field `name`."""
+    if isinstance(operand, _Field):
+        return operand.name, regex
+    if isinstance(operand, _Call) and operand.name == "lower" and len(operand.args) == 1 \
+            and isinstance(operand.args[0], _Field):
+        if regex.pattern != regex.pattern.lower():  # `[A-Z]`, `\S`: they mean something else on f
+            raise SplUnsupported(f"a regex with upper-case text tests {name}, which is lower()")
+        return operand.args[0].name, Regex(regex.pattern, regex.flags | {"i"})
+    raise SplUnsupported(f"`| regex` tests {name}, computed as {_describe(operand)}")
 
 
 # ---------------------------------------------------------------------------

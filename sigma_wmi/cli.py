@@ -6,6 +6,7 @@ Exit codes: 0 every rule converted (possibly with warnings), 1 some rules failed
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -44,6 +45,7 @@ from sigma_wmi.output import (
 )
 from sigma_wmi.parallel import default_workers
 from sigma_wmi.readers import ReadOptions
+from sigma_wmi.readers.sigma_correlation import rules_elsewhere
 from sigma_wmi.registry import backend_class, target_names
 from sigma_wmi.rule_tests import test_command
 from sigma_wmi.terminal import safe, safe_lines
@@ -180,7 +182,8 @@ def _read_options(macros_dir: Path | None, filter_paths: tuple[Path, ...], place
     for meta in found:
         echo_error(f"{meta.origin}: info: filter {meta.label} is among the inputs: applied to the rules it "
                    "selects (filter-in-inputs)")
-    return ReadOptions(macros_dir, filters + found, placeholders, unresolved_placeholders)
+    options = ReadOptions(macros_dir, filters + found, placeholders, unresolved_placeholders)
+    return dataclasses.replace(options, elsewhere=rules_elsewhere(files, options))  # correlations across files
 
 
 def _mapping_paths(mappings: tuple[Path, ...]) -> tuple[str, ...]:
@@ -542,6 +545,7 @@ def check(paths: tuple[Path, ...], targets: tuple[tuple[str, ...], ...], format_
     if output is not None:
         _check_destinations(paths, files, Destination(output, False), None)
     read_options = ReadOptions(macros_dir)
+    read_options = dataclasses.replace(read_options, elsewhere=rules_elsewhere(files, read_options))
     stream = batch.run(files, job_list, workers=jobs or default_workers(len(files)),
                        cache_dir=_cache_dir(no_cache, cache_dir), read_options=read_options, work=check_file)
     if stdin:

@@ -16,6 +16,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -180,10 +181,22 @@ def _as_result(check: RuleCheck) -> RuleResult:
     return RuleResult(check.path, check.id, check.title, status, diagnostics, {}, line=check.line)
 
 
-def rule_check(result: RuleResult) -> RuleCheck:
-    """A batch result of `check_file` back as findings."""
-    findings = [Finding(str(d.get("path") or result.path), d.get("line"), d.get("column"), str(d["level"]),
-                        str(d["code"]), str(d["message"]), result.id, d.get("target")) for d in result.diagnostics]
+# Conversion findings that say the target environment has no place for the rule's events (Elastic
+# Defend holds no cloud logs), not that the rule is wrong: with the default targets, which the user
+# did not choose, they are information; a target named with -t keeps them as errors.
+_ENVIRONMENT_GAPS = frozenset({"no-index"})
+
+
+def rule_check(result: RuleResult, chosen_targets: bool = True) -> RuleCheck:
+    """A batch result of `check_file` back as findings. `chosen_targets`: the user named the
+    targets (-t); otherwise a target's environment gap is an info finding, not an error."""
+    findings = []
+    for d in result.diagnostics:
+        severity, message = str(d["level"]), str(d["message"])
+        if not chosen_targets and d.get("target") and d["code"] in _ENVIRONMENT_GAPS and severity == "error":
+            severity, message = "info", f"{message} (a default target: -t {d['target']} reports it as an error)"
+        findings.append(Finding(str(d.get("path") or result.path), d.get("line"), d.get("column"), severity,
+                                str(d["code"]), message, result.id, d.get("target")))
     return RuleCheck(result.path, result.id, result.title, result.line, findings)
 
 
@@ -364,7 +377,9 @@ def _lint_tags(d: _Doc) -> None:
             if problem is not None:
                 d.add(node, problem.level.value, problem.code, problem.message)
         elif not _ATTACK_OTHER.match(name) and table.tactic(name) is None:
-            d.add(node, "warning", "unknown-tactic", f"'{name}' is not an ATT&CK {table.version} tactic")
+            d.add(node, "warning", "unknown-tactic",
+                  f"'{name}' is not a tactic in the offline ATT&CK {table.version} table (newer ATT&CK releases "
+                  "may have it: `python -m sigma_wmi.attack <STIX bundle>` updates the table)")
 
 
 # ---------------------------------------------------------------------------
@@ -500,8 +515,34 @@ def _lint_field(d: _Doc, key_node: yaml.Node, field_name: str) -> None:
     spec = cat.spec(canonical)
     if spec is None or not cat.applies(spec, logsource):
         where = "/".join(x for x in (logsource.product, logsource.category, logsource.service) if x)
+        known = _recorded_by(field_name, logsource)
+        if known:  # a real event field the catalog does not cover yet, not a typo
+            d.add(key_node, "info", "uncatalogued-field", f"field '{field_name}' is not in the catalog for {where}, "
+                                                          f"but {known} has it")
+            return
         d.add(key_node, "warning", "unknown-field", f"field '{field_name}' is not in the catalog for {where} "
-                                                    "(see `sigma-wmi list fields`)")
+                                                    "nor in a target schema of its events (see `sigma-wmi list fields`)")
+
+
+def _recorded_by(field_name: str, logsource: LogSource) -> str | None:
+    """Which target schema of the log source's raw events has the field: the Splunk source of its
+    Windows channel, or Winlogbeat's `winlog.event_data` names (Windows only); None if none."""
+    from sigma_wmi.backends.splunk_data import channel_schema
+
+    channel = _catalog().logsource(logsource).channel
+    splunk = channel_schema(channel) if channel else None
+    if splunk and field_name in _schema_fields(splunk):
+        return f"the Splunk schema of {channel} events ({splunk})"
+    if logsource.product == "windows" and f"winlog.event_data.{field_name}" in _schema_fields("winlogbeat"):
+        return f"Winlogbeat's schema (winlog.event_data.{field_name})"
+    return None
+
+
+@cache
+def _schema_fields(name: str) -> frozenset[str]:
+    from sigma_wmi import schema
+
+    return frozenset(schema.load(name))
 
 
 def _logsource(doc: dict[str, Any]) -> LogSource | None:

@@ -554,7 +554,7 @@ def check(paths: tuple[Path, ...], targets: tuple[tuple[str, ...], ...], format_
     rules = []
     for file_results in _with_progress(stream, len(files), quiet, "checking"):
         for result in file_results:
-            rule = rule_check(result)
+            rule = rule_check(result, chosen_targets=bool(flatten(targets)))
             duplicates.check(rule)
             rules.append(rule)
     text = render(rules, report_format or default_format(str(output) if output else None), fail_on, __version__)

@@ -528,11 +528,15 @@ warning (an output that does not mean exactly what the rule says); warning: on a
               help="ESCU macros directory (default: a macros/ folder next to or above each analytic).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary line.")
 @MAPPING_OPTION
+@FILTER_OPTION
+@PLACEHOLDERS_OPTION
+@UNRESOLVED_OPTION
 @CONFIG_OPTION
 def check(paths: tuple[Path, ...], targets: tuple[tuple[str, ...], ...], format_: str | None,
           profile: str | None, option_pairs: tuple[str, ...], report_format: str | None, output: Path | None,
           fail_on: str, excludes: tuple[str, ...], jobs: int | None, no_cache: bool, cache_dir: Path | None,
-          macros_dir: Path | None, quiet: bool, mappings: tuple[Path, ...]) -> None:
+          macros_dir: Path | None, quiet: bool, mappings: tuple[Path, ...], filter_paths: tuple[Path, ...] = (),
+          placeholder_files: tuple[Path, ...] = (), unresolved_placeholders: str = "error") -> None:
     """Lint rule files and report every problem with its line: required keys, ids, dates,
     level and status, ATT&CK tags, condition references, modifiers, duplicate ids, fields
     the catalog does not know, and each target's conversion diagnostics."""
@@ -544,8 +548,8 @@ def check(paths: tuple[Path, ...], targets: tuple[tuple[str, ...], ...], format_
     files, stdin = _inputs(paths, excludes)
     if output is not None:
         _check_destinations(paths, files, Destination(output, False), None)
-    read_options = ReadOptions(macros_dir)
-    read_options = dataclasses.replace(read_options, elsewhere=rules_elsewhere(files, read_options))
+    # the rules as convert reads them: filters, placeholder values, rules named by correlations
+    read_options = _read_options(macros_dir, filter_paths, placeholder_files, files, unresolved_placeholders)
     stream = batch.run(files, job_list, workers=jobs or default_workers(len(files)),
                        cache_dir=_cache_dir(no_cache, cache_dir), read_options=read_options, work=check_file)
     if stdin:

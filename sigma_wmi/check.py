@@ -291,7 +291,86 @@ def lint_document(path: str, node: yaml.Node, doc: Any, ask_pysigma: bool = True
         _lint_detection(d, "detection", ())
     elif kind == "filter":
         _lint_detection(d, "filter", ("rules",))
+    else:
+        _lint_correlation(d)
     return d.check
+
+
+def _lint_correlation(d: _Doc) -> None:
+    """Every defect of a correlation's body at its own line (the reader stops at the first)."""
+    from sigma_wmi.model import parse_timespan
+    from sigma_wmi.readers.sigma_correlation import (
+        CONDITIONS,
+        CORRELATION_TYPES,
+        _aliases,
+        _temporal_conditions,
+    )
+
+    key_node, body_node = _child(d.node, "correlation")
+    body = d.doc.get("correlation")
+    if not isinstance(body, dict):
+        d.add(body_node or key_node, "error", "invalid-correlation", "correlation must be a mapping")
+        return
+
+    def at(key: str, parent: yaml.Node | None = body_node) -> yaml.Node | None:
+        found_key, found_value = _child(parent, key)
+        return found_value or found_key or parent
+
+    def failure(message: str, *keys: str) -> SigmaWmiError:  # the reader's checks, collected instead of raised
+        return SigmaWmiError(message, None, keys[0] if keys else "")
+
+    kind = body.get("type")
+    temporal = kind in ("temporal", "temporal_ordered")
+    if kind not in CORRELATION_TYPES:
+        d.add(at("type"), "error", "unsupported-correlation",
+              f"correlation type '{kind}' is not supported (types: {', '.join(CORRELATION_TYPES)})")
+    rules = body.get("rules")
+    if rules is None and temporal and isinstance(body.get("condition"), str):
+        rules = body["condition"].split()[0::2]  # `a and b`: the condition names them
+    rules = [rules] if isinstance(rules, str) else rules
+    if not isinstance(rules, list) or not rules or not all(isinstance(r, str) for r in rules):
+        d.add(at("rules"), "error", "invalid-correlation",
+              "'rules' must name the correlated rules (a name or id, or a list of them)")
+        rules = []
+    timespan = body.get("timespan")
+    if timespan is None:
+        d.add(body_node, "error", "invalid-correlation", "correlation has no timespan (such as 30s, 5m, 1h, 1d)")
+    elif parse_timespan(str(timespan)) is None:
+        d.add(at("timespan"), "error", "invalid-correlation",
+              f"timespan '{timespan}' is not a number with s, m, h, d or w")
+    group_by = body.get("group-by")
+    if group_by is not None and not isinstance(group_by, str) and not (
+            isinstance(group_by, list) and all(isinstance(g, str) for g in group_by)):
+        d.add(at("group-by"), "error", "invalid-correlation", "group-by must be a list of field names")
+    try:
+        _aliases(body.get("aliases"), rules, failure)
+    except SigmaWmiError as err:
+        d.add(at("aliases"), "error", "invalid-correlation", err.message)
+    condition = body.get("condition")
+    if temporal and rules:
+        try:
+            _temporal_conditions(condition, rules, failure)
+        except SigmaWmiError as err:
+            d.add(at("condition"), "error", "invalid-correlation", err.message)
+    elif kind in CORRELATION_TYPES and not temporal:
+        if not isinstance(condition, dict):
+            d.add(at("condition"), "error", "invalid-correlation", "condition must be a mapping such as {gte: 10}")
+        else:
+            _, condition_node = _child(body_node, "condition")
+            if not any(key in CONDITIONS for key in condition):
+                d.add(condition_node, "error", "invalid-correlation", "condition has no comparison")
+            for key, value in condition.items():
+                if key not in ("field", "percentile") and (key not in CONDITIONS or type(value) is not int):
+                    d.add(at(str(key), condition_node), "error", "invalid-correlation",
+                          f"condition '{key}: {value}' is not gt, gte, lt, lte, eq or neq with an integer")
+            if (kind != "event_count") != isinstance(condition.get("field"), str):
+                d.add(condition_node, "error", "invalid-correlation",
+                      f"{kind} needs condition.field" if kind != "event_count" else "event_count takes no "
+                      "condition.field")
+    for parent, where in ((d.node, d.doc), (body_node, body)):
+        if "generate" in where and not isinstance(where["generate"], bool):
+            d.add(at("generate", parent), "error", "invalid-correlation",
+                  f"generate must be true or false, not {where['generate']!r}")
 
 
 def _lint_id(d: _Doc) -> None:

@@ -315,3 +315,37 @@ def test_a_default_target_without_an_index_for_the_events_does_not_fail_the_rule
     chosen = [(f["severity"], f["target"]) for r in json.loads(out)["rules"] for f in r["findings"]
               if f["code"] == "no-index"]
     assert code == 1 and chosen == [("error", "eql")]
+
+
+PLANTED_CORRELATION = """title: Base
+name: base
+id: 6f1f5a55-2a0d-4d8e-9a55-0a4f2b6d9c41
+status: test
+logsource: {product: windows, category: process_creation}
+detection: {sel: {Image|endswith: '\\\\a.exe'}, condition: sel}
+level: low
+---
+title: Many of them
+id: 1234
+correlation:
+    type: event_count
+    rules: base
+    group-by: {host: Computer}
+    timespan: 1M
+    condition:
+        ge: 10
+    generate: 'yes'
+level: high
+"""
+
+
+def test_a_correlation_gets_every_defect_on_its_line(tmp_path: Path) -> None:
+    """The reader stops at the first defect of a correlation; the lint names each one."""
+    path = tmp_path / "corr.yml"
+    path.write_text(PLANTED_CORRELATION, encoding="utf-8")
+    code, out, _ = run("check", "--no-cache", "-t", "splunk", "-f", "json", str(path))
+    assert code == 1
+    assert findings(json.loads(out)) == {("corr.yml", 10, "bad-uuid"), ("corr.yml", 14, "invalid-correlation"),
+                                         ("corr.yml", 15, "invalid-correlation"),
+                                         ("corr.yml", 17, "invalid-correlation"),
+                                         ("corr.yml", 18, "invalid-correlation")}

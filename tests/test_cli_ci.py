@@ -322,6 +322,7 @@ def test_config_placeholders_and_filters_reach_check_as_they_reach_convert(proje
     (project / "rules" / "p.yml").write_text(RULE.format(n=7).replace("Image|endswith: '\\x7.exe'",
                                                                       "Image|expand: '%tools%'"))
     (project / "values.yml").write_text("tools: ['*\\\\x7.exe']\n")
+    assert "%tools%" in (project / "rules" / "p.yml").read_text()
     (project / "not_dc.yml").write_text("title: Not on DC\nlogsource: {product: windows}\nfilter:\n"
                                         "    rules: any\n    dc: {Computer|startswith: DC}\n    condition: not dc\n")
     (project / "sigma-wmi.toml").write_text('target = ["splunk"]\nplaceholders = ["values.yml"]\n'

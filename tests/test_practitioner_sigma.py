@@ -250,3 +250,11 @@ def test_rules_elsewhere_reads_only_what_correlations_name() -> None:
     assert not any(found.generate.values())
     assert rules_elsewhere([REPO / "tests" / "data" / "correlations" / "wmi_filter_then_consumer.yml"],
                            ReadOptions()).rules == {}  # its rules are in its own file
+
+
+@pytest.mark.parametrize(("case", "body"), [(c[0], c[1]) for c in CASES], ids=[c[0] for c in CASES])
+def test_check_finds_no_error_in_valid_correlations(case: str, body: str) -> None:
+    from sigma_wmi.check import check_text
+
+    results = check_text(_document(body), "c.yml", [], ReadOptions())
+    assert [d for r in results for d in r.diagnostics if d["level"] == "error"] == []

@@ -52,6 +52,7 @@ _TYPES = {"event_count": Aggregate.COUNT, "value_count": Aggregate.DISTINCT_COUN
 # the Sigma writer uses the same table the other way round
 TYPE_NAMES = {aggregate: name for name, aggregate in _TYPES.items()}
 _TEMPORAL = {"temporal": False, "temporal_ordered": True}  # type -> ordered
+CORRELATION_TYPES = (*_TYPES, *_TEMPORAL)
 # `condition:` keys; the Sigma writer uses the same table the other way round
 CONDITIONS = {"gt": Op.GT, "gte": Op.GTE, "lt": Op.LT, "lte": Op.LTE, "eq": Op.EQUALS, "neq": Op.NEQ}
 # Metadata the correlation's own keys decide; the base rule fills in what it leaves out.

@@ -312,7 +312,9 @@ class SigmaBackend(Backend):
         if name:
             return name
         spec = self.catalog.spec(canonical)
-        source = spec.derive.source if spec and spec.derive else None
+        if spec is None:  # not a catalog field: the rule's own Sigma name, kept as the detection keeps it
+            return canonical
+        source = spec.derive.source if spec.derive else None
         source_name = self.catalog.name_in("sigma", source) if source else None
         if source_name:
             diagnostics.append(Diagnostic(

@@ -258,3 +258,32 @@ def test_check_finds_no_error_in_valid_correlations(case: str, body: str) -> Non
 
     results = check_text(_document(body), "c.yml", [], ReadOptions())
     assert [d for r in results for d in r.diagnostics if d["level"] == "error"] == []
+
+
+SPRAYING = """title: Failed logon
+name: failed_logon
+logsource: {product: windows, service: security}
+detection: {sel: {EventID: 4625}, condition: sel}
+---
+title: Password spraying from one address
+correlation:
+    type: value_count
+    rules: failed_logon
+    group-by: [IpAddress]
+    timespan: 10m
+    condition: {field: TargetUserName, gte: 10}
+"""
+
+
+def test_fields_the_catalog_lacks_are_grouped_and_counted_by_their_sigma_names() -> None:
+    """Security 4625's IpAddress and TargetUserName are not catalog fields: Splunk and the Sigma
+    writer keep the rule's names, as they do in a detection, instead of refusing the rule."""
+    from sigma.collection import SigmaCollection
+
+    (rule,) = read_text_rules(SPRAYING, "s.yml")
+    assert "stats count dc(TargetUserName) as dc_TargetUserName by IpAddress _time | where dc_TargetUserName >= 10" \
+        in compile_rule(rule, "splunk").text
+    collection = SigmaCollection.from_yaml(compile_rule(rule, "sigma").text)
+    collection.resolve_rule_references()
+    written = collection.rules[-1].to_dict()["correlation"]
+    assert (written["group-by"], written["condition"]) == (["IpAddress"], {"field": "TargetUserName", "gte": 10})

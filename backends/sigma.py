@@ -226,9 +226,9 @@ class SigmaBackend(Backend):
                                    "whole search range")
         kinds = {(t.aggregate, t.field) for t in aggregation.thresholds}
         ops = [t.op for t in aggregation.thresholds]
-        if len(kinds) != 1 or len(set(ops)) != len(ops):
-            raise UnsupportedError("sigma: a correlation tests one count, once per comparison; this rule has "
-                                   f"{len(aggregation.thresholds)} thresholds ({describe_aggregation(aggregation)})")
+        if len(kinds) != 1 or len(ops) != 1:  # pySigma: "exactly one condition item"
+            raise UnsupportedError("sigma: a Sigma correlation condition holds one comparison of one count; this "
+                                   f"rule has {len(aggregation.thresholds)} ({describe_aggregation(aggregation)})")
         (aggregate, counted), = kinds
         base_id = doc.get("id") or rule.title
         name = re.sub(r"[^a-z0-9]+", "_", rule.title.lower()).strip("_") or "events"
@@ -265,9 +265,9 @@ class SigmaBackend(Backend):
                          ) -> list[dict[str, Any]]:
         kinds = {(t.aggregate, t.field, t.percentile) for t in aggregation.thresholds}
         ops = [t.op for t in aggregation.thresholds]
-        if len(kinds) != 1 or len(set(ops)) != len(ops):
-            raise UnsupportedError("sigma: a correlation tests one aggregate, once per comparison; this rule has "
-                                   f"{describe_aggregation(aggregation)}")
+        if len(kinds) != 1 or len(ops) != 1:  # pySigma: "exactly one condition item"
+            raise UnsupportedError("sigma: a Sigma correlation condition holds one comparison of one aggregate; "
+                                   f"this rule has {describe_aggregation(aggregation)}")
         (aggregate, field, percentile), = kinds
         condition: dict[str, Any] = {"field": field} if field else {}
         if percentile is not None:
@@ -312,7 +312,9 @@ class SigmaBackend(Backend):
         if name:
             return name
         spec = self.catalog.spec(canonical)
-        source = spec.derive.source if spec and spec.derive else None
+        if spec is None:  # not a catalog field: the rule's own Sigma name, kept as the detection keeps it
+            return canonical
+        source = spec.derive.source if spec.derive else None
         source_name = self.catalog.name_in("sigma", source) if source else None
         if source_name:
             diagnostics.append(Diagnostic(

@@ -951,7 +951,7 @@ def _where(conjuncts: list[Expr], diagnostics: list[Diagnostic], field_name: Any
 # the regex `^.*[\\]` (everything through the last backslash) as an eval string
 _UP_TO_BACKSLASH = spl_string(r"^.*[\\]")
 _EMPTY = spl_string("")
-_COMPARE_SYMBOL = {Op.EQUALS: "==", **SplunkEval.COMPARE_SYMBOLS}
+_COMPARE_SYMBOL = {Op.EQUALS: "==", Op.NEQ: "!=", **SplunkEval.COMPARE_SYMBOLS}
 
 
 # stats functions per aggregate (exactperc: perc is an approximation in Splunk)

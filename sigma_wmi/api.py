@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ from sigma_wmi.backends.base import Backend, Output
 from sigma_wmi.errors import SigmaWmiError
 from sigma_wmi.model import Rule
 from sigma_wmi.readers import ReadOptions, read_source, rule_files
+from sigma_wmi.readers.sigma_correlation import rules_elsewhere
 from sigma_wmi.registry import backend_class
 
 
@@ -27,9 +29,12 @@ def load_all(paths: list[str | Path], *, macros_dir: str | Path | None = None,
     """Rules from every file under `paths`, and one error per file that failed.
     `read_options` (filters, placeholder values, macros) replaces `macros_dir` when given."""
     options = read_options or ReadOptions(Path(macros_dir) if macros_dir else None)
+    files = rule_files(paths)
+    if not options.elsewhere.rules:  # rules that correlations name from another of these files
+        options = dataclasses.replace(options, elsewhere=rules_elsewhere(files, options))
     rules: list[Rule] = []
     errors: list[SigmaWmiError] = []
-    for file in rule_files(paths):
+    for file in files:
         source = read_source(file, options)
         rules.extend(source.rules)
         if source.error:

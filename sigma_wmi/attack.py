@@ -86,7 +86,8 @@ class Attack:
         if key in self.techniques:
             return self.techniques[key], None
         return None, Diagnostic(Level.WARNING, "unknown-technique",
-                                f"{key} is not a technique in ATT&CK {self.version}")
+                                f"{key} is not a technique in the offline ATT&CK {self.version} table (newer "
+                                "releases may have it: `python -m sigma_wmi.attack <STIX bundle>` updates it)")
 
 
 @functools.cache

@@ -283,7 +283,10 @@ class Cache:
                            str(read_options.macros_dir), macros]
                           + ([fingerprint(mappings)] if mappings else [])
                           + ([filters, placeholders] if filters or len(placeholders) > 1
-                             or read_options.unresolved_placeholders != "error" else []), default=str)
+                             or read_options.unresolved_placeholders != "error" else [])
+                          # rules named by correlations in other files change both files' results
+                          + ([read_options.elsewhere.fingerprint()] if read_options.elsewhere.rules else []),
+                          default=str)
         self.salt = hashlib.sha256(salt.encode()).hexdigest()
         self._macro_prints: dict[Path, str] = {}
 

@@ -16,6 +16,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -180,10 +181,22 @@ def _as_result(check: RuleCheck) -> RuleResult:
     return RuleResult(check.path, check.id, check.title, status, diagnostics, {}, line=check.line)
 
 
-def rule_check(result: RuleResult) -> RuleCheck:
-    """A batch result of `check_file` back as findings."""
-    findings = [Finding(str(d.get("path") or result.path), d.get("line"), d.get("column"), str(d["level"]),
-                        str(d["code"]), str(d["message"]), result.id, d.get("target")) for d in result.diagnostics]
+# Conversion findings that say the target environment has no place for the rule's events (Elastic
+# Defend holds no cloud logs), not that the rule is wrong: with the default targets, which the user
+# did not choose, they are information; a target named with -t keeps them as errors.
+_ENVIRONMENT_GAPS = frozenset({"no-index"})
+
+
+def rule_check(result: RuleResult, chosen_targets: bool = True) -> RuleCheck:
+    """A batch result of `check_file` back as findings. `chosen_targets`: the user named the
+    targets (-t); otherwise a target's environment gap is an info finding, not an error."""
+    findings = []
+    for d in result.diagnostics:
+        severity, message = str(d["level"]), str(d["message"])
+        if not chosen_targets and d.get("target") and d["code"] in _ENVIRONMENT_GAPS and severity == "error":
+            severity, message = "info", f"{message} (a default target: -t {d['target']} reports it as an error)"
+        findings.append(Finding(str(d.get("path") or result.path), d.get("line"), d.get("column"), severity,
+                                str(d["code"]), message, result.id, d.get("target")))
     return RuleCheck(result.path, result.id, result.title, result.line, findings)
 
 
@@ -278,7 +291,86 @@ def lint_document(path: str, node: yaml.Node, doc: Any, ask_pysigma: bool = True
         _lint_detection(d, "detection", ())
     elif kind == "filter":
         _lint_detection(d, "filter", ("rules",))
+    else:
+        _lint_correlation(d)
     return d.check
+
+
+def _lint_correlation(d: _Doc) -> None:
+    """Every defect of a correlation's body at its own line (the reader stops at the first)."""
+    from sigma_wmi.model import parse_timespan
+    from sigma_wmi.readers.sigma_correlation import (
+        CONDITIONS,
+        CORRELATION_TYPES,
+        _aliases,
+        _temporal_conditions,
+    )
+
+    key_node, body_node = _child(d.node, "correlation")
+    body = d.doc.get("correlation")
+    if not isinstance(body, dict):
+        d.add(body_node or key_node, "error", "invalid-correlation", "correlation must be a mapping")
+        return
+
+    def at(key: str, parent: yaml.Node | None = body_node) -> yaml.Node | None:
+        found_key, found_value = _child(parent, key)
+        return found_value or found_key or parent
+
+    def failure(message: str, *keys: str) -> SigmaWmiError:  # the reader's checks, collected instead of raised
+        return SigmaWmiError(message, None, keys[0] if keys else "")
+
+    kind = body.get("type")
+    temporal = kind in ("temporal", "temporal_ordered")
+    if kind not in CORRELATION_TYPES:
+        d.add(at("type"), "error", "unsupported-correlation",
+              f"correlation type '{kind}' is not supported (types: {', '.join(CORRELATION_TYPES)})")
+    rules = body.get("rules")
+    if rules is None and temporal and isinstance(body.get("condition"), str):
+        rules = body["condition"].split()[0::2]  # `a and b`: the condition names them
+    rules = [rules] if isinstance(rules, str) else rules
+    if not isinstance(rules, list) or not rules or not all(isinstance(r, str) for r in rules):
+        d.add(at("rules"), "error", "invalid-correlation",
+              "'rules' must name the correlated rules (a name or id, or a list of them)")
+        rules = []
+    timespan = body.get("timespan")
+    if timespan is None:
+        d.add(body_node, "error", "invalid-correlation", "correlation has no timespan (such as 30s, 5m, 1h, 1d)")
+    elif parse_timespan(str(timespan)) is None:
+        d.add(at("timespan"), "error", "invalid-correlation",
+              f"timespan '{timespan}' is not a number with s, m, h, d or w")
+    group_by = body.get("group-by")
+    if group_by is not None and not isinstance(group_by, str) and not (
+            isinstance(group_by, list) and all(isinstance(g, str) for g in group_by)):
+        d.add(at("group-by"), "error", "invalid-correlation", "group-by must be a list of field names")
+    try:
+        _aliases(body.get("aliases"), rules, failure)
+    except SigmaWmiError as err:
+        d.add(at("aliases"), "error", "invalid-correlation", err.message)
+    condition = body.get("condition")
+    if temporal and rules:
+        try:
+            _temporal_conditions(condition, rules, failure)
+        except SigmaWmiError as err:
+            d.add(at("condition"), "error", "invalid-correlation", err.message)
+    elif kind in CORRELATION_TYPES and not temporal:
+        if not isinstance(condition, dict):
+            d.add(at("condition"), "error", "invalid-correlation", "condition must be a mapping such as {gte: 10}")
+        else:
+            _, condition_node = _child(body_node, "condition")
+            if not any(key in CONDITIONS for key in condition):
+                d.add(condition_node, "error", "invalid-correlation", "condition has no comparison")
+            for key, value in condition.items():
+                if key not in ("field", "percentile") and (key not in CONDITIONS or type(value) is not int):
+                    d.add(at(str(key), condition_node), "error", "invalid-correlation",
+                          f"condition '{key}: {value}' is not gt, gte, lt, lte, eq or neq with an integer")
+            if (kind != "event_count") != isinstance(condition.get("field"), str):
+                d.add(condition_node, "error", "invalid-correlation",
+                      f"{kind} needs condition.field" if kind != "event_count" else "event_count takes no "
+                      "condition.field")
+    for parent, where in ((d.node, d.doc), (body_node, body)):
+        if "generate" in where and not isinstance(where["generate"], bool):
+            d.add(at("generate", parent), "error", "invalid-correlation",
+                  f"generate must be true or false, not {where['generate']!r}")
 
 
 def _lint_id(d: _Doc) -> None:
@@ -364,7 +456,9 @@ def _lint_tags(d: _Doc) -> None:
             if problem is not None:
                 d.add(node, problem.level.value, problem.code, problem.message)
         elif not _ATTACK_OTHER.match(name) and table.tactic(name) is None:
-            d.add(node, "warning", "unknown-tactic", f"'{name}' is not an ATT&CK {table.version} tactic")
+            d.add(node, "warning", "unknown-tactic",
+                  f"'{name}' is not a tactic in the offline ATT&CK {table.version} table (newer ATT&CK releases "
+                  "may have it: `python -m sigma_wmi.attack <STIX bundle>` updates the table)")
 
 
 # ---------------------------------------------------------------------------
@@ -500,8 +594,34 @@ def _lint_field(d: _Doc, key_node: yaml.Node, field_name: str) -> None:
     spec = cat.spec(canonical)
     if spec is None or not cat.applies(spec, logsource):
         where = "/".join(x for x in (logsource.product, logsource.category, logsource.service) if x)
+        known = _recorded_by(field_name, logsource)
+        if known:  # a real event field the catalog does not cover yet, not a typo
+            d.add(key_node, "info", "uncatalogued-field", f"field '{field_name}' is not in the catalog for {where}, "
+                                                          f"but {known} has it")
+            return
         d.add(key_node, "warning", "unknown-field", f"field '{field_name}' is not in the catalog for {where} "
-                                                    "(see `sigma-wmi list fields`)")
+                                                    "nor in a target schema of its events (see `sigma-wmi list fields`)")
+
+
+def _recorded_by(field_name: str, logsource: LogSource) -> str | None:
+    """Which target schema of the log source's raw events has the field: the Splunk source of its
+    Windows channel, or Winlogbeat's `winlog.event_data` names (Windows only); None if none."""
+    from sigma_wmi.backends.splunk_data import channel_schema
+
+    channel = _catalog().logsource(logsource).channel
+    splunk = channel_schema(channel) if channel else None
+    if splunk and field_name in _schema_fields(splunk):
+        return f"the Splunk schema of {channel} events ({splunk})"
+    if logsource.product == "windows" and f"winlog.event_data.{field_name}" in _schema_fields("winlogbeat"):
+        return f"Winlogbeat's schema (winlog.event_data.{field_name})"
+    return None
+
+
+@cache
+def _schema_fields(name: str) -> frozenset[str]:
+    from sigma_wmi import schema
+
+    return frozenset(schema.load(name))
 
 
 def _logsource(doc: dict[str, Any]) -> LogSource | None:

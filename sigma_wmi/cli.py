@@ -6,6 +6,7 @@ Exit codes: 0 every rule converted (possibly with warnings), 1 some rules failed
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -44,6 +45,7 @@ from sigma_wmi.output import (
 )
 from sigma_wmi.parallel import default_workers
 from sigma_wmi.readers import ReadOptions
+from sigma_wmi.readers.sigma_correlation import rules_elsewhere
 from sigma_wmi.registry import backend_class, target_names
 from sigma_wmi.rule_tests import test_command
 from sigma_wmi.terminal import safe, safe_lines
@@ -180,7 +182,8 @@ def _read_options(macros_dir: Path | None, filter_paths: tuple[Path, ...], place
     for meta in found:
         echo_error(f"{meta.origin}: info: filter {meta.label} is among the inputs: applied to the rules it "
                    "selects (filter-in-inputs)")
-    return ReadOptions(macros_dir, filters + found, placeholders, unresolved_placeholders)
+    options = ReadOptions(macros_dir, filters + found, placeholders, unresolved_placeholders)
+    return dataclasses.replace(options, elsewhere=rules_elsewhere(files, options))  # correlations across files
 
 
 def _mapping_paths(mappings: tuple[Path, ...]) -> tuple[str, ...]:
@@ -525,11 +528,15 @@ warning (an output that does not mean exactly what the rule says); warning: on a
               help="ESCU macros directory (default: a macros/ folder next to or above each analytic).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary line.")
 @MAPPING_OPTION
+@FILTER_OPTION
+@PLACEHOLDERS_OPTION
+@UNRESOLVED_OPTION
 @CONFIG_OPTION
 def check(paths: tuple[Path, ...], targets: tuple[tuple[str, ...], ...], format_: str | None,
           profile: str | None, option_pairs: tuple[str, ...], report_format: str | None, output: Path | None,
           fail_on: str, excludes: tuple[str, ...], jobs: int | None, no_cache: bool, cache_dir: Path | None,
-          macros_dir: Path | None, quiet: bool, mappings: tuple[Path, ...]) -> None:
+          macros_dir: Path | None, quiet: bool, mappings: tuple[Path, ...], filter_paths: tuple[Path, ...] = (),
+          placeholder_files: tuple[Path, ...] = (), unresolved_placeholders: str = "error") -> None:
     """Lint rule files and report every problem with its line: required keys, ids, dates,
     level and status, ATT&CK tags, condition references, modifiers, duplicate ids, fields
     the catalog does not know, and each target's conversion diagnostics."""
@@ -541,7 +548,8 @@ def check(paths: tuple[Path, ...], targets: tuple[tuple[str, ...], ...], format_
     files, stdin = _inputs(paths, excludes)
     if output is not None:
         _check_destinations(paths, files, Destination(output, False), None)
-    read_options = ReadOptions(macros_dir)
+    # the rules as convert reads them: filters, placeholder values, rules named by correlations
+    read_options = _read_options(macros_dir, filter_paths, placeholder_files, files, unresolved_placeholders)
     stream = batch.run(files, job_list, workers=jobs or default_workers(len(files)),
                        cache_dir=_cache_dir(no_cache, cache_dir), read_options=read_options, work=check_file)
     if stdin:
@@ -550,7 +558,7 @@ def check(paths: tuple[Path, ...], targets: tuple[tuple[str, ...], ...], format_
     rules = []
     for file_results in _with_progress(stream, len(files), quiet, "checking"):
         for result in file_results:
-            rule = rule_check(result)
+            rule = rule_check(result, chosen_targets=bool(flatten(targets)))
             duplicates.check(rule)
             rules.append(rule)
     text = render(rules, report_format or default_format(str(output) if output else None), fail_on, __version__)

@@ -60,6 +60,7 @@ _COMPARE: dict[Op, Callable[[float, float], bool]] = {
     Op.LTE: lambda a, b: a <= b,
     Op.GT: lambda a, b: a > b,
     Op.GTE: lambda a, b: a >= b,
+    Op.NEQ: lambda a, b: a != b,
 }
 
 

@@ -88,6 +88,7 @@ class Op(enum.Enum):
     # equal to a value of a list the target holds (values are placeholder names): an unresolved
     # Sigma `%name%` kept on request, for a target-native form (a Splunk lookup)
     PLACEHOLDER = "placeholder"
+    NEQ = "neq"  # only in a correlation threshold (Sigma's `condition: {neq: n}`)
 
     @property
     def is_string(self) -> bool:
@@ -330,7 +331,7 @@ def format_timespan(seconds: int) -> str:
     return f"{seconds}s"
 
 
-_OP_TEXT = {Op.EQUALS: "=", Op.LT: "<", Op.LTE: "<=", Op.GT: ">", Op.GTE: ">="}
+_OP_TEXT = {Op.EQUALS: "=", Op.NEQ: "!=", Op.LT: "<", Op.LTE: "<=", Op.GT: ">", Op.GTE: ">="}
 
 
 def describe_threshold(threshold: Threshold) -> str:

@@ -279,3 +279,73 @@ def test_escu_analytics_get_id_date_and_attack_checks() -> None:
         (3, "bad-uuid"), (5, "bad-date"), (60, "revoked-technique")}
     (clean,) = check_text(text, "escu.yml", [], ReadOptions())
     assert clean.diagnostics == []
+
+
+@pytest.mark.parametrize(("service", "field", "level", "code"), [
+    ("system", "ImagePath", "info", "uncatalogued-field"),  # 7045's event data: in the Splunk System schema
+    ("security", "ObjectName", "info", "uncatalogued-field"),  # 4663's, in the Splunk Security schema
+    ("security", "ObjectNaem", "warning", "unknown-field"),  # a typo no schema knows
+])
+def test_a_real_event_field_the_catalog_lacks_is_not_reported_as_unknown(service: str, field: str, level: str,
+                                                                         code: str) -> None:
+    from sigma_wmi.check import check_text
+    from sigma_wmi.readers import ReadOptions
+
+    text = CLEAN.replace("    category: process_creation", f"    service: {service}") \
+        .replace("Image|endswith: '\\\\cmd.exe'", f"{field}: 'x'")
+    assert f"{field}: 'x'" in text
+    (result,) = check_text(text, "f.yml", [], ReadOptions())
+    assert [(d["level"], d["code"]) for d in result.diagnostics if "field" in d["code"]] == [(level, code)]
+
+
+def test_a_default_target_without_an_index_for_the_events_does_not_fail_the_rule(tmp_path: Path) -> None:
+    """Elastic Defend (the default Elastic profile) holds no Security log: with the default targets
+    that is information about the target, not a defect of the rule; with -t eql it is an error."""
+    rule = tmp_path / "r.yml"
+    rule.write_text(CLEAN.replace("    category: process_creation", "    service: security")
+                    .replace("        Image|endswith: '\\\\cmd.exe'\n", "        EventID: 4625\n")
+                    .replace("        CommandLine|contains: 'whoami'\n", "")
+                    .replace("    filter:\n        ParentImage|endswith: '\\\\explorer.exe'\n", "")
+                    .replace(" and not filter", ""), encoding="utf-8")
+    code, out, _ = run("check", "--no-cache", "-f", "json", str(rule))
+    by_default = [(f["severity"], f["target"]) for r in json.loads(out)["rules"] for f in r["findings"]
+                  if f["code"] == "no-index"]
+    assert code == 0 and by_default == [("info", "eql"), ("info", "kql"), ("info", "lucene")]
+    code, out, _ = run("check", "--no-cache", "-f", "json", "-t", "eql", str(rule))
+    chosen = [(f["severity"], f["target"]) for r in json.loads(out)["rules"] for f in r["findings"]
+              if f["code"] == "no-index"]
+    assert code == 1 and chosen == [("error", "eql")]
+
+
+PLANTED_CORRELATION = """title: Base
+name: base
+id: 6f1f5a55-2a0d-4d8e-9a55-0a4f2b6d9c41
+status: test
+logsource: {product: windows, category: process_creation}
+detection: {sel: {Image|endswith: '\\\\a.exe'}, condition: sel}
+level: low
+---
+title: Many of them
+id: 1234
+correlation:
+    type: event_count
+    rules: base
+    group-by: {host: Computer}
+    timespan: 1M
+    condition:
+        ge: 10
+    generate: 'yes'
+level: high
+"""
+
+
+def test_a_correlation_gets_every_defect_on_its_line(tmp_path: Path) -> None:
+    """The reader stops at the first defect of a correlation; the lint names each one."""
+    path = tmp_path / "corr.yml"
+    path.write_text(PLANTED_CORRELATION, encoding="utf-8")
+    code, out, _ = run("check", "--no-cache", "-t", "splunk", "-f", "json", str(path))
+    assert code == 1
+    assert findings(json.loads(out)) == {("corr.yml", 10, "bad-uuid"), ("corr.yml", 14, "invalid-correlation"),
+                                         ("corr.yml", 15, "invalid-correlation"),
+                                         ("corr.yml", 17, "invalid-correlation"),
+                                         ("corr.yml", 18, "invalid-correlation")}

@@ -314,3 +314,21 @@ def test_docs_excludes_too(project: Path, tmp_path: Path) -> None:
 def test_test_command_excludes_too(project: Path) -> None:
     code, out, _ = run("test", "--exclude", "deprecated", "--exclude", "r1.yml", "rules")
     assert code == 0 and out.splitlines()[-1].startswith("2 rules,")
+
+
+def test_config_placeholders_and_filters_reach_check_as_they_reach_convert(project: Path) -> None:
+    """A placeholder the config gives values for is no error in `check` either, and a filter the
+    config names is applied (and announced) there too."""
+    (project / "rules" / "p.yml").write_text(RULE.format(n=7).replace("Image|endswith: '\\x7.exe'",
+                                                                      "Image|expand: '%tools%'"))
+    (project / "values.yml").write_text("tools: ['*\\\\x7.exe']\n")
+    assert "%tools%" in (project / "rules" / "p.yml").read_text()
+    (project / "not_dc.yml").write_text("title: Not on DC\nlogsource: {product: windows}\nfilter:\n"
+                                        "    rules: any\n    dc: {Computer|startswith: DC}\n    condition: not dc\n")
+    (project / "sigma-wmi.toml").write_text('target = ["splunk"]\nplaceholders = ["values.yml"]\n'
+                                            'filter = ["not_dc.yml"]\n')
+    code, out, err = run("check", "--no-cache", "rules/p.yml")
+    assert code == 0 and "unresolved-placeholder" not in out, (out, err)
+    assert "filter-applied" in out
+    code, out, _ = run("convert", "--no-cache", "rules/p.yml")
+    assert code == 0 and 'Image="*\\\\x7.exe"' in out and 'NOT Computer="DC*"' in out

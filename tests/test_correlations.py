@@ -245,7 +245,10 @@ def splunk_alerts(rule: Rule, raws: list[dict[str, Any]]) -> list[str]:
                 rows.append({"sigma_step": number, "_time": event_time(event), "Computer": event.get("host"),
                              "record": str(raw["EventRecordID"])})
     stages = [s.strip() for s in ("where " + tail).split(" | ")]
-    assert stages[0] == "where isnotnull(Computer)" and stages[1] == "sort 0 _time", stages
+    grouped = re.fullmatch(r"where isnotnull\((\w+)\)", stages[0])  # the group-by name, or its alias
+    assert grouped and stages[1] == "sort 0 _time", stages
+    for row in rows:
+        row[grouped.group(1)] = row["Computer"]
     rows = sorted((r for r in rows if r["Computer"] is not None), key=lambda r: r["_time"])
     for stage in stages[2:]:
         if stage == "eval sigma_start_1=if(sigma_step==1, _time, null())":
@@ -373,6 +376,7 @@ def _value_rule(kind: str, condition: str) -> Rule:
     ("value_percentile", "field: SourcePort, percentile: 90, lte: 7",
      "exactperc90(SourcePort) as exactperc90_source_port", "exactperc90_source_port <= 7"),
     ("value_median", "field: SourcePort, eq: 3", "median(SourcePort) as median_source_port", "median_source_port == 3"),
+    ("value_sum", "field: SourcePort, neq: 5", "sum(SourcePort) as sum_source_port", "sum_source_port != 5"),
 ])
 def test_value_aggregations_in_splunk(kind: str, condition: str, stats: str, where: str) -> None:
     text = compile_rule(_value_rule(kind, condition), "splunk").text
@@ -390,6 +394,8 @@ def test_value_aggregations_in_splunk(kind: str, condition: str, stats: str, whe
     ("value_avg", "field: SourcePort, eq: 2", True),
     ("value_median", "field: SourcePort, gte: 3", False),
     ("value_percentile", "field: SourcePort, percentile: 90, gte: 3", True),
+    ("value_sum", "field: SourcePort, neq: 6", False),  # the sum is 6
+    ("value_avg", "field: SourcePort, neq: 3", True),  # the average is 2
 ])
 def test_value_aggregations_in_the_evaluator(kind: str, condition: str, alerts: bool) -> None:
     rule = _value_rule(kind, condition)

@@ -159,3 +159,24 @@ def test_unresolved_mode_is_validated() -> None:
     result = CliRunner().invoke(main, ["convert", "--unresolved-placeholders", "maybe", str(RULE)])
     assert result.exit_code == 2
     assert "'maybe' is not one of 'error', 'native'" in result.output
+
+
+def test_a_backslash_before_a_placeholder_is_a_located_warning() -> None:
+    """pySigma reads `\\%name%` as an escaped percent sign: the placeholder is literal text and the
+    backslash is gone. A path separator before a placeholder is the common slip; say so."""
+    text = ("title: t\nlogsource: {product: windows, category: process_creation}\ndetection:\n"
+            "    sel:\n        Image|expand: '*\\%tools%'\n        CommandLine|expand: '%tools%'\n"
+            "    condition: sel\n")
+    (rule,) = read_text_rules(text, "r.yml", ReadOptions(placeholders={"tools": ("a.exe",)}))
+    assert [(d.code, d.origin.line if d.origin else None) for d in rule.diagnostics] == [("escaped-placeholder", 5)]
+    assert "'%tools%' is literal text" in rule.diagnostics[0].message
+    assert 'Image="*%tools%"' in compile_rule(rule, "splunk").text  # what pySigma makes of it, said out loud
+
+
+def test_check_takes_placeholder_values(tmp_path: Path) -> None:
+    runner = CliRunner()
+    without = runner.invoke(main, ["--no-config", "check", "--no-cache", "-t", "splunk", str(RULE)])
+    assert without.exit_code == 1 and "unresolved-placeholder" in without.stdout
+    given = runner.invoke(main, ["--no-config", "check", "--no-cache", "-t", "splunk", "--placeholders", str(VALUES),
+                                 str(RULE)])
+    assert given.exit_code == 0 and "unresolved-placeholder" not in given.stdout, given.output

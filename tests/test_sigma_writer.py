@@ -162,12 +162,19 @@ def test_threshold_round_trips_through_a_correlation() -> None:
     assert (back.detection, back.aggregation) == (rule.detection, rule.aggregation)
 
 
-def test_a_range_is_one_correlation_with_two_comparisons() -> None:
+def test_a_range_is_refused_because_pysigma_reads_one_comparison() -> None:
+    """pySigma 1.5: "Sigma correlation condition must have exactly one condition item"; a
+    condition {gt: 2, lte: 9} would be a file sigma-cli cannot load."""
+    from sigma.collection import SigmaCollection
+    from sigma.exceptions import SigmaCorrelationConditionError
+
     rule = _threshold_rule(thresholds=(Threshold(Aggregate.COUNT, Op.GT, 2), Threshold(Aggregate.COUNT, Op.LTE, 9)))
-    text = compile_rule(rule, "sigma").text
-    assert list(yaml.safe_load_all(text))[1]["correlation"]["condition"] == {"gt": 2, "lte": 9}
-    (back,) = read_text_rules(text, "back.yml")
-    assert back.aggregation == rule.aggregation
+    with pytest.raises(UnsupportedError, match="one comparison"):
+        compile_rule(rule, "sigma")
+    with pytest.raises(SigmaCorrelationConditionError, match="exactly one condition item"):
+        SigmaCollection.from_yaml("title: r\nname: r\nlogsource: {product: windows}\ndetection: {s: {a: 1}, "
+                                  "condition: s}\n---\ntitle: c\ncorrelation: {type: event_count, rules: r, "
+                                  "timespan: 1h, condition: {gt: 2, lte: 9}}\n")
 
 
 @pytest.mark.parametrize(("aggregation", "words"), [

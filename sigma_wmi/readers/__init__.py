@@ -13,6 +13,7 @@ from sigma_wmi.model import Rule
 from sigma_wmi.readers.sigma import is_sigma, read_sigma
 from sigma_wmi.readers.sigma_correlation import (
     Correlation,
+    RulesElsewhere,
     apply_correlations,
     is_correlation,
     read_correlation,
@@ -34,6 +35,8 @@ class ReadOptions:
     placeholders: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # an unresolved placeholder: "error" (a located rule error) or "native" (kept for the target)
     unresolved_placeholders: str = "error"
+    # rules that correlations in other input files name (see sigma_correlation.rules_elsewhere)
+    elsewhere: RulesElsewhere = field(default_factory=RulesElsewhere)
 
 
 @dataclass
@@ -68,11 +71,12 @@ def read_text_rules(text: str, path: str, options: ReadOptions | None = None,
     if not documents:
         raise SigmaWmiError("empty file: no YAML document", Origin(path, 1), "empty")
     options = options or ReadOptions()
-    if len(documents) == 1 and "---" not in text:  # the common case: the text is the document
+    if len(documents) == 1 and "---" not in text and not is_correlation(documents[0]):  # the common case
         if is_filter(documents[0]):  # a filter selects rules, it is none (see sigma_filters.filters_among),
             read_filter(documents[0], text, path)  # but a broken one is this file's error
             return []
-        return apply_filters([_read_document(documents[0], text, path, options)], options.filters)
+        return options.elsewhere.hide_used(apply_filters([_read_document(documents[0], text, path, options)],
+                                                         options.filters))
     rules: list[Rule] = []
     correlations: list[Correlation] = []
     for doc, (offset, piece) in zip(documents, split_documents(text), strict=False):
@@ -92,7 +96,8 @@ def read_text_rules(text: str, path: str, options: ReadOptions | None = None,
             raise
         rules.append(dataclasses.replace(rule, origin=rule.origin.at((rule.origin.line or 1) + offset)))
     rules = apply_filters(rules, options.filters)  # before correlations: they see their rules filtered
-    return apply_correlations(rules, correlations) if correlations else rules
+    rules = options.elsewhere.hide_used(rules)
+    return apply_correlations(rules, correlations, options.elsewhere) if correlations else rules
 
 
 def read_file(path: Path | str, options: ReadOptions | None = None) -> list[Rule]:

@@ -42,7 +42,7 @@ from sigma.types import (
 )
 
 from sigma_wmi.catalog import catalog
-from sigma_wmi.errors import Origin, SigmaWmiError
+from sigma_wmi.errors import Diagnostic, Level, Origin, SigmaWmiError
 from sigma_wmi.limits import MAX_VALUES_PER_ITEM, MAX_VALUES_PER_RULE
 from sigma_wmi.model import (
     And,
@@ -157,7 +157,35 @@ def read_sigma(doc: dict[str, Any], text: str, path: str,
         origin=origin,
         extras={k: v for k, v in doc.items() if k not in _KNOWN_KEYS},
         source_text=text,
+        diagnostics=_escaped_placeholders(doc["detection"], text, origin),
     )
+
+
+_ESCAPED_PLACEHOLDER = re.compile(r"\\%[A-Za-z0-9_.-]+%")
+
+
+def _escaped_placeholders(detection: dict[str, Any], text: str, origin: Origin) -> tuple[Diagnostic, ...]:
+    """A warning for each `|expand` value with `\\%name%`: a backslash before `%` escapes it (as
+    in pySigma), so the placeholder is literal text and the backslash is gone; a path separator
+    before a placeholder belongs in its values (`'\\psexec.exe'`)."""
+    found = []
+    for name, body in detection.items():
+        items = [body] if isinstance(body, dict) else [b for b in body if isinstance(b, dict)] \
+            if isinstance(body, list) else []
+        for item in items:
+            for key, values in item.items():
+                if "expand" not in str(key).split("|")[1:]:
+                    continue
+                for value in values if isinstance(values, list) else [values]:
+                    escaped = _ESCAPED_PLACEHOLDER.search(value) if isinstance(value, str) else None
+                    if escaped:
+                        line = _find_field_line(text, str(key).split("|")[0]) or locate(text, ("detection", str(name)))
+                        found.append(Diagnostic(
+                            Level.WARNING, "escaped-placeholder",
+                            f"'{key}': '{escaped.group()}' is not a placeholder: a backslash before '%' escapes it "
+                            f"(as in pySigma), so '{escaped.group()[1:]}' is literal text; put the backslash in "
+                            "the placeholder's values", origin.at(line)))
+    return tuple(found)
 
 
 # How many values one value becomes under a modifier: pySigma's `windash` gives five dash

@@ -5,15 +5,19 @@ Every type pySigma 1.5 reads. `event_count`, `value_count`, `value_sum`, `value_
 the model holds that as the rule's detection plus thresholds, over several as thresholds over
 `Step`s (each rule keeps its own detection and log source). `temporal` and `temporal_ordered`
 wait for events of several rules (`Temporal` steps). A correlation is read together with the
-rules it names, from the same file; correlations of correlations are refused with a clear error.
+rules it names: from the same file, or (as sigma-cli resolves them over the whole collection)
+from the other input files (`rules_elsewhere`); correlations of correlations are refused with a
+clear error.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sigma_wmi.catalog import catalog
 from sigma_wmi.errors import Origin, SigmaWmiError
@@ -30,15 +34,27 @@ from sigma_wmi.model import (
 )
 from sigma_wmi.readers.sigma import metadata_fields
 from sigma_wmi.readers.values import DocumentValues
-from sigma_wmi.readers.yamlsource import locate
+from sigma_wmi.readers.yamlsource import (
+    display_path,
+    load_documents,
+    locate,
+    read_bounded,
+    read_text,
+    regular_file_error,
+    split_documents,
+)
+
+if TYPE_CHECKING:
+    from sigma_wmi.readers import ReadOptions
 
 _TYPES = {"event_count": Aggregate.COUNT, "value_count": Aggregate.DISTINCT_COUNT, "value_sum": Aggregate.SUM,
           "value_avg": Aggregate.AVERAGE, "value_percentile": Aggregate.PERCENTILE, "value_median": Aggregate.MEDIAN}
 # the Sigma writer uses the same table the other way round
 TYPE_NAMES = {aggregate: name for name, aggregate in _TYPES.items()}
 _TEMPORAL = {"temporal": False, "temporal_ordered": True}  # type -> ordered
+CORRELATION_TYPES = (*_TYPES, *_TEMPORAL)
 # `condition:` keys; the Sigma writer uses the same table the other way round
-CONDITIONS = {"gt": Op.GT, "gte": Op.GTE, "lt": Op.LT, "lte": Op.LTE, "eq": Op.EQUALS}
+CONDITIONS = {"gt": Op.GT, "gte": Op.GTE, "lt": Op.LT, "lte": Op.LTE, "eq": Op.EQUALS, "neq": Op.NEQ}
 # Metadata the correlation's own keys decide; the base rule fills in what it leaves out.
 _OWN_KEYS = ("title", "id", "status", "description", "references", "author", "date", "modified", "tags",
              "falsepositives", "level")
@@ -66,6 +82,7 @@ class Correlation:
     origin: Origin
     metadata: dict[str, Any]  # `Rule` fields from the correlation's own descriptive keys
     text: str = ""  # the correlation document's source
+    rules_at: int = 0  # lines from `origin` to the key that names the rules (for errors about them)
 
     @property
     def temporal(self) -> bool:
@@ -98,9 +115,13 @@ def read_correlation(doc: dict[str, Any], text: str, path: str) -> Correlation:
         raise fail(f"a {kind} correlation needs at least two rules", "rules")
     if len(set(rules)) != len(rules):
         raise fail("'rules' names a rule twice", "rules")
-    window = parse_timespan(str(body.get("timespan", "")))
+    if body.get("timespan") is None:
+        raise fail("correlation has no timespan (such as 30s, 5m, 1h, 1d)")
+    window = parse_timespan(str(body["timespan"]))
     if window is None:
-        raise fail(f"timespan '{body.get('timespan')}' is not a number with s, m, h, d or w", "timespan")
+        months = re.fullmatch(r"\s*\d+\s*[My]\s*", str(body["timespan"]))
+        raise fail(f"timespan '{body['timespan']}' is not a number with s, m, h, d or w"
+                   + (" (months and years have no fixed length: give days)" if months else ""), "timespan")
     group_by = body.get("group-by") or []
     group_by = [group_by] if isinstance(group_by, str) else group_by
     if not isinstance(group_by, list) or not all(isinstance(g, str) for g in group_by):
@@ -130,7 +151,7 @@ def read_correlation(doc: dict[str, Any], text: str, path: str) -> Correlation:
             if key in ("field", "percentile"):
                 continue
             if key not in CONDITIONS or type(value) is not int:
-                raise fail(f"condition '{key}: {value}' is not gt, gte, lt, lte or eq with an integer", "condition")
+                raise fail(f"condition '{key}: {value}' is not gt, gte, lt, lte, eq or neq with an integer", "condition")
             conditions.append((CONDITIONS[key], value))
         if not conditions:
             raise fail("condition has no comparison", "condition")
@@ -141,8 +162,11 @@ def read_correlation(doc: dict[str, Any], text: str, path: str) -> Correlation:
                             origin.at(locate(text, ("generate",)) or locate(text, ("correlation", "generate"))
                                       or origin.line), "invalid-correlation")
     own = metadata_fields(DocumentValues({k: doc[k] for k in _OWN_KEYS if k in doc}, text, origin))
+    named_at = locate(text, ("correlation", "rules")) or locate(text, ("correlation", "condition")) \
+        or origin.line or 1
     return Correlation(doc, tuple(rules), None if temporal else _TYPES[kind], _TEMPORAL.get(kind, False), counted,
-                       percentile, tuple(group_by), aliases, window, tuple(conditions), generate, origin, own, text)
+                       percentile, tuple(group_by), aliases, window, tuple(conditions), generate, origin, own, text,
+                       named_at - (origin.line or 1))
 
 
 _CONDITION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -199,11 +223,91 @@ def _aliases(raw: Any, rules: list[str], fail: Any) -> dict[str, dict[str, str]]
     return aliases
 
 
-def apply_correlations(rules: list[Rule], correlations: list[Correlation]) -> list[Rule]:
+@dataclass(frozen=True)
+class RulesElsewhere:
+    """Rules that correlations name from other input files than their own, read with the run's
+    filters and placeholders. `generate` says, per reference, whether the rule still alerts on
+    its own (true if any correlation naming it says `generate: true`): its own file drops it
+    otherwise, as it would drop a rule a correlation in the same file uses."""
+
+    rules: Mapping[str, Rule] = field(default_factory=dict)  # rule `name` or `id` -> rule
+    generate: Mapping[str, bool] = field(default_factory=dict)
+
+    def fingerprint(self) -> list[Any]:
+        """What the results of every file depend on (for the cache key)."""
+        return sorted([ref, self.generate.get(ref, False), rule.origin.path, rule.source_text]
+                      for ref, rule in self.rules.items())
+
+    def hide_used(self, rules: list[Rule]) -> list[Rule]:
+        """`rules` without those a correlation in another file uses without `generate: true`."""
+        if not self.rules:
+            return rules
+        return [r for r in rules if not any(
+            isinstance(ref, str) and ref in self.rules and not self.generate.get(ref, False)
+            and self.rules[ref].origin.path == r.origin.path for ref in (r.extras.get("name"), r.id))]
+
+
+_CORRELATION_LINE = re.compile(rb"^correlation\s*:", re.MULTILINE)
+
+
+def rules_elsewhere(paths: Iterable[Path], options: ReadOptions) -> RulesElsewhere:
+    """The rules that correlations among `paths` name but their own file does not hold, found in
+    the other files (only files with a top-level `correlation:` line are parsed first; only files
+    whose text holds a wanted name or id are read). Broken files are skipped here: the reader
+    reports them when it reads them."""
+    from sigma_wmi.readers import read_file  # the package reader, which imports this module
+
+    paths = [p for p in paths if regular_file_error(p) is None]
+    raws: dict[Path, bytes] = {}
+    for path in paths:
+        try:
+            raws[path] = read_bounded(path)
+        except OSError:
+            continue
+    wanted: dict[str, bool] = {}  # reference -> generate
+    for path, raw in raws.items():
+        if not _CORRELATION_LINE.search(raw):
+            continue
+        try:
+            text = read_text(path)
+            documents = load_documents(text, display_path(path))
+        except (OSError, SigmaWmiError):
+            continue
+        own = {d.get(key) for d in documents if isinstance(d, dict) and not is_correlation(d)
+               for key in ("name", "id")}
+        for doc, (_, piece) in zip(documents, split_documents(text), strict=False):
+            if not is_correlation(doc):
+                continue
+            try:
+                corr = read_correlation(doc, piece, display_path(path))
+            except SigmaWmiError:
+                continue
+            for ref in corr.rule_refs:
+                if ref not in own:
+                    wanted[ref] = wanted.get(ref, False) or corr.generate
+    found: dict[str, Rule] = {}
+    for path, raw in raws.items():
+        if not wanted or not any(ref.encode() in raw for ref in wanted if ref not in found):
+            continue
+        try:
+            rules = read_file(path, options)
+        except SigmaWmiError:
+            continue
+        for rule in rules:
+            for name in (rule.extras.get("name"), rule.id):
+                if isinstance(name, str) and name in wanted and name not in found and rule.aggregation is None \
+                        and rule.temporal is None:
+                    found[name] = rule
+    return RulesElsewhere(found, {ref: wanted[ref] for ref in found})
+
+
+def apply_correlations(rules: list[Rule], correlations: list[Correlation],
+                       elsewhere: RulesElsewhere | None = None) -> list[Rule]:
     """Each correlation becomes a rule (its base rule with thresholds, or a temporal rule over its
     steps); rules a correlation uses are dropped (Sigma's default: a rule a correlation uses
-    does not alert on its own unless `generate: true`)."""
-    by_ref: dict[str, Rule] = {}
+    does not alert on its own unless `generate: true`). A name not in this file is looked up in
+    `elsewhere` (the other input files)."""
+    by_ref: dict[str, Rule] = dict(elsewhere.rules) if elsewhere else {}
     for rule in rules:
         for ref in (rule.extras.get("name"), rule.id):
             if isinstance(ref, str) and ref:
@@ -218,8 +322,10 @@ def apply_correlations(rules: list[Rule], correlations: list[Correlation]) -> li
             if base is None:
                 names = {c.doc.get("name") for c in correlations} | {c.metadata.get("id") for c in correlations}
                 why = " (a correlation of correlations is not supported)" if ref in names else ""
-                raise SigmaWmiError(f"the correlation refers to rule '{ref}', which is not in this file{why}",
-                                    corr.origin, "invalid-correlation")
+                where = "neither in this file nor in the other input files" if elsewhere is not None \
+                    else "not in this file"
+                raise SigmaWmiError(f"the correlation refers to rule '{ref}', which is {where}{why}",
+                                    corr.origin.at((corr.origin.line or 1) + corr.rules_at), "invalid-correlation")
             (kept if corr.generate else consumed).add(id(base))
             used.append(base)
         if corr.temporal:
@@ -237,14 +343,16 @@ def _aggregated_rule(corr: Correlation, base: Rule) -> Rule:
     def canonical(name: str) -> str:
         return cat.canonical(name, base.logsource)
 
-    if corr.aliases:
-        raise SigmaWmiError("aliases name fields of several rules; this correlation has one",
-                            corr.origin, "invalid-correlation")
-    counted = canonical(corr.field) if corr.field else None
+    ref = corr.rule_refs[0]
+
+    def own(name: str) -> str:  # an alias stands for the field it names in this rule
+        return corr.aliases.get(name, {}).get(ref, name)
+
+    counted = canonical(own(corr.field)) if corr.field else None
     assert corr.aggregate is not None
     aggregation = Aggregation(
         tuple(Threshold(corr.aggregate, op, value, counted, corr.percentile) for op, value in corr.conditions),
-        tuple(canonical(g) for g in corr.group_by), corr.window)
+        tuple(canonical(own(g)) for g in corr.group_by), corr.window)
     return _merged(base, corr, aggregation=aggregation)
 
 

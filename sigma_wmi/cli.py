@@ -129,6 +129,21 @@ EXCLUDE_OPTION = click.option(
 PATHS_ARGUMENT = click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path, allow_dash=True))
 
 
+def _batch_options(function: F) -> F:
+    """-j, --no-cache, --cache-dir and --macros: how a batch of rule files is read (convert, check)."""
+    for option in reversed([
+        click.option("-j", "--jobs", type=click.IntRange(min=1), help="Worker processes (default: all cores for "
+                     "large batches)."),
+        click.option("--no-cache", is_flag=True, help="Ignore and do not update the incremental cache."),
+        click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False),
+                     help="Cache folder (default: the user's cache folder, e.g. ~/.cache/sigma-wmi)."),
+        click.option("--macros", "macros_dir", type=click.Path(path_type=Path, file_okay=False),
+                     help="ESCU macros directory (default: a macros/ folder next to or above each analytic)."),
+    ]):
+        function = option(function)
+    return function
+
+
 def _target_options(default: tuple[str, ...] | None, target_help: str,
                     format_flags: tuple[str, ...] = ("-f", "--format")) -> Callable[[F], F]:
     """-t, -f, -p and -O: validated against what the chosen targets declare."""
@@ -237,13 +252,7 @@ Examples:
 @click.option("--fail-on", type=click.Choice(("error", "partial")), default="error", show_default=True,
               help="Exit 1 on a failed rule (error), or also on a partial conversion (partial).")
 @EXCLUDE_OPTION
-@click.option("-j", "--jobs", type=click.IntRange(min=1), help="Worker processes (default: all cores for "
-              "large batches).")
-@click.option("--no-cache", is_flag=True, help="Ignore and do not update the incremental cache.")
-@click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False),
-              help="Cache folder (default: the user's cache folder, e.g. ~/.cache/sigma-wmi).")
-@click.option("--macros", "macros_dir", type=click.Path(path_type=Path, file_okay=False),
-              help="ESCU macros directory (default: a macros/ folder next to or above each analytic).")
+@_batch_options
 @click.option("-v", "--verbose", is_flag=True, help="Also print warnings and info diagnostics.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary line.")
 @MAPPING_OPTION
@@ -519,13 +528,7 @@ warning (an output that does not mean exactly what the rule says); warning: on a
 @click.option("--fail-on", type=click.Choice(FAIL_ON), default="error", show_default=True,
               help="Which findings make the exit code 1 (see below).")
 @EXCLUDE_OPTION
-@click.option("-j", "--jobs", type=click.IntRange(min=1), help="Worker processes (default: all cores for "
-              "large batches).")
-@click.option("--no-cache", is_flag=True, help="Ignore and do not update the incremental cache.")
-@click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False),
-              help="Cache folder (default: the user's cache folder, e.g. ~/.cache/sigma-wmi).")
-@click.option("--macros", "macros_dir", type=click.Path(path_type=Path, file_okay=False),
-              help="ESCU macros directory (default: a macros/ folder next to or above each analytic).")
+@_batch_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary line.")
 @MAPPING_OPTION
 @FILTER_OPTION

@@ -46,6 +46,7 @@ from sigma_wmi.output import (
 from sigma_wmi.parallel import default_workers
 from sigma_wmi.readers import ReadOptions
 from sigma_wmi.readers.sigma_correlation import rules_elsewhere
+from sigma_wmi.readers.yamlsource import read_inputs
 from sigma_wmi.registry import backend_class, target_names
 from sigma_wmi.rule_tests import test_command
 from sigma_wmi.terminal import safe, safe_lines
@@ -193,12 +194,13 @@ def _read_options(macros_dir: Path | None, filter_paths: tuple[Path, ...], place
     except SigmaWmiError as err:
         echo_error(f"{err.origin}: error: {err.message} ({err.code})" if err.origin else err.message)
         sys.exit(EXIT_USAGE)
-    found = without_repeats(filters, filters_among(files)[0])  # a broken one is reported when its file is read
+    raws = read_inputs(files)  # one read of the batch for both scans below
+    found = without_repeats(filters, filters_among(files, raws)[0])  # a broken one is reported when its file is read
     for meta in found:
         echo_error(f"{meta.origin}: info: filter {meta.label} is among the inputs: applied to the rules it "
                    "selects (filter-in-inputs)")
     options = ReadOptions(macros_dir, filters + found, placeholders, unresolved_placeholders)
-    return dataclasses.replace(options, elsewhere=rules_elsewhere(files, options))  # correlations across files
+    return dataclasses.replace(options, elsewhere=rules_elsewhere(files, options, raws))  # correlations across files
 
 
 def _mapping_paths(mappings: tuple[Path, ...]) -> tuple[str, ...]:

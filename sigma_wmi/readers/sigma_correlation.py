@@ -38,9 +38,8 @@ from sigma_wmi.readers.yamlsource import (
     display_path,
     load_documents,
     locate,
-    read_bounded,
+    read_inputs,
     read_text,
-    regular_file_error,
     split_documents,
 )
 
@@ -250,20 +249,15 @@ class RulesElsewhere:
 _CORRELATION_LINE = re.compile(rb"^correlation\s*:", re.MULTILINE)
 
 
-def rules_elsewhere(paths: Iterable[Path], options: ReadOptions) -> RulesElsewhere:
+def rules_elsewhere(paths: Iterable[Path], options: ReadOptions,
+                    raws: Mapping[Path, bytes] | None = None) -> RulesElsewhere:
     """The rules that correlations among `paths` name but their own file does not hold, found in
     the other files (only files with a top-level `correlation:` line are parsed first; only files
     whose text holds a wanted name or id are read). Broken files are skipped here: the reader
-    reports them when it reads them."""
+    reports them when it reads them. `raws`: the files' bytes when already read (`read_inputs`)."""
     from sigma_wmi.readers import read_file  # the package reader, which imports this module
 
-    paths = [p for p in paths if regular_file_error(p) is None]
-    raws: dict[Path, bytes] = {}
-    for path in paths:
-        try:
-            raws[path] = read_bounded(path)
-        except OSError:
-            continue
+    raws = read_inputs(paths) if raws is None else raws
     wanted: dict[str, bool] = {}  # reference -> generate
     for path, raw in raws.items():
         if not _CORRELATION_LINE.search(raw):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,9 +25,8 @@ from sigma_wmi.readers.yamlsource import (
     display_path,
     load_documents,
     locate,
-    read_bounded,
+    read_inputs,
     read_text,
-    regular_file_error,
     split_documents,
 )
 
@@ -181,18 +180,19 @@ def load_filters(paths: Iterable[Path | str]) -> tuple[MetaFilter, ...]:
 _FILTER_LINE = re.compile(rb"^filter\s*:", re.MULTILINE)
 
 
-def filters_among(paths: Iterable[Path]) -> tuple[tuple[MetaFilter, ...], list[SigmaWmiError]]:
+def filters_among(paths: Iterable[Path], raws: Mapping[Path, bytes] | None = None
+                  ) -> tuple[tuple[MetaFilter, ...], list[SigmaWmiError]]:
     """Filter documents found among rule files (sigma-cli applies those too). Only files with a
     top-level `filter:` line are parsed; a broken one is an error of that file, reported by
-    the reader again when it reads the file, so here it is returned, not raised."""
+    the reader again when it reads the file, so here it is returned, not raised. `raws`: the
+    files' bytes when the caller has read them already (`read_inputs`)."""
+    raws = read_inputs(paths) if raws is None else raws
     found: list[MetaFilter] = []
     errors: list[SigmaWmiError] = []
-    for path in paths:
-        if regular_file_error(path) is not None:  # a FIFO or device: never opened here (the reader refuses it)
+    for path, raw in raws.items():
+        if not _FILTER_LINE.search(raw):
             continue
         try:
-            if not _FILTER_LINE.search(read_bounded(path)):
-                continue
             filters, _ = read_filter_text(read_text(path), display_path(path))
         except (OSError, SigmaWmiError) as err:
             if isinstance(err, SigmaWmiError):

@@ -8,6 +8,7 @@ import math
 import os
 import re
 import stat
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,7 +25,7 @@ from sigma_wmi.limits import (
 )
 
 __all__ = ["MAX_FILE_BYTES", "decode_rule_bytes", "display_path", "line_of", "load_documents", "load_nodes", "locate", "read_bounded",
-           "read_text", "regular_file_error", "split_documents", "yaml_lines"]
+           "read_inputs", "read_text", "regular_file_error", "split_documents", "yaml_lines"]
 
 _BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -232,6 +233,20 @@ def read_text(path: Path) -> str:
     except OSError as err:
         raise SigmaWmiError(f"cannot read file: {err.strerror or err}", origin, "unreadable") from None
     return decode_rule_bytes(data, origin)
+
+
+def read_inputs(paths: Iterable[Path]) -> dict[Path, bytes]:
+    """The bytes of every regular file among `paths` that can be read (`read_bounded`), for the
+    scans that need the whole batch before conversion (filters, correlations across files).
+    Special and unreadable files are left out: the reader reports them when it reads them."""
+    raws: dict[Path, bytes] = {}
+    for path in paths:
+        if regular_file_error(path) is None:  # a FIFO or device is never opened here
+            try:
+                raws[path] = read_bounded(path)
+            except OSError:
+                continue
+    return raws
 
 
 def read_bounded(path: Path) -> bytes:

@@ -480,15 +480,15 @@ def test_hostile_edits_of_real_rules_read_or_fail_located(path: Path, edits: lis
     "a: &a [1, *a]",
 ], ids=["bomb", "cycle"])
 def test_the_cheap_tree_count_is_bounded_on_shared_nodes_too(text: str) -> None:
-    """The loader uses the memo-free count when a text has no anchor; should an alias ever slip
-    past that test, the count still stops at the limits (visits are expanded nodes)."""
-    from sigma_wmi.readers.yamlsource import _check_tree_size, _Loader
+    """The loader uses the memo-free one-pass build when a text has no anchor; should an alias
+    ever slip past that test, the build still stops at the limits (visits are expanded nodes)."""
+    from sigma_wmi.readers.yamlsource import _build_tree, _Loader
 
     started = time.process_time()
     with pytest.raises(yaml.MarkedYAMLError) as info:
         loader = _Loader(text)
         try:
-            _check_tree_size(loader.get_single_node(), loader)
+            _build_tree(loader.get_single_node(), loader)
         finally:
             loader.dispose()
     assert getattr(info.value, "code", None) in ("yaml-too-large", "yaml-depth")
@@ -513,3 +513,48 @@ def test_a_pretty_printed_event_is_bounded_as_a_whole(tmp_path: Path) -> None:
     with pytest.raises(SigmaWmiError) as info:
         list(read_events(path))
     assert info.value.code == "bad-events" and "longer than" in info.value.message
+
+
+# ---------------------------------------------------------------------------
+# The one-pass builder gives exactly what the library's safe constructor gives
+# ---------------------------------------------------------------------------
+
+class _ReferenceLoader(yaml.SafeLoader):
+    """PyYAML's own pure-Python safe loader, with dates kept as text as ours keeps them."""
+
+    yaml_implicit_resolvers = {  # noqa: RUF012 - the library's class attribute, replaced
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+
+def _reference(text: str) -> list[object]:
+    return [d for d in yaml.load_all(text, Loader=_ReferenceLoader) if d is not None]
+
+
+_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12),
+                     st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=12),
+                     st.sampled_from(["yes", "No", "on", "~", "0x1F", "0o17", "1_000", "2024-01-02", ".inf", "1e3",
+                                      "true", "NULL", "-", "'q'", "a: b", "#x"]))
+_KEYS = st.one_of(st.text(max_size=8), st.integers(-5, 5), st.booleans(), st.none())
+_DOCS = st.recursive(_SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                        st.dictionaries(_KEYS, inner, max_size=4)), max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_DOCS, st.sampled_from([{}, {"default_flow_style": True}, {"default_style": '"'}]))
+def test_our_loader_builds_what_the_safe_loader_builds(data: object, style: dict[str, object]) -> None:
+    text = yaml.safe_dump(data, allow_unicode=True, **style)  # type: ignore[call-overload]
+    assert load_documents(text, "x.yml") == _reference(text)
+
+
+def test_our_loader_builds_every_corpus_file_as_the_safe_loader_does() -> None:
+    from conftest import SHARED
+
+    files = sorted(RULES.rglob("*.yml"))
+    corpus = SHARED / "corpora" / "sigmahq" / "rules"
+    if corpus.is_dir():
+        files += sorted(corpus.rglob("*.yml"))[::7]
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        assert load_documents(text, str(path)) == _reference(text), path

@@ -31,6 +31,11 @@ _BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _STR_TAG = "tag:yaml.org,2002:str"
 _NULL_TAG = "tag:yaml.org,2002:null"
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_INT_TAG = "tag:yaml.org,2002:int"
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+_MAP_TAG = "tag:yaml.org,2002:map"
 # What YAML (and so every line number it reports) counts as a line break.
 _YAML_BREAK = re.compile(r"\r\n|[\r\n\x85\u2028\u2029]")
 _YAML_LINE_KEEPENDS = re.compile(r"[^\r\n\x85\u2028\u2029]*(?:\r\n|[\r\n\x85\u2028\u2029])|[^\r\n\x85\u2028\u2029]+$")
@@ -62,8 +67,16 @@ class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
     may_share_nodes = True
 
     def construct_document(self, node: Any) -> Any:
-        (_check_expanded_size if self.may_share_nodes else _check_tree_size)(node, self)
-        return super().construct_document(node)
+        if self.may_share_nodes:
+            _check_expanded_size(node, self)
+            return super().construct_document(node)
+        try:
+            return _build_tree(node, self)
+        finally:  # the state the library's construct_document resets
+            self.constructed_objects: dict[Any, Any] = {}
+            self.recursive_objects: dict[Any, Any] = {}
+            self.state_generators: list[Any] = []
+            self.deep_construct = False
 
     def construct_yaml_int(self, node: Any) -> int:
         try:
@@ -156,27 +169,59 @@ def _check_expanded_size(root: Any, loader: Any) -> None:
         sizes[key] = (nodes, chars, height)
 
 
-def _check_tree_size(root: Any, loader: Any) -> None:
-    """`_check_expanded_size` for a document without aliases: every node is visited once
-    anyway, so no memo, no cycle check; the error names the node where a limit is crossed."""
-    nodes = chars = 0
-    stack: list[tuple[Any, int]] = [(root, 1)]
-    while stack:
-        node, depth = stack.pop()
-        nodes += 1
+def _build_tree(root: Any, loader: Any) -> Any:
+    """The Python value of a document without aliases, built in one pass that also enforces
+    what `_check_expanded_size` does for shared nodes: the node, character and depth limits
+    (every node is visited once, so no memo and no cycle check; the error names the node where
+    a limit is crossed) and the key checks. The plain tags a rule uses are built here, as the
+    library's safe constructor builds them (our int and float checks included); any other tag
+    goes to the library's constructor. (Shared nodes are built once per use, so on a graph the
+    count is of expanded nodes and still stops at the limits.)"""
+    counts = [0, 0]  # nodes, characters
+
+    def too_large(node: Any) -> _Refused:
+        return _Refused(f"document has more than {MAX_YAML_NODES} nodes or {MAX_YAML_CHARS} characters",
+                        node.start_mark, "yaml-too-large")
+
+    def build(node: Any, depth: int) -> Any:
+        counts[0] += 1
         value = node.value
-        if isinstance(value, str):
-            chars += len(value)
-        elif depth > MAX_YAML_DEPTH:
+        tag = node.tag
+        if isinstance(value, str):  # a scalar
+            counts[1] += len(value)
+            if counts[0] > MAX_YAML_NODES or counts[1] > MAX_YAML_CHARS:
+                raise too_large(node)
+            if tag == _STR_TAG:
+                return value
+            if tag == _NULL_TAG:
+                return None
+            if tag == _BOOL_TAG:
+                return loader.bool_values[value.lower()]
+            if tag == _INT_TAG:
+                return loader.construct_yaml_int(node)
+            if tag == _FLOAT_TAG:
+                return loader.construct_yaml_float(node)
+            return loader.construct_object(node, deep=True)
+        if depth > MAX_YAML_DEPTH:
             raise _Refused(f"nested more than {MAX_YAML_DEPTH} levels deep", node.start_mark, "yaml-depth")
-        elif isinstance(node, yaml.SequenceNode):  # children pushed last-first: the first problem in the file is found first
-            stack.extend((child, depth + 1) for child in reversed(value))
-        else:
-            _check_keys(node, loader)
-            stack.extend((item, depth + 1) for pair in reversed(value) for item in reversed(pair))
-        if nodes > MAX_YAML_NODES or chars > MAX_YAML_CHARS:
-            raise _Refused(f"document has more than {MAX_YAML_NODES} nodes or {MAX_YAML_CHARS} characters",
-                           node.start_mark, "yaml-too-large")
+        if counts[0] > MAX_YAML_NODES:
+            raise too_large(node)
+        if isinstance(node, yaml.SequenceNode):
+            items = [build(child, depth + 1) for child in value]
+            return items if tag == _SEQ_TAG else loader.construct_object(node, deep=True)
+        _check_keys(node, loader)
+        mapping: dict[Any, Any] = {}
+        for key_node, value_node in value:
+            key = build(key_node, depth + 1)
+            try:
+                hash(key)
+            except TypeError:  # reported as the library reports it
+                raise yaml.constructor.ConstructorError("while constructing a mapping", node.start_mark,
+                                                        "found unhashable key", key_node.start_mark) from None
+            mapping[key] = build(value_node, depth + 1)
+        return mapping if tag == _MAP_TAG else loader.construct_object(node, deep=True)
+
+    return build(root, 1)
 
 
 def _children(node: Any) -> list[Any]:

@@ -113,6 +113,15 @@ def main() -> int:
         print("sigma-cli not found: pip install -e '.[bench]'", file=sys.stderr)
         return 2
 
+    # An installed package (sigma-cli's, ours from `pip install .`) is byte-compiled at install
+    # time; an editable one where PYTHONDONTWRITEBYTECODE is set would compile its sources on
+    # every run. Compile ours as installing does, so both start alike.
+    import sigma_wmi
+
+    for package in {Path(sigma_wmi.__file__).parent, (Path(sigma_wmi.__file__).parent / "backends").resolve()}:
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(package)], check=False,
+                       stdout=subprocess.DEVNULL)
+
     work = Path(tempfile.mkdtemp(prefix="sigma-wmi-bench-"))
     try:
         corpus = work / "rules"

@@ -240,13 +240,14 @@ def display_path(path: str | os.PathLike[str]) -> str:
 def regular_file_error(path: Path, origin: Origin | None = None) -> SigmaWmiError | None:
     """Why `path` must not be opened, or None for a regular file. Checked with `stat`
     before any open: opening a FIFO blocks, and a device (/dev/zero) never ends."""
-    origin = origin or Origin(display_path(path))
     try:
-        mode = path.stat().st_mode
+        mode = os.stat(path).st_mode
     except OSError as err:
-        return SigmaWmiError(f"cannot read file: {err.strerror or err}", origin, "unreadable")
+        return SigmaWmiError(f"cannot read file: {err.strerror or err}", origin or Origin(display_path(path)),
+                             "unreadable")
     if stat.S_ISREG(mode):
         return None
+    origin = origin or Origin(display_path(path))
     kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
             else "a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode)
             else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")

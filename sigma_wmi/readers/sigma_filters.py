@@ -190,7 +190,7 @@ def filters_among(paths: Iterable[Path], raws: Mapping[Path, bytes] | None = Non
     found: list[MetaFilter] = []
     errors: list[SigmaWmiError] = []
     for path, raw in raws.items():
-        if not _FILTER_LINE.search(raw):
+        if b"filter" not in raw or not _FILTER_LINE.search(raw):  # the substring test is the cheap reject
             continue
         try:
             filters, _ = read_filter_text(read_text(path), display_path(path))

@@ -180,6 +180,14 @@ UNRESOLVED_OPTION = click.option(
          "the placeholder; targets without one fail the rule saying so).")
 
 
+def _rule_options(function: F) -> F:
+    """--mapping, --filter, --placeholders and --unresolved-placeholders: what changes the rules
+    as they are read (convert, check, docs)."""
+    for option in reversed([MAPPING_OPTION, FILTER_OPTION, PLACEHOLDERS_OPTION, UNRESOLVED_OPTION]):
+        function = option(function)
+    return function
+
+
 def _read_options(macros_dir: Path | None, filter_paths: tuple[Path, ...], placeholder_files: tuple[Path, ...],
                   files: list[Path], unresolved_placeholders: str = "error") -> ReadOptions:
     """Reader options with the --filter and --placeholders files loaded now: a bad file is one
@@ -257,10 +265,7 @@ Examples:
 @_batch_options
 @click.option("-v", "--verbose", is_flag=True, help="Also print warnings and info diagnostics.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary line.")
-@MAPPING_OPTION
-@FILTER_OPTION
-@PLACEHOLDERS_OPTION
-@UNRESOLVED_OPTION
+@_rule_options
 @CONFIG_OPTION
 def convert(paths: tuple[Path, ...], targets: tuple[tuple[str, ...], ...], format_: str | None,
             profile: str | None, option_pairs: tuple[str, ...], output: str | None, report: Path | None,
@@ -532,10 +537,7 @@ warning (an output that does not mean exactly what the rule says); warning: on a
 @EXCLUDE_OPTION
 @_batch_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary line.")
-@MAPPING_OPTION
-@FILTER_OPTION
-@PLACEHOLDERS_OPTION
-@UNRESOLVED_OPTION
+@_rule_options
 @CONFIG_OPTION
 def check(paths: tuple[Path, ...], targets: tuple[tuple[str, ...], ...], format_: str | None,
           profile: str | None, option_pairs: tuple[str, ...], report_format: str | None, output: Path | None,
@@ -601,10 +603,7 @@ def check(paths: tuple[Path, ...], targets: tuple[tuple[str, ...], ...], format_
 @click.option("-q", "--quiet", is_flag=True, help="No summary line.")
 @click.option("--test-report", "test_report", type=click.Path(path_type=Path, dir_okay=False),
               help="A `sigma-wmi test --report` file: rule pages show its results beside their declared tests.")
-@MAPPING_OPTION
-@FILTER_OPTION
-@PLACEHOLDERS_OPTION
-@UNRESOLVED_OPTION
+@_rule_options
 @CONFIG_OPTION
 def docs(paths: tuple[Path, ...], excludes: tuple[str, ...], output: Path, targets: tuple[str, ...], macros_dir: Path | None,
          jobs: int | None, quiet: bool, test_report: Path | None, mappings: tuple[Path, ...], filter_paths: tuple[Path, ...] = (),

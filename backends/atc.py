@@ -16,8 +16,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from sigma_wmi.backends.base import Backend, OptionSpec, Output
-from sigma_wmi.docs.data_needed import DataNeeded, data_needed, rule_fields
-from sigma_wmi.docs.markdown import fence, is_link, markdown_environment, md_cell, md_url
+from sigma_wmi.docs.data_needed import DataNeeded, data_needed
+from sigma_wmi.docs.markdown import markdown_environment
 from sigma_wmi.docs.queries import AttackInfo, QueryBlock, QueryCompiler, attack_info
 from sigma_wmi.model import Rule, describe_aggregation
 
@@ -95,7 +95,4 @@ class AtcBackend(Backend):
         return "\n\n---\n\n".join(o.rstrip("\n") for o in outputs) + "\n"
 
 
-__all__ = [
-    "AtcBackend", "AttackInfo", "DataNeeded", "QueryBlock", "QueryCompiler", "attack_info", "data_needed",
-    "fence", "is_link", "md_cell", "md_url", "rule_fields",
-]
+__all__ = ["AtcBackend", "card_context"]

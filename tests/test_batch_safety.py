@@ -26,9 +26,10 @@ from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 
 from sigma_wmi import batch, cli
-from sigma_wmi.backends.atc import AtcBackend, md_cell
+from sigma_wmi.backends.atc import AtcBackend
 from sigma_wmi.backends.splunk import SplunkBackend
 from sigma_wmi.cli import main
+from sigma_wmi.docs.markdown import md_cell
 from sigma_wmi.docs.site import build_site, page_slug
 from sigma_wmi.errors import Level
 from sigma_wmi.model import LogSource, Match, Op, Origin, Pattern, Rule

@@ -86,10 +86,11 @@ class RuleReport:
     rule: Rule
     cases: list[CaseResult] = field(default_factory=list)
     hits: dict[str, list[str]] = field(default_factory=dict)  # --events file -> record ids hit
+    error: SigmaWmiError | None = None  # the evaluator cannot run the rule (a regex RE2 refuses)
 
     @property
     def failed(self) -> bool:
-        return any(c.status == "fail" for c in self.cases)
+        return self.error is not None or any(c.status == "fail" for c in self.cases)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -97,6 +98,7 @@ class RuleReport:
             "status": "fail" if self.failed else "pass",
             "hits": {path: {"count": len(ids), "record_ids": ids} for path, ids in self.hits.items()},
             "tests": [c.to_json() for c in self.cases],
+            **({"error": self.error.diagnostic().to_json()} if self.error else {}),
         }
 
 
@@ -280,14 +282,18 @@ def test_rules(rules: Iterable[Rule], event_files: Iterable[Path] = (), roots: R
     reports = []
     for rule in rules:
         mapped = cache.catalog.map_rule(rule)
-        predicate = compile_rule(rule, cat=cache.catalog)
         report = RuleReport(rule)
+        reports.append(report)
+        try:
+            predicate = compile_rule(rule, cat=cache.catalog)
+        except SigmaWmiError as err:  # this rule fails; the batch goes on
+            report.error = err
+            continue
         for case in declared_tests(rule):
             report.cases.append(run_case(case, predicate, mapped, roots, cache))
         for path in files:
             events = cache.get(path, logsource=None if rule.steps else mapped.logsource)
             report.hits[str(path)] = [record_id(e) for e in alerting(rule, events, predicate, cache.catalog)]
-        reports.append(report)
     return reports
 
 
@@ -317,6 +323,8 @@ def _print_report(reports: list[RuleReport], load_errors: list[SigmaWmiError], s
     for report in reports:
         mark = "FAIL" if report.failed else "ok  "
         click.echo(safe(f"{mark} {report.rule.title} [{report.rule.origin.path}]"))
+        if report.error is not None:
+            click.echo(safe(f"       {report.error}"))
         for path, ids in report.hits.items():
             click.echo(safe(f"       {len(ids):5d} hits  {path}"))
         for case in report.cases:
@@ -353,8 +361,9 @@ def test_command(rules: tuple[Path, ...], event_files: tuple[Path, ...], report_
                  excludes: tuple[str, ...] = ()) -> None:
     """Run RULES over recorded events: hits per rule and each rule's declared tests.
 
-    Exit code 0 when every declared test passes, 1 when a test fails or a rule file
-    cannot be read, 2 for unreadable event files or bad test declarations.
+    Exit code 0 when every declared test passes, 1 when a test fails, a rule file cannot
+    be read or a rule cannot be evaluated (a regex RE2 refuses: that rule fails, located, and
+    the others run), 2 for unreadable event files or bad test declarations.
     """
     from sigma_wmi.readers.placeholders import load_placeholders
     from sigma_wmi.readers.sigma_filters import filters_among, load_filters, unused_by, without_repeats

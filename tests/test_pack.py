@@ -170,3 +170,23 @@ def test_command_input_errors_exit_2(tmp_path: Path) -> None:
     result = CliRunner().invoke(rule_tests.test_command, [str(rule), "--events", str(bad)])
     assert result.exit_code == 2
     assert f"{bad}:1" in result.output
+
+
+def test_command_fails_only_the_rule_the_evaluator_cannot_run(tmp_path: Path) -> None:
+    """A regex RE2 refuses (a lookahead) fails its own rule, located; the other rules still run."""
+    synthetic = REPO / "tests" / "data" / "events" / "wmi_pack_synthetic.jsonl"
+    refused = tmp_path / "refused.yml"
+    refused.write_text(
+        "title: Lookahead\nid: 0d0e5a51-7c35-4f4e-9a3e-2f7a6c1b9e01\n"
+        "logsource:\n  product: windows\n  category: process_creation\n"
+        "detection:\n  sel:\n    CommandLine|re: 'a(?=b)'\n  condition: sel\n", encoding="utf-8")
+    report = tmp_path / "r.json"
+    result = CliRunner().invoke(rule_tests.test_command, [str(refused), str(RULES / "sigma"), "--events",
+                                                          str(synthetic), "--report", str(report)])
+    assert result.exit_code == 1, result.output
+    assert f"{refused}:8" in result.output
+    doc = json.loads(report.read_text(encoding="utf-8"))
+    by_title = {r["title"]: r for r in doc["rules"]}
+    assert by_title["Lookahead"]["status"] == "fail" and by_title["Lookahead"]["error"]["line"] == 8
+    mofcomp = by_title["MOF File Compiled With mofcomp.exe"]
+    assert mofcomp["hits"][str(synthetic)]["record_ids"] == ["3701", "3702", "3703"]

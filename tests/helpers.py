@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 from typing import Any
+
+from addonfactory_splunk_conf_parser_lib import TABConfigParser
 
 from sigma_wmi.model import Rule
 from sigma_wmi.readers import read_text_rules
@@ -37,3 +40,13 @@ def ecs_events(name: str) -> list[dict[str, Any]]:
     from sigma_wmi.events import read_events, to_ecs
 
     return [to_ecs(raw) for raw in read_events(shared_path("data", "events", name))]
+
+
+def read_conf(text: str, folder: Path) -> TABConfigParser:
+    """Splunk's own .conf parser over `text`, written as `savedsearches.conf` in `folder`
+    (rewritten on every call, so one folder serves every hypothesis example)."""
+    path = folder / "savedsearches.conf"
+    path.write_text(text, encoding="utf-8", newline="")
+    parser = TABConfigParser()
+    parser.read(str(path), encoding="utf-8")
+    return parser

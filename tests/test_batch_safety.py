@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from addonfactory_splunk_conf_parser_lib import TABConfigParser
 from click.testing import CliRunner
+from helpers import read_conf
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from markdown_it import MarkdownIt
@@ -71,14 +71,6 @@ def _result(rule: Rule, job: batch.Job) -> batch.RuleResult:
                             outputs={job.key: output.text}, line=1)
 
 
-def _tab_parse(text: str, tmp_path: Path) -> TABConfigParser:
-    path = tmp_path / "savedsearches.conf"
-    path.write_text(text, encoding="utf-8", newline="")
-    parser = TABConfigParser()
-    parser.read(str(path), encoding="utf-8")
-    return parser
-
-
 def _tab_value(value: str) -> str:
     """What TABConfigParser makes of a one-line value: it strips it, reads `""` as empty and,
     unlike splunkd, cuts it at a `;` that follows whitespace (an inline comment)."""
@@ -125,7 +117,7 @@ def test_savedsearches_read_back_by_splunk_conf_parser(titles: list[str], descri
         searches.append(SplunkBackend().convert(rule, "raw").text)
     batch.unique_identities(results, [job])
     text = SplunkBackend().combine([r.outputs[job.key] for r in results], "savedsearches")
-    parser = _tab_parse(text, tmp_path)  # one folder for every example: the file is rewritten each time
+    parser = read_conf(text, tmp_path)  # one folder for every example: the file is rewritten each time
 
     sections = parser.sections()
     assert len(sections) == len(results)  # nothing merged, nothing injected

@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from addonfactory_splunk_conf_parser_lib import TABConfigParser
 from conftest import RULES
-from helpers import sigma_rule
+from helpers import read_conf, sigma_rule
 
 from sigma_wmi.api import compile_rule
 from sigma_wmi.backends.splunk import SplunkBackend
@@ -72,14 +71,6 @@ def _pack() -> tuple[Rule, ...]:
     return tuple(rule for path in rule_files([RULES]) for rule in read_source(path).rules)
 
 
-def _parse(text: str, tmp_path: Path) -> TABConfigParser:
-    path = tmp_path / "savedsearches.conf"
-    path.write_text(text, encoding="utf-8", newline="")
-    parser = TABConfigParser()
-    parser.read(str(path), encoding="utf-8")
-    return parser
-
-
 OPTION_SETS = [{}, {"search_format": "tstats"}, {"notable": "on"}, {"notable": "off"}, {"es": "false"},
                {"filter_macro": "true"}]
 
@@ -93,7 +84,7 @@ def test_every_key_written_is_in_the_spec(options: dict[str, str], tmp_path: Pat
             texts.append(backend.convert(backend.catalog.map_rule(rule), "savedsearches").text)
         except Exception as err:  # tstats cannot take every pack rule; that is not this test's concern
             assert getattr(err, "code", "") == "unsupported", err
-    parser = _parse(backend.combine(texts, "savedsearches"), tmp_path)
+    parser = read_conf(backend.combine(texts, "savedsearches"), tmp_path)
     keys = {key for section in parser.sections() for key in parser.item_dict()[section]}
     assert keys and not [problem for key in sorted(keys) if (problem := spec_problem(key))]
     es_keys = {k for k in keys if k.startswith("action.")}
@@ -102,7 +93,7 @@ def test_every_key_written_is_in_the_spec(options: dict[str, str], tmp_path: Pat
 
 def _stanza(rule: Rule, tmp_path: Path, **options: str) -> dict[str, str]:
     backend = SplunkBackend(**options)
-    parser = _parse(backend.convert(backend.catalog.map_rule(rule), "savedsearches").text, tmp_path)
+    parser = read_conf(backend.convert(backend.catalog.map_rule(rule), "savedsearches").text, tmp_path)
     (section,) = parser.sections()
     return dict(parser.item_dict()[section])
 

@@ -6,7 +6,6 @@ Exit codes: 0 every rule converted (possibly with warnings), 1 some rules failed
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import os
@@ -33,7 +32,7 @@ from sigma_wmi.cli_options import (
 )
 from sigma_wmi.config import default_map, find_config, load_config
 from sigma_wmi.errors import Diagnostic, Level, Origin, SigmaWmiError
-from sigma_wmi.inputs import STDIN_LABEL, input_files, is_stdin, read_stdin, stdin_count
+from sigma_wmi.inputs import STDIN_LABEL, input_files, is_stdin, read_stdin, stdin_count, with_batch_documents
 from sigma_wmi.output import (
     WriteError,
     describe_os_error,
@@ -45,8 +44,6 @@ from sigma_wmi.output import (
 )
 from sigma_wmi.parallel import default_workers
 from sigma_wmi.readers import ReadOptions
-from sigma_wmi.readers.sigma_correlation import rules_elsewhere
-from sigma_wmi.readers.yamlsource import read_inputs
 from sigma_wmi.registry import backend_class, target_names
 from sigma_wmi.rule_tests import test_command
 from sigma_wmi.terminal import safe, safe_lines
@@ -194,7 +191,7 @@ def _read_options(macros_dir: Path | None, filter_paths: tuple[Path, ...], place
     located error line and exit code 2. Filters found among the input files are applied too
     (as sigma-cli does), each announced by an info line."""
     from sigma_wmi.readers.placeholders import load_placeholders
-    from sigma_wmi.readers.sigma_filters import filters_among, load_filters, without_repeats
+    from sigma_wmi.readers.sigma_filters import load_filters
 
     try:
         filters = load_filters(filter_paths)
@@ -202,13 +199,12 @@ def _read_options(macros_dir: Path | None, filter_paths: tuple[Path, ...], place
     except SigmaWmiError as err:
         echo_error(f"{err.origin}: error: {err.message} ({err.code})" if err.origin else err.message)
         sys.exit(EXIT_USAGE)
-    raws = read_inputs(files)  # one read of the batch for both scans below
-    found = without_repeats(filters, filters_among(files, raws)[0])  # a broken one is reported when its file is read
+    options, found = with_batch_documents(ReadOptions(macros_dir, filters, placeholders, unresolved_placeholders),
+                                          files)
     for meta in found:
         echo_error(f"{meta.origin}: info: filter {meta.label} is among the inputs: applied to the rules it "
                    "selects (filter-in-inputs)")
-    options = ReadOptions(macros_dir, filters + found, placeholders, unresolved_placeholders)
-    return dataclasses.replace(options, elsewhere=rules_elsewhere(files, options, raws))  # correlations across files
+    return options
 
 
 def _mapping_paths(mappings: tuple[Path, ...]) -> tuple[str, ...]:

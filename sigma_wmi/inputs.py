@@ -3,6 +3,7 @@ one rule file from standard input (`-`), labelled `<stdin>` in every diagnostic 
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from fnmatch import fnmatchcase
 from pathlib import Path, PurePosixPath
@@ -11,8 +12,10 @@ from typing import BinaryIO
 from sigma_wmi.errors import Origin, SigmaWmiError
 from sigma_wmi.limits import MAX_FILE_BYTES
 from sigma_wmi.output import is_temporary
-from sigma_wmi.readers import rule_files
-from sigma_wmi.readers.yamlsource import decode_rule_bytes
+from sigma_wmi.readers import ReadOptions, rule_files
+from sigma_wmi.readers.sigma_correlation import rules_elsewhere
+from sigma_wmi.readers.sigma_filters import MetaFilter, filters_among, without_repeats
+from sigma_wmi.readers.yamlsource import decode_rule_bytes, read_inputs
 
 STDIN = "-"
 STDIN_LABEL = "<stdin>"
@@ -74,3 +77,14 @@ def read_stdin(stream: BinaryIO | None = None) -> str:
         raise SigmaWmiError(f"cannot read standard input: {err.strerror or err}", Origin(STDIN_LABEL),
                             "unreadable") from None
     return decode_rule_bytes(data, Origin(STDIN_LABEL))
+
+
+def with_batch_documents(options: ReadOptions, files: list[Path]) -> tuple[ReadOptions, tuple[MetaFilter, ...]]:
+    """`options` completed with what the batch's files hold for other files: filter documents
+    (applied as sigma-cli applies them; those `options` already has are not added twice) and
+    the rules correlations name from other files. One read of every file serves both scans; a
+    broken file is reported when the reader reads it. Also returns the filters found."""
+    raws = read_inputs(files)
+    found = without_repeats(options.filters, filters_among(files, raws)[0])
+    options = dataclasses.replace(options, filters=options.filters + found)
+    return dataclasses.replace(options, elsewhere=rules_elsewhere(files, options, raws)), found

@@ -35,7 +35,7 @@ from sigma_wmi.catalog import Catalog, catalog
 from sigma_wmi.errors import Origin, SigmaWmiError
 from sigma_wmi.evaluate import Predicate, alerting, compile_rule, logsource_predicate
 from sigma_wmi.events import canonical_event, known_shape, read_events, to_ecs
-from sigma_wmi.inputs import input_files
+from sigma_wmi.inputs import input_files, with_batch_documents
 from sigma_wmi.mapping import mapped_catalog
 from sigma_wmi.model import LogSource, Rule
 from sigma_wmi.readers import ReadOptions
@@ -366,14 +366,12 @@ def test_command(rules: tuple[Path, ...], event_files: tuple[Path, ...], report_
     the others run), 2 for unreadable event files or bad test declarations.
     """
     from sigma_wmi.readers.placeholders import load_placeholders
-    from sigma_wmi.readers.sigma_filters import filters_among, load_filters, unused_by, without_repeats
+    from sigma_wmi.readers.sigma_filters import load_filters, unused_by
 
     started = time.perf_counter()
     try:
-        given = load_filters(filter_paths)
-        files = list(input_files(rules, excludes))
-        found = without_repeats(given, filters_among(files)[0])  # filter documents among the rules
-        options = ReadOptions(filters=given + found, placeholders=load_placeholders(placeholder_files))
+        given = ReadOptions(filters=load_filters(filter_paths), placeholders=load_placeholders(placeholder_files))
+        options, _ = with_batch_documents(given, input_files(rules, excludes))
     except SigmaWmiError as err:
         click.echo(safe(err), err=True)
         sys.exit(2)
